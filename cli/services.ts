@@ -1,0 +1,54 @@
+/**
+ * Opens the blob, directory and path info services a configuration names.
+ * The one place that maps addresses (memory://, a local data directory,
+ * grpc+http://, grpc+unix://) to implementations.
+ *
+ * @module
+ */
+import type { BlobService } from "../lib/castore/blob_service.ts";
+import type { DirectoryService } from "../lib/castore/directory_service.ts";
+import type { PathInfoService } from "../lib/store/path_info_service.ts";
+import type { Config, ServiceAddr } from "./config.ts";
+
+/** The three services, opened. */
+export interface Services {
+  blobs: BlobService;
+  directories: DirectoryService;
+  pathInfos: PathInfoService;
+  /** Closes all three. */
+  close(): Promise<void>;
+}
+
+function unsupported(what: string, addr: ServiceAddr): never {
+  throw new Error(`${what}: backend "${addr.kind}" is not implemented yet`);
+}
+
+/** Opens the services named by `config`. */
+export async function openServices(config: Config): Promise<Services> {
+  const blobs = await openBlobService(config.blobService);
+  const directories = await openDirectoryService(config.directoryService);
+  const pathInfos = await openPathInfoService(config.pathInfoService);
+  return {
+    blobs,
+    directories,
+    pathInfos,
+    async close() {
+      await Promise.all([blobs.close?.(), directories.close?.(), pathInfos.close?.()]);
+    },
+  };
+}
+
+/** Opens a blob service from its address. */
+export function openBlobService(addr: ServiceAddr): Promise<BlobService> {
+  return Promise.resolve(unsupported("blob service", addr));
+}
+
+/** Opens a directory service from its address. */
+export function openDirectoryService(addr: ServiceAddr): Promise<DirectoryService> {
+  return Promise.resolve(unsupported("directory service", addr));
+}
+
+/** Opens a path info service from its address. */
+export function openPathInfoService(addr: ServiceAddr): Promise<PathInfoService> {
+  return Promise.resolve(unsupported("path info service", addr));
+}

@@ -1,0 +1,17 @@
+/**
+ * `snix store ...`: the store's subcommands, one file each.
+ *
+ * @module
+ */
+import { Command } from "@commander-js/extra-typings";
+import type { CliContext } from "./context.ts";
+import { storeDaemonCommand } from "./store_daemon.ts";
+import { storeMountCommand } from "./store_mount.ts";
+
+/** The `store` command group. */
+export function storeCommand(ctx: CliContext): Command {
+  return new Command("store")
+    .description("import, export, inspect, serve and mount the content-addressed store")
+    .addCommand(storeDaemonCommand(ctx))
+    .addCommand(storeMountCommand(ctx));
+}
