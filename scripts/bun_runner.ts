@@ -3,10 +3,10 @@
  * modules work there too. Bun's own runner has a different API, so this is a
  * minimal stand-in for the part of `Deno.test` our library tests use
  * (name + fn, options object with `ignore`, `t.step`). Usage:
- *   bun scripts/bun_test.ts DIR...
+ *   bun scripts/bun_runner.ts DIR...
  * Prints `bun: N passed, M failed` and exits 1 on any failure.
  */
-import { readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import process from "node:process";
 
@@ -52,7 +52,7 @@ function collect(path: string, out: string[]) {
 }
 
 const files: string[] = [];
-for (const dir of process.argv.slice(2)) collect(dir, files);
+for (const dir of process.argv.slice(2)) if (existsSync(dir)) collect(dir, files);
 let passed = 0, failed = 0;
 for (const file of files) {
   const start = tests.length;
