@@ -16,6 +16,11 @@ export interface PathInfoService {
   put(info: PathInfo): Promise<PathInfo>;
   /** Every PathInfo, in no particular order. */
   list(): AsyncIterable<PathInfo>;
+  /**
+   * Optional: every PathInfo whose references include the store path with
+   * this 20-byte digest (Nix's QueryReferrers), in no particular order.
+   */
+  referrers?(digest: Uint8Array): AsyncIterable<PathInfo>;
   /** Releases resources. */
   close?(): Promise<void>;
 }
