@@ -8,6 +8,8 @@
 import type { BlobService } from "../lib/castore/blob_service.ts";
 import type { DirectoryService } from "../lib/castore/directory_service.ts";
 import type { PathInfoService } from "../lib/store/path_info_service.ts";
+import { MemoryPathInfoService } from "../lib/store/memory_path_info_service.ts";
+import { LocalPathInfoService } from "../lib/store/local_path_info_service.ts";
 import type { Config, ServiceAddr } from "./config.ts";
 
 /** The three services, opened. */
@@ -49,6 +51,8 @@ export function openDirectoryService(addr: ServiceAddr): Promise<DirectoryServic
 }
 
 /** Opens a path info service from its address. */
-export function openPathInfoService(addr: ServiceAddr): Promise<PathInfoService> {
-  return Promise.resolve(unsupported("path info service", addr));
+export async function openPathInfoService(addr: ServiceAddr): Promise<PathInfoService> {
+  if (addr.kind === "memory") return new MemoryPathInfoService();
+  if (addr.kind === "local") return await LocalPathInfoService.open(addr.dir);
+  return unsupported("path info service", addr);
 }
