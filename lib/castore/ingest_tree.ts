@@ -1,0 +1,364 @@
+/**
+ * Ingests a file system tree into castore: file contents stream through
+ * {@linkcode BlobWriter}s, directories are put leaves first, symlinks and the
+ * executable bit are kept (the executable bit as Nix reads it: the owner's x).
+ *
+ * The walk is driven by the NAR writer (lib/nix `narChunks`) over a lazy
+ * {@linkcode NarNode} of the tree, so the same single pass also yields the
+ * tree's NAR serialisation: {@linkcode ingestTreeWithNar} hands every NAR
+ * chunk to a callback (e.g. a SHA-256 hasher, as `nix-store --add` needs)
+ * without reading any file twice. Memory stays flat: one directory listing
+ * per level of the current path and one read buffer.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import * as fsp from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { basename } from "node:path";
+import { Buffer } from "node:buffer";
+import {
+  type Directory,
+  DirectoryEntrySchema,
+  DirectorySchema,
+  type Entry,
+  EntrySchema,
+  FileEntrySchema,
+  SymlinkEntrySchema,
+} from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type { BlobService, BlobWriter } from "./blob_service.ts";
+import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
+import { directoryDigest, directorySize } from "./directory.ts";
+import { narChunks, type NarNode } from "../nix/nar_writer.ts";
+
+/** How far an ingestion got: file content bytes and files done so far. */
+export interface IngestProgress {
+  /** File content bytes ingested. */
+  bytes: number;
+  /** Regular files ingested. */
+  files: number;
+}
+
+/** Called as ingestion advances (after each chunk of file data). */
+export type ProgressCallback = (p: IngestProgress) => void;
+
+/** Size of the reads from big files. */
+const READ_SIZE = 1 << 20;
+/** Files up to this size are read in one call (the NAR writer's small-file path). */
+const SMALL_FILE = 256 * 1024;
+
+function describe(path: Buffer): string {
+  return path.toString("utf8");
+}
+
+/** A clear one-line error for a failed file system call. */
+function fsError(e: unknown, what: string, path: Buffer): Error {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why = code === "ENOENT"
+    ? "no such file or directory"
+    : code === "EACCES" || code === "EPERM"
+    ? "permission denied"
+    : code === "ENOTDIR"
+    ? "not a directory"
+    : (e as Error)?.message ?? String(e);
+  return new Error(`${what} ${describe(path)}: ${why}`);
+}
+
+/** State shared by one ingestion. */
+class TreeIngester {
+  #putter?: DirectoryPutter;
+  #progress: IngestProgress = { bytes: 0, files: 0 };
+  /** The blob being written by a streamed file, aborted if the walk fails. */
+  current?: BlobWriter;
+
+  constructor(
+    readonly blobs: BlobService,
+    readonly directories: DirectoryService,
+    readonly onProgress?: ProgressCallback,
+  ) {}
+
+  /** The putter, created when the first directory is finished. */
+  get putter(): DirectoryPutter {
+    return this.#putter ??= this.directories.put();
+  }
+
+  /** The putter if any directory was put. */
+  get usedPutter(): DirectoryPutter | undefined {
+    return this.#putter;
+  }
+
+  /** Aborts a blob being written (after a failure). */
+  async abort(): Promise<void> {
+    const w = this.current;
+    this.current = undefined;
+    if (w) await w.abort().catch(() => {});
+  }
+
+  /** Counts ingested bytes and files and reports progress. */
+  tick(bytes: number, file: boolean): void {
+    this.#progress.bytes += bytes;
+    if (file) this.#progress.files++;
+    this.onProgress?.({ ...this.#progress });
+  }
+}
+
+/**
+ * Opens a node for `path` (already lstat'ed). Symlink targets are read here
+ * because the NAR writer needs them synchronously.
+ */
+async function makeNode(
+  ing: TreeIngester,
+  path: Buffer,
+  name: Uint8Array,
+  st: Stats,
+  done: (e: Entry) => void,
+): Promise<NarNode> {
+  if (st.isSymbolicLink()) {
+    let target: Buffer;
+    try {
+      target = await fsp.readlink(path, { encoding: "buffer" });
+    } catch (e) {
+      throw fsError(e, "cannot read symlink", path);
+    }
+    const t = new Uint8Array(target);
+    done(create(EntrySchema, {
+      entry: {
+        case: "symlink",
+        value: create(SymlinkEntrySchema, { name, target: t }),
+      },
+    }));
+    return { type: "symlink", target: t };
+  }
+  if (st.isFile()) return fileNode(ing, path, name, st, done);
+  if (st.isDirectory()) return dirNode(ing, path, name, done);
+  throw new Error(
+    `${
+      describe(path)
+    } has an unsupported file type (not a file, directory or symlink)`,
+  );
+}
+
+function fileNode(
+  ing: TreeIngester,
+  path: Buffer,
+  name: Uint8Array,
+  st: Stats,
+  done: (e: Entry) => void,
+): NarNode {
+  const size = st.size;
+  const executable = (st.mode & 0o100) !== 0;
+  const finish = (digest: Uint8Array) =>
+    done(create(EntrySchema, {
+      entry: {
+        case: "file",
+        value: create(FileEntrySchema, {
+          name,
+          digest,
+          size: BigInt(size),
+          executable,
+        }),
+      },
+    }));
+  return {
+    type: "regular",
+    executable,
+    size,
+    bytes: size <= SMALL_FILE
+      ? async () => {
+        let data: Uint8Array;
+        try {
+          data = await fsp.readFile(path);
+        } catch (e) {
+          throw fsError(e, "cannot read", path);
+        }
+        const w = ing.blobs.put();
+        try {
+          if (data.length > 0) await w.write(data);
+          finish(await w.close());
+        } catch (e) {
+          await w.abort().catch(() => {});
+          throw e;
+        }
+        ing.tick(data.length, true);
+        return data;
+      }
+      : undefined,
+    contents: () => fileContents(ing, path, finish),
+  };
+}
+
+async function fileContents(
+  ing: TreeIngester,
+  path: Buffer,
+  finish: (digest: Uint8Array) => void,
+): Promise<ReadableStream<Uint8Array>> {
+  let fh: fsp.FileHandle;
+  try {
+    fh = await fsp.open(path, "r");
+  } catch (e) {
+    throw fsError(e, "cannot open", path);
+  }
+  const w = ing.blobs.put();
+  ing.current = w;
+  let closed = false;
+  const cleanup = async () => {
+    if (closed) return;
+    closed = true;
+    await fh.close().catch(() => {});
+  };
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const buf = new Uint8Array(READ_SIZE);
+        const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
+        if (bytesRead === 0) {
+          await cleanup();
+          ing.current = undefined;
+          finish(await w.close());
+          ing.tick(0, true);
+          controller.close();
+          return;
+        }
+        const chunk = bytesRead === READ_SIZE
+          ? buf
+          : buf.subarray(0, bytesRead);
+        await w.write(chunk);
+        ing.tick(bytesRead, false);
+        controller.enqueue(chunk);
+      } catch (e) {
+        await cleanup();
+        ing.current = undefined;
+        await w.abort().catch(() => {});
+        controller.error(
+          (e as NodeJS.ErrnoException)?.code
+            ? fsError(e, "cannot read", path)
+            : e,
+        );
+      }
+    },
+    async cancel() {
+      await cleanup();
+      ing.current = undefined;
+      await w.abort().catch(() => {});
+    },
+  }, { highWaterMark: 0 });
+}
+
+function dirNode(
+  ing: TreeIngester,
+  path: Buffer,
+  name: Uint8Array,
+  done: (e: Entry) => void,
+): NarNode {
+  return {
+    type: "directory",
+    entries: async function* () {
+      let names: Buffer[];
+      try {
+        names = await fsp.readdir(path, { encoding: "buffer" });
+      } catch (e) {
+        throw fsError(e, "cannot list directory", path);
+      }
+      names.sort(Buffer.compare);
+      const dir: Directory = create(DirectorySchema, {});
+      for (const child of names) {
+        const childPath = Buffer.concat([path, SLASH, child]);
+        let st: Stats;
+        try {
+          st = await fsp.lstat(childPath);
+        } catch (e) {
+          throw fsError(e, "cannot stat", childPath);
+        }
+        let entry: Entry | undefined;
+        const childName = new Uint8Array(child);
+        const node = await makeNode(
+          ing,
+          childPath,
+          childName,
+          st,
+          (e) => (entry = e),
+        );
+        yield [childName, node];
+        // The NAR writer asks for the next entry only after the child is
+        // fully written, so its entry is known here.
+        if (!entry) {
+          throw new Error(
+            `internal error: ${describe(childPath)} was not ingested`,
+          );
+        }
+        const e = entry.entry;
+        if (e.case === "directory") dir.directories.push(e.value);
+        else if (e.case === "file") dir.files.push(e.value);
+        else if (e.case === "symlink") dir.symlinks.push(e.value);
+      }
+      await ing.putter.put(dir);
+      done(create(EntrySchema, {
+        entry: {
+          case: "directory",
+          value: create(DirectoryEntrySchema, {
+            name,
+            digest: await directoryDigest(dir),
+            size: directorySize(dir),
+          }),
+        },
+      }));
+    },
+  };
+}
+
+const SLASH = Buffer.from("/");
+
+/**
+ * Ingests the tree at `fsPath` into castore and feeds its NAR serialisation,
+ * chunk by chunk, to `onNarChunk` (chunks must not be modified; they may be
+ * kept). Resolves to the root entry, named after the last component of
+ * `fsPath` (callers rename it). On failure nothing is reachable: a blob
+ * being written is aborted and the directory putter is never closed.
+ */
+export async function ingestTreeWithNar(
+  fsPath: string,
+  blobs: BlobService,
+  directories: DirectoryService,
+  onNarChunk: (chunk: Uint8Array) => void,
+  onProgress?: ProgressCallback,
+): Promise<Entry> {
+  const ing = new TreeIngester(blobs, directories, onProgress);
+  const path = Buffer.from(fsPath);
+  let st: Stats;
+  try {
+    st = await fsp.lstat(path);
+  } catch (e) {
+    throw fsError(e, "cannot import", path);
+  }
+  let root: Entry | undefined;
+  try {
+    const node = await makeNode(
+      ing,
+      path,
+      new TextEncoder().encode(basename(fsPath)),
+      st,
+      (e) => (root = e),
+    );
+    for await (const chunk of narChunks(node)) onNarChunk(chunk);
+  } catch (e) {
+    await ing.abort();
+    throw e;
+  }
+  if (!root) throw new Error(`internal error: ${fsPath} was not ingested`);
+  const putter = ing.usedPutter;
+  if (putter) await putter.close();
+  return root;
+}
+
+/**
+ * Ingests the tree at `fsPath` (file, directory or symlink) into castore and
+ * resolves to its root entry, named after the last component of `fsPath`.
+ */
+export function ingestTree(
+  fsPath: string,
+  blobs: BlobService,
+  directories: DirectoryService,
+  onProgress?: ProgressCallback,
+): Promise<Entry> {
+  return ingestTreeWithNar(fsPath, blobs, directories, () => {}, onProgress);
+}
