@@ -10,6 +10,8 @@ import type { DirectoryService } from "../lib/castore/directory_service.ts";
 import type { PathInfoService } from "../lib/store/path_info_service.ts";
 import { MemoryPathInfoService } from "../lib/store/memory_path_info_service.ts";
 import { LocalPathInfoService } from "../lib/store/local_path_info_service.ts";
+import { MemoryBlobService } from "../lib/castore/memory_blob_service.ts";
+import { MemoryDirectoryService } from "../lib/castore/memory_directory_service.ts";
 import type { Config, ServiceAddr } from "./config.ts";
 
 /** The three services, opened. */
@@ -42,11 +44,13 @@ export async function openServices(config: Config): Promise<Services> {
 
 /** Opens a blob service from its address. */
 export function openBlobService(addr: ServiceAddr): Promise<BlobService> {
+  if (addr.kind === "memory") return Promise.resolve(new MemoryBlobService());
   return Promise.resolve(unsupported("blob service", addr));
 }
 
 /** Opens a directory service from its address. */
 export function openDirectoryService(addr: ServiceAddr): Promise<DirectoryService> {
+  if (addr.kind === "memory") return Promise.resolve(new MemoryDirectoryService());
   return Promise.resolve(unsupported("directory service", addr));
 }
 
