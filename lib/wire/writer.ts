@@ -1,0 +1,191 @@
+/**
+ * A batching writer of worker-protocol values onto a
+ * `WritableStream<Uint8Array>`: small values collect in a buffer that goes
+ * out on {@linkcode WireWriter.flush} (or when it fills); large byte arrays
+ * go straight through.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+const ZEROS = new Uint8Array(8);
+
+/** Writes worker-protocol values. */
+export class WireWriter {
+  #out: WritableStreamDefaultWriter<Uint8Array>;
+  #buf: Uint8Array;
+  #view: DataView;
+  #len = 0;
+  #written = 0;
+  #pending: Uint8Array[] = [];
+
+  /** Wraps a stream (takes its lock); `bufferSize` is the batching threshold. */
+  constructor(
+    sink: WritableStream<Uint8Array>,
+    readonly bufferSize = 64 << 10,
+  ) {
+    this.#out = sink.getWriter();
+    this.#buf = new Uint8Array(bufferSize);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Bytes handed to the sink or buffered so far. */
+  get offset(): number {
+    return this.#written + this.#len +
+      this.#pending.reduce((a, b) => a + b.length, 0);
+  }
+
+  #room(n: number) {
+    if (this.#len + n <= this.#buf.length) return;
+    // Full: park the filled part for the next flush and start a new buffer.
+    if (this.#len > 0) this.#pending.push(this.#buf.subarray(0, this.#len));
+    this.#buf = new Uint8Array(Math.max(this.bufferSize, n));
+    this.#view = new DataView(this.#buf.buffer);
+    this.#len = 0;
+  }
+
+  /** Appends a u64 (a safe integer or a bigint). */
+  u64(n: number | bigint): this {
+    this.#room(8);
+    if (typeof n === "bigint") {
+      this.#view.setBigUint64(this.#len, n, true);
+    } else {
+      if (!Number.isSafeInteger(n) || n < 0) {
+        throw new RangeError(`not a u64: ${n}`);
+      }
+      this.#view.setUint32(this.#len, n >>> 0, true);
+      this.#view.setUint32(this.#len + 4, Math.floor(n / 2 ** 32), true);
+    }
+    this.#len += 8;
+    return this;
+  }
+
+  /** Appends a boolean as 0 or 1. */
+  bool(b: boolean): this {
+    return this.u64(b ? 1 : 0);
+  }
+
+  /** Appends raw bytes without a length or padding. */
+  raw(b: Uint8Array): this {
+    if (b.length > this.bufferSize) {
+      if (this.#len > 0) this.#pending.push(this.#buf.subarray(0, this.#len));
+      this.#pending.push(b);
+      this.#buf = new Uint8Array(this.bufferSize);
+      this.#view = new DataView(this.#buf.buffer);
+      this.#len = 0;
+      return this;
+    }
+    this.#room(b.length);
+    this.#buf.set(b, this.#len);
+    this.#len += b.length;
+    return this;
+  }
+
+  /** Appends a byte string: length, bytes, zero padding to 8. */
+  bytes(b: Uint8Array): this {
+    this.u64(b.length);
+    this.raw(b);
+    const pad = (8 - (b.length % 8)) % 8;
+    if (pad) this.raw(ZEROS.subarray(0, pad));
+    return this;
+  }
+
+  /** Appends a string (UTF-8). */
+  string(s: string): this {
+    return this.bytes(encoder.encode(s));
+  }
+
+  /** Appends a list of strings in the given order. */
+  strings(list: Iterable<string>): this {
+    const arr = [...list];
+    this.u64(arr.length);
+    for (const s of arr) this.string(s);
+    return this;
+  }
+
+  /** Appends a set of strings, sorted by their UTF-8 bytes (as `std::set` does). */
+  stringSet(set: Iterable<string>): this {
+    return this.strings(sortedByBytes(set));
+  }
+
+  /** Appends a string map, sorted by key bytes (as `std::map` does). */
+  stringMap(m: Iterable<[string, string]>): this {
+    const entries = [...m].sort((a, b) =>
+      compareBytes(encoder.encode(a[0]), encoder.encode(b[0]))
+    );
+    this.u64(entries.length);
+    for (const [k, v] of entries) this.string(k).string(v);
+    return this;
+  }
+
+  /** Sends everything buffered to the sink and waits for it to accept it. */
+  async flush(): Promise<void> {
+    const chunks = this.#pending;
+    this.#pending = [];
+    if (this.#len > 0) {
+      chunks.push(this.#buf.slice(0, this.#len));
+      this.#len = 0;
+    }
+    for (const c of chunks) {
+      await this.#out.ready;
+      this.#written += c.length;
+      await this.#out.write(c);
+    }
+  }
+
+  /** Flushes, then sends `b` directly (for large data such as NAR chunks). */
+  async write(b: Uint8Array): Promise<void> {
+    if (b.length < 4096) {
+      this.raw(b);
+      if (this.#len >= this.bufferSize / 2 || this.#pending.length > 0) {
+        await this.flush();
+      }
+      return;
+    }
+    await this.flush();
+    await this.#out.ready;
+    this.#written += b.length;
+    await this.#out.write(b);
+  }
+
+  /** Flushes and closes the sink. */
+  async close(): Promise<void> {
+    await this.flush();
+    await this.#out.close();
+  }
+
+  /** Aborts the sink. */
+  async abort(reason?: unknown): Promise<void> {
+    this.#pending = [];
+    this.#len = 0;
+    try {
+      await this.#out.abort(reason);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** Compares byte strings lexicographically. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/** Sorts strings by their UTF-8 bytes and removes duplicates. */
+export function sortedByBytes(items: Iterable<string>): string[] {
+  const uniq = [...new Set(items)];
+  if (uniq.every(isAscii)) {
+    return uniq.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+  return uniq
+    .map((s) => [s, encoder.encode(s)] as const)
+    .sort((a, b) => compareBytes(a[1], b[1]))
+    .map((x) => x[0]);
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
