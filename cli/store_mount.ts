@@ -3,13 +3,80 @@
  *
  * @module
  */
-import { Command } from "@commander-js/extra-typings";
+import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
+import { getLogger } from "@logtape/logtape";
 import type { CliContext } from "./context.ts";
+import { libc } from "../lib/runtime/libc.ts";
+import { onTermination } from "../lib/runtime/signals.ts";
+import { CastoreFs } from "../lib/fuse/castore_fs.ts";
+import { FuseSession } from "../lib/fuse/session.ts";
+import { mountFuse, raiseReadahead, unmountFuse } from "../lib/fuse/mount.ts";
+
+const log = getLogger(["snix", "fuse"]);
+
+function intOption(min: number, max: number) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+}
 
 /** The `store mount` command. */
-export function storeMountCommand(_ctx: CliContext): Command {
-  return new Command("mount").description("mount the store read-only with FUSE")
-    .argument("<mountpoint>", "where to mount").action(() => {
-      throw new Error("store mount is not implemented yet");
+// deno-lint-ignore no-explicit-any
+export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
+  return new Command("mount")
+    .description(
+      "mount the store read-only with FUSE: MNT/<hash>-<name> for every store path\n" +
+        "(needs root; stops and unmounts on SIGINT/SIGTERM)",
+    )
+    .argument("<mountpoint>", "an existing directory to mount on")
+    .option("--list-root", "let READDIR on the mount root list every store path (default: EPERM)")
+    .option("--allow-other", "let other users access the mount")
+    .option("--show-xattr", "expose castore digests as user.snix.castore.* extended attributes")
+    .option("--threads <n>", "reader loops on /dev/fuse (1-16)", intOption(1, 16), 4)
+    .option("--cache-mib <n>", "MiB of decompressed chunk data to cache", intOption(1, 65536), 128)
+    .option(
+      "--force-unmount-stale",
+      "clear a stale mount left by a crashed `store mount` (lazy unmount) instead of failing",
+    )
+    .action(async (mnt, opts) => {
+      const services = await ctx.services();
+      const c = await libc();
+      const fs = new CastoreFs(services, {
+        listRoot: opts.listRoot ?? false,
+        showXattr: opts.showXattr ?? false,
+        cacheBytes: opts.cacheMib * (1 << 20),
+      });
+      const { fd, mountpoint } = mountFuse(c, mnt, {
+        allowOther: opts.allowOther,
+        forceUnmountStale: opts.forceUnmountStale,
+      });
+      const session = new FuseSession(c, fd, fs, { threads: opts.threads });
+      const running = session.run();
+      let stopping = false;
+      const removeHandlers = onTermination((sig) => {
+        if (stopping) return;
+        stopping = true;
+        try {
+          const how = unmountFuse(c, mountpoint);
+          log.info("{signal}: {how} {mountpoint}", { signal: sig, how, mountpoint });
+        } catch (e) {
+          log.error("unmounting {mountpoint} failed: {error}", { mountpoint, error: (e as Error).message });
+        }
+        session.stop();
+      });
+      await Promise.race([session.ready, running]);
+      if (!raiseReadahead(mountpoint)) log.debug("could not raise read_ahead_kb of the mount");
+      log.info("mounted the store at {mountpoint}", { mountpoint });
+      try {
+        await running;
+      } finally {
+        removeHandlers();
+        c.close(fd);
+      }
+      if (!stopping) log.info("{mountpoint} was unmounted", { mountpoint });
     });
 }

@@ -1,0 +1,406 @@
+/**
+ * A read-only file system over castore: `MNT/<hash>-<name>` for every store
+ * path the PathInfoService knows, with directories fetched lazily from the
+ * DirectoryService and file contents read from the BlobService.
+ *
+ * Inode numbers are stable for the life of the mount and never reused:
+ * - `1` is the root;
+ * - directories and symlinks get one per (parent inode, name), allocated on
+ *   first sight;
+ * - regular files get one per (blob digest, executable bit): identical files
+ *   share one inode and so one page cache, like hard links. `nlink` stays 1,
+ *   so tools that look for hard links (tar, cp -a, du) treat them as
+ *   separate files. Directories are never shared because the kernel
+ *   refuses a directory inode under two parents.
+ *
+ * Everything has mtime 1 (as in a Nix store), files are 0444 or 0555,
+ * directories 0555, symlinks 0777, owner root.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { BlobService } from "../castore/blob_service.ts";
+import type { DirectoryService } from "../castore/directory_service.ts";
+import { digestToHex, digestToString } from "../castore/digest.ts";
+import type { Directory, Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type { PathInfoService } from "../store/path_info_service.ts";
+import { StorePath } from "../nix/store_path.ts";
+import { BlobReader } from "./blob_reader.ts";
+import { type DirEntry, FuseError, type FuseFilesystem, type OpenResult, type StatFs } from "./filesystem.ts";
+import {
+  type Attr,
+  Errno,
+  FOPEN_CACHE_DIR,
+  FOPEN_KEEP_CACHE,
+  FUSE_ROOT_ID,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFREG,
+} from "./protocol.ts";
+
+const log = getLogger(["snix", "fuse"]);
+
+/** Extended attribute holding a directory's castore digest. */
+export const XATTR_DIRECTORY_DIGEST = "user.snix.castore.directory.digest";
+/** Extended attribute holding a file's blob digest. */
+export const XATTR_BLOB_DIGEST = "user.snix.castore.blob.digest";
+
+/** Options of {@linkcode CastoreFs}. */
+export interface CastoreFsOptions {
+  /** READDIR on the root lists every PathInfo (otherwise EPERM). */
+  listRoot?: boolean;
+  /** Expose castore digests as `user.snix.castore.*` xattrs (otherwise xattr ops are ENOSYS). */
+  showXattr?: boolean;
+  /** Bytes of decompressed chunk data to keep cached (default 128 MiB). */
+  cacheBytes?: number;
+  /** Seconds the kernel may cache names and attributes (default one day). */
+  entryTimeout?: number;
+}
+
+/** The services the file system reads. */
+export interface CastoreServices {
+  blobs: BlobService;
+  directories: DirectoryService;
+  pathInfos: PathInfoService;
+}
+
+type Node =
+  | { kind: "root"; ino: bigint }
+  | { kind: "dir"; ino: bigint; parent: bigint; digest: Uint8Array }
+  | { kind: "file"; ino: bigint; digest: Uint8Array; size: number; executable: boolean }
+  | { kind: "symlink"; ino: bigint; target: Uint8Array };
+
+/** A directory's children, merged and sorted by name bytes. */
+interface Listing {
+  children: Child[];
+  byName: Map<string, Child>;
+}
+
+type Child =
+  | { kind: "dir"; name: Uint8Array; key: string; digest: Uint8Array }
+  | { kind: "file"; name: Uint8Array; key: string; digest: Uint8Array; size: number; executable: boolean }
+  | { kind: "symlink"; name: Uint8Array; key: string; target: Uint8Array };
+
+const MTIME = 1;
+const LISTING_CACHE = 4096;
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder("utf-8", { fatal: true });
+const DOT = utf8.encode(".");
+const DOTDOT = utf8.encode("..");
+
+/** Bytes as a binary string (one char per byte), usable as a Map key. */
+function bkey(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
+  return s;
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return compareBytes(a, b) === 0;
+}
+
+/** The castore as a FUSE file system. */
+export class CastoreFs implements FuseFilesystem {
+  readonly entryTimeout: number;
+  #services: CastoreServices;
+  #opts: CastoreFsOptions;
+  #reader: BlobReader;
+  #nodes = new Map<bigint, Node>();
+  #inoByKey = new Map<string, bigint>();
+  #nextIno = 2n;
+  #listings = new Map<string, Promise<Listing>>();
+  #dirHandles = new Map<bigint, DirEntry[]>();
+  #nextFh = 1n;
+
+  constructor(services: CastoreServices, options: CastoreFsOptions = {}) {
+    this.#services = services;
+    this.#opts = options;
+    this.entryTimeout = options.entryTimeout ?? 86400;
+    this.#reader = new BlobReader(services.blobs, options.cacheBytes);
+    this.#nodes.set(FUSE_ROOT_ID, { kind: "root", ino: FUSE_ROOT_ID });
+  }
+
+  #node(ino: bigint): Node {
+    const n = this.#nodes.get(ino);
+    if (!n) throw new FuseError(Errno.ENOENT, `unknown inode ${ino}`);
+    return n;
+  }
+
+  /** The inode for `key`, creating the node with `make` on first sight. */
+  #intern(key: string, make: (ino: bigint) => Node): Node {
+    const ino = this.#inoByKey.get(key);
+    if (ino !== undefined) return this.#nodes.get(ino)!;
+    const n = make(this.#nextIno++);
+    this.#inoByKey.set(key, n.ino);
+    this.#nodes.set(n.ino, n);
+    return n;
+  }
+
+  #childNode(parent: bigint, c: Child): Node {
+    switch (c.kind) {
+      case "dir":
+        return this.#intern(`${parent}/${c.key}`, (ino) => ({
+          kind: "dir",
+          ino,
+          parent,
+          digest: c.digest,
+        }));
+      case "file":
+        return this.#intern(`f:${digestToHex(c.digest)}:${c.executable ? 1 : 0}`, (ino) => ({
+          kind: "file",
+          ino,
+          digest: c.digest,
+          size: c.size,
+          executable: c.executable,
+        }));
+      case "symlink":
+        return this.#intern(`${parent}/${c.key}`, (ino) => ({ kind: "symlink", ino, target: c.target }));
+    }
+  }
+
+  #attr(n: Node): Attr {
+    switch (n.kind) {
+      case "root":
+      case "dir":
+        return { ino: n.ino, size: 0, mode: S_IFDIR | 0o555, nlink: 1, time: MTIME };
+      case "file":
+        return {
+          ino: n.ino,
+          size: n.size,
+          mode: S_IFREG | (n.executable ? 0o555 : 0o444),
+          nlink: 1,
+          time: MTIME,
+        };
+      case "symlink":
+        return { ino: n.ino, size: n.target.length, mode: S_IFLNK | 0o777, nlink: 1, time: MTIME };
+    }
+  }
+
+  /** A directory's children, from the cache or the DirectoryService. */
+  #listing(digest: Uint8Array): Promise<Listing> {
+    const hex = digestToHex(digest);
+    let p = this.#listings.get(hex);
+    if (p) {
+      this.#listings.delete(hex);
+      this.#listings.set(hex, p);
+      return p;
+    }
+    p = (async () => {
+      let d: Directory | undefined;
+      try {
+        d = await this.#services.directories.get(digest);
+      } catch (e) {
+        log.warn("directory {digest}: {error}", { digest: digestToString(digest), error: (e as Error).message });
+        throw new FuseError(Errno.EIO);
+      }
+      if (!d) {
+        log.warn("directory {digest} is missing", { digest: digestToString(digest) });
+        throw new FuseError(Errno.EIO);
+      }
+      const children: Child[] = [];
+      for (const e of d.directories) {
+        children.push({ kind: "dir", name: e.name, key: bkey(e.name), digest: e.digest });
+      }
+      for (const e of d.files) {
+        children.push({
+          kind: "file",
+          name: e.name,
+          key: bkey(e.name),
+          digest: e.digest,
+          size: Number(e.size),
+          executable: e.executable,
+        });
+      }
+      for (const e of d.symlinks) {
+        children.push({ kind: "symlink", name: e.name, key: bkey(e.name), target: e.target });
+      }
+      children.sort((a, b) => compareBytes(a.name, b.name));
+      return { children, byName: new Map(children.map((c) => [c.key, c])) };
+    })();
+    p.catch(() => this.#listings.delete(hex));
+    this.#listings.set(hex, p);
+    if (this.#listings.size > LISTING_CACHE) {
+      const oldest = this.#listings.keys().next().value;
+      if (oldest !== undefined) this.#listings.delete(oldest);
+    }
+    return p;
+  }
+
+  /** The node of a store path's root entry, as a child of the mount root. */
+  #rootChild(baseName: Uint8Array, entry: Entry): Node | undefined {
+    const key = bkey(baseName);
+    const e = entry.entry;
+    switch (e.case) {
+      case "directory":
+        return this.#childNode(FUSE_ROOT_ID, { kind: "dir", name: baseName, key, digest: e.value.digest });
+      case "file":
+        return this.#childNode(FUSE_ROOT_ID, {
+          kind: "file",
+          name: baseName,
+          key,
+          digest: e.value.digest,
+          size: Number(e.value.size),
+          executable: e.value.executable,
+        });
+      case "symlink":
+        return this.#childNode(FUSE_ROOT_ID, { kind: "symlink", name: baseName, key, target: e.value.target });
+      default:
+        return undefined;
+    }
+  }
+
+  async #lookupRoot(name: Uint8Array): Promise<Node> {
+    const known = this.#inoByKey.get(`${FUSE_ROOT_ID}/${bkey(name)}`);
+    if (known !== undefined) return this.#nodes.get(known)!;
+    let sp: StorePath;
+    try {
+      sp = StorePath.fromBaseName(utf8d.decode(name));
+    } catch {
+      throw new FuseError(Errno.ENOENT);
+    }
+    let info;
+    try {
+      info = await this.#services.pathInfos.get(sp.digest);
+    } catch (e) {
+      log.warn("path info {name}: {error}", { name: sp.baseName, error: (e as Error).message });
+      throw new FuseError(Errno.EIO);
+    }
+    if (!info?.entry) throw new FuseError(Errno.ENOENT);
+    const e = info.entry.entry;
+    // The name must match exactly: the digest alone would alias other names.
+    if (e.case === undefined || !bytesEqual(e.value.name, name)) throw new FuseError(Errno.ENOENT);
+    const n = this.#rootChild(name, info.entry);
+    if (!n) throw new FuseError(Errno.ENOENT);
+    return n;
+  }
+
+  async lookup(parent: bigint, name: Uint8Array): Promise<Attr> {
+    const p = this.#node(parent);
+    if (p.kind === "root") return this.#attr(await this.#lookupRoot(name));
+    if (p.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
+    const listing = await this.#listing(p.digest);
+    const c = listing.byName.get(bkey(name));
+    if (!c) throw new FuseError(Errno.ENOENT);
+    return this.#attr(this.#childNode(p.ino, c));
+  }
+
+  getattr(ino: bigint): Promise<Attr> {
+    return Promise.resolve(this.#attr(this.#node(ino)));
+  }
+
+  readlink(ino: bigint): Promise<Uint8Array> {
+    const n = this.#node(ino);
+    if (n.kind !== "symlink") throw new FuseError(Errno.EINVAL);
+    return Promise.resolve(n.target);
+  }
+
+  open(ino: bigint, _flags: number): Promise<OpenResult> {
+    const n = this.#node(ino);
+    if (n.kind !== "file") throw new FuseError(n.kind === "symlink" ? Errno.EINVAL : Errno.EISDIR);
+    return Promise.resolve({ fh: 0n, flags: FOPEN_KEEP_CACHE });
+  }
+
+  async read(ino: bigint, _fh: bigint, offset: number, size: number): Promise<Uint8Array> {
+    const n = this.#node(ino);
+    if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
+    try {
+      return await this.#reader.read(n.digest, n.size, offset, size);
+    } catch (e) {
+      log.warn("read of blob {digest} at {offset} failed: {error}", {
+        digest: digestToString(n.digest),
+        offset,
+        error: (e as Error).message,
+      });
+      throw new FuseError(Errno.EIO);
+    }
+  }
+
+  release(_ino: bigint, _fh: bigint): void {}
+
+  async opendir(ino: bigint): Promise<OpenResult> {
+    const n = this.#node(ino);
+    if (n.kind === "root") {
+      const fh = this.#nextFh++;
+      if (this.#opts.listRoot) this.#dirHandles.set(fh, await this.#rootEntries());
+      return { fh, flags: 0 };
+    }
+    if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
+    const listing = await this.#listing(n.digest);
+    const parent = this.#attr(this.#node(n.parent));
+    const entries: DirEntry[] = [
+      { name: DOT, attr: this.#attr(n), lookup: false },
+      { name: DOTDOT, attr: parent, lookup: false },
+    ];
+    for (const c of listing.children) {
+      entries.push({ name: c.name, attr: this.#attr(this.#childNode(n.ino, c)), lookup: true });
+    }
+    const fh = this.#nextFh++;
+    this.#dirHandles.set(fh, entries);
+    // A castore directory never changes: let the kernel cache its listing.
+    return { fh, flags: FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR };
+  }
+
+  async #rootEntries(): Promise<DirEntry[]> {
+    const root = this.#attr(this.#node(FUSE_ROOT_ID));
+    const entries: DirEntry[] = [
+      { name: DOT, attr: root, lookup: false },
+      { name: DOTDOT, attr: root, lookup: false },
+    ];
+    try {
+      for await (const info of this.#services.pathInfos.list()) {
+        const e = info.entry?.entry;
+        if (!info.entry || e?.case === undefined) continue;
+        const n = this.#rootChild(e.value.name, info.entry);
+        if (n) entries.push({ name: e.value.name, attr: this.#attr(n), lookup: true });
+      }
+    } catch (e) {
+      log.warn("listing path infos failed: {error}", { error: (e as Error).message });
+      throw new FuseError(Errno.EIO);
+    }
+    return entries;
+  }
+
+  readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]> {
+    const entries = this.#dirHandles.get(fh);
+    if (!entries) {
+      if (ino === FUSE_ROOT_ID) throw new FuseError(Errno.EPERM);
+      throw new FuseError(Errno.EBADF);
+    }
+    return Promise.resolve(entries.slice(offset));
+  }
+
+  releasedir(_ino: bigint, fh: bigint): void {
+    this.#dirHandles.delete(fh);
+  }
+
+  getxattr(ino: bigint, name: Uint8Array): Promise<Uint8Array> {
+    if (!this.#opts.showXattr) throw new FuseError(Errno.ENOSYS);
+    const n = this.#node(ino);
+    const key = bkey(name);
+    if (n.kind === "dir" && key === XATTR_DIRECTORY_DIGEST) {
+      return Promise.resolve(utf8.encode(digestToString(n.digest)));
+    }
+    if (n.kind === "file" && key === XATTR_BLOB_DIGEST) {
+      return Promise.resolve(utf8.encode(digestToString(n.digest)));
+    }
+    throw new FuseError(Errno.ENODATA);
+  }
+
+  listxattr(ino: bigint): Promise<Uint8Array[]> {
+    if (!this.#opts.showXattr) throw new FuseError(Errno.ENOSYS);
+    const n = this.#node(ino);
+    if (n.kind === "dir") return Promise.resolve([utf8.encode(XATTR_DIRECTORY_DIGEST)]);
+    if (n.kind === "file") return Promise.resolve([utf8.encode(XATTR_BLOB_DIGEST)]);
+    return Promise.resolve([]);
+  }
+
+  statfs(): StatFs {
+    return { blocks: 0, files: this.#nodes.size, bsize: 4096, namelen: 255 };
+  }
+}

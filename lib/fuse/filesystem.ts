@@ -1,0 +1,76 @@
+/**
+ * What a read-only file system implements for {@linkcode FuseSession}:
+ * inode-level operations with errors as {@linkcode FuseError}.
+ *
+ * @module
+ */
+import type { Attr } from "./protocol.ts";
+
+/** An operation failed with this (positive) errno. */
+export class FuseError extends Error {
+  /** Positive errno sent (negated) to the kernel. */
+  readonly errno: number;
+  constructor(errno: number, message?: string) {
+    super(message ?? `errno ${errno}`);
+    this.name = "FuseError";
+    this.errno = errno;
+  }
+}
+
+/** One directory entry with the attributes of its target. */
+export interface DirEntry {
+  /** Name bytes (no `/`, no NUL). */
+  name: Uint8Array;
+  /** Attributes; `attr.ino` is the entry's inode. */
+  attr: Attr;
+  /** Whether READDIRPLUS may hand this entry to the kernel as a lookup (false for `.` and `..`). */
+  lookup: boolean;
+}
+
+/** An opened file or directory. */
+export interface OpenResult {
+  /** File handle the kernel passes back on READ/READDIR/RELEASE. */
+  fh: bigint;
+  /** FOPEN_* flags. */
+  flags: number;
+}
+
+/** File system statistics for STATFS. */
+export interface StatFs {
+  blocks: number;
+  files: number;
+  bsize: number;
+  namelen: number;
+}
+
+/** A read-only file system served over FUSE. All inode numbers are `bigint`. */
+export interface FuseFilesystem {
+  /** Seconds the kernel may cache names and attributes. */
+  readonly entryTimeout: number;
+  /** Finds `name` in directory `parent`. */
+  lookup(parent: bigint, name: Uint8Array): Promise<Attr>;
+  /** Attributes of an inode. */
+  getattr(ino: bigint): Promise<Attr>;
+  /** A symlink's target. */
+  readlink(ino: bigint): Promise<Uint8Array>;
+  /** Opens a file (`flags` are the open(2) flags). */
+  open(ino: bigint, flags: number): Promise<OpenResult>;
+  /** Up to `size` bytes at `offset` (fewer only at the end of the file). */
+  read(ino: bigint, fh: bigint, offset: number, size: number): Promise<Uint8Array>;
+  /** Closes a file handle. */
+  release(ino: bigint, fh: bigint): void;
+  /** Opens a directory. */
+  opendir(ino: bigint): Promise<OpenResult>;
+  /** The entries of an opened directory from position `offset` on (0 = start). */
+  readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]>;
+  /** Closes a directory handle. */
+  releasedir(ino: bigint, fh: bigint): void;
+  /** An extended attribute's value (ENOSYS when xattrs are off, ENODATA if absent). */
+  getxattr(ino: bigint, name: Uint8Array): Promise<Uint8Array>;
+  /** The extended attribute names of an inode. */
+  listxattr(ino: bigint): Promise<Uint8Array[]>;
+  /** File system statistics. */
+  statfs(): StatFs;
+  /** The kernel dropped `nlookup` references to `ino`. */
+  forget?(ino: bigint, nlookup: bigint): void;
+}

@@ -1,0 +1,367 @@
+/**
+ * The FUSE request loop: a few reader loops on one `/dev/fuse` fd, each
+ * awaiting the next request and handing it to the file system without
+ * waiting for the answer, so many requests are in flight at once. Every
+ * reply is one synchronous `write` of header + payload.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { DeviceReader, LibC } from "../runtime/libc.ts";
+import { FuseError, type FuseFilesystem } from "./filesystem.ts";
+import {
+  ATTR_OUT_SIZE,
+  cName,
+  direntSize,
+  encodeInitOut,
+  ENTRY_OUT_SIZE,
+  Errno,
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  IN_HEADER_SIZE,
+  InitFlag,
+  type InHeader,
+  Op,
+  OPEN_OUT_SIZE,
+  OUT_HEADER_SIZE,
+  parseInHeader,
+  parseInitIn,
+  STATFS_OUT_SIZE,
+  WRITE_OPS,
+  writeAttrOut,
+  writeDirent,
+  writeEntryOut,
+} from "./protocol.ts";
+
+const log = getLogger(["snix", "fuse"]);
+
+/** Largest READ we accept (and max_write): 1 MiB = 256 pages. */
+export const MAX_IO = 1 << 20;
+/** Read buffer per loop: at least max(8192, 80 + max_write). */
+export const READ_BUFFER_SIZE = MAX_IO + 4096;
+const ENOENT = 2;
+
+/** Options of a session. */
+export interface SessionOptions {
+  /** Number of reader loops (2-4 is plenty). */
+  threads?: number;
+}
+
+/** Serves one FUSE connection until the kernel ends it. */
+export class FuseSession {
+  #libc: LibC;
+  #fd: number;
+  #fs: FuseFilesystem;
+  #threads: number;
+  #readers: DeviceReader[] = [];
+  #initialized = false;
+  #done: Promise<void> | undefined;
+  /** Requests answered so far (for tests and stats). */
+  requests = 0;
+  /** Resolves once INIT has been answered. */
+  readonly ready: Promise<void>;
+  #readyResolve!: () => void;
+
+  constructor(libc: LibC, fd: number, fs: FuseFilesystem, options: SessionOptions = {}) {
+    this.#libc = libc;
+    this.#fd = fd;
+    this.#fs = fs;
+    this.#threads = Math.max(1, Math.min(16, options.threads ?? 4));
+    this.ready = new Promise((r) => this.#readyResolve = r);
+  }
+
+  /** Starts the reader loops; the promise settles when the connection ends. */
+  run(): Promise<void> {
+    this.#done ??= (async () => {
+      const loops = [];
+      for (let i = 0; i < this.#threads; i++) {
+        const reader = this.#libc.reader(this.#fd, READ_BUFFER_SIZE);
+        this.#readers.push(reader);
+        loops.push(this.#loop(reader));
+      }
+      await Promise.all(loops);
+    })();
+    return this.#done;
+  }
+
+  /** Stops reading (the kernel connection ends with the unmount). */
+  stop(): void {
+    for (const r of this.#readers) r.close();
+  }
+
+  async #loop(reader: DeviceReader): Promise<void> {
+    for (;;) {
+      const msg = await reader.read();
+      if (msg === null) return;
+      let h: InHeader;
+      try {
+        h = parseInHeader(msg);
+      } catch (e) {
+        log.warn("dropping malformed request: {error}", { error: (e as Error).message });
+        continue;
+      }
+      // Copy the body: the reader reuses its buffer for the next request.
+      const body = msg.slice(IN_HEADER_SIZE, Math.min(h.len, msg.byteLength));
+      this.#dispatch(h, body);
+    }
+  }
+
+  #dispatch(h: InHeader, body: Uint8Array): void {
+    let p: Promise<void> | void;
+    try {
+      p = this.#handle(h, body);
+    } catch (e) {
+      this.#fail(h, e);
+      return;
+    }
+    if (p) p.catch((e) => this.#fail(h, e));
+  }
+
+  #fail(h: InHeader, e: unknown): void {
+    if (e instanceof FuseError) {
+      this.#error(h.unique, e.errno);
+      return;
+    }
+    log.warn("op {op} on inode {ino} failed: {error}", {
+      op: h.opcode,
+      ino: String(h.nodeid),
+      error: e instanceof Error ? e.message : String(e),
+    });
+    this.#error(h.unique, Errno.EIO);
+  }
+
+  #write(buf: Uint8Array): void {
+    const n = this.#libc.write(this.#fd, buf);
+    this.requests++;
+    // ENOENT: the request was interrupted meanwhile; nothing to do.
+    if (n < 0 && n !== -ENOENT) log.debug("reply write failed: errno {errno}", { errno: -n });
+  }
+
+  #error(unique: bigint, errno: number): void {
+    const out = new Uint8Array(OUT_HEADER_SIZE);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, OUT_HEADER_SIZE, true);
+    v.setInt32(4, -errno, true);
+    v.setBigUint64(8, unique, true);
+    this.#write(out);
+  }
+
+  /** A reply buffer with the header filled in and `size` payload bytes. */
+  #reply(unique: bigint, size: number): [Uint8Array, DataView] {
+    const out = new Uint8Array(OUT_HEADER_SIZE + size);
+    const v = new DataView(out.buffer);
+    v.setUint32(0, out.byteLength, true);
+    v.setBigUint64(8, unique, true);
+    return [out, v];
+  }
+
+  #ok(unique: bigint, payload?: Uint8Array): void {
+    const [out] = this.#reply(unique, payload?.byteLength ?? 0);
+    if (payload) out.set(payload, OUT_HEADER_SIZE);
+    this.#write(out);
+  }
+
+  #handle(h: InHeader, body: Uint8Array): Promise<void> | void {
+    const fs = this.#fs;
+    const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    const ttl = fs.entryTimeout;
+    if (!this.#initialized && h.opcode !== Op.INIT) {
+      return this.#error(h.unique, Errno.EIO);
+    }
+    switch (h.opcode) {
+      case Op.INIT:
+        return this.#init(h, body);
+      case Op.DESTROY:
+        return this.#ok(h.unique);
+      case Op.FORGET:
+        fs.forget?.(h.nodeid, v.getBigUint64(0, true));
+        return;
+      case Op.BATCH_FORGET: {
+        const count = v.getUint32(0, true);
+        for (let i = 0; i < count && 8 + i * 16 + 16 <= body.byteLength; i++) {
+          fs.forget?.(v.getBigUint64(8 + i * 16, true), v.getBigUint64(16 + i * 16, true));
+        }
+        return;
+      }
+      case Op.INTERRUPT:
+        // We do not cancel work; the late reply fails with ENOENT, ignored.
+        return;
+      case Op.LOOKUP:
+        return fs.lookup(h.nodeid, cName(body)).then((attr) => {
+          const [out, ov] = this.#reply(h.unique, ENTRY_OUT_SIZE);
+          writeEntryOut(ov, OUT_HEADER_SIZE, attr, { entrySec: ttl, attrSec: ttl });
+          this.#write(out);
+        });
+      case Op.GETATTR:
+        return fs.getattr(h.nodeid).then((attr) => {
+          const [out, ov] = this.#reply(h.unique, ATTR_OUT_SIZE);
+          writeAttrOut(ov, OUT_HEADER_SIZE, attr, ttl);
+          this.#write(out);
+        });
+      case Op.READLINK:
+        return fs.readlink(h.nodeid).then((t) => this.#ok(h.unique, t));
+      case Op.OPEN:
+      case Op.OPENDIR: {
+        const flags = v.getUint32(0, true);
+        if ((flags & 3) !== 0) throw new FuseError(Errno.EROFS);
+        const p = h.opcode === Op.OPEN ? fs.open(h.nodeid, flags) : fs.opendir(h.nodeid);
+        return p.then((r) => {
+          const [out, ov] = this.#reply(h.unique, OPEN_OUT_SIZE);
+          ov.setBigUint64(OUT_HEADER_SIZE, r.fh, true);
+          ov.setUint32(OUT_HEADER_SIZE + 8, r.flags, true);
+          this.#write(out);
+        });
+      }
+      case Op.READ: {
+        const fh = v.getBigUint64(0, true);
+        const offset = Number(v.getBigUint64(8, true));
+        const size = Math.min(v.getUint32(16, true), MAX_IO);
+        return fs.read(h.nodeid, fh, offset, size).then((data) => {
+          const [out] = this.#reply(h.unique, data.byteLength);
+          out.set(data, OUT_HEADER_SIZE);
+          this.#write(out);
+        });
+      }
+      case Op.RELEASE:
+        fs.release(h.nodeid, v.getBigUint64(0, true));
+        return this.#ok(h.unique);
+      case Op.RELEASEDIR:
+        fs.releasedir(h.nodeid, v.getBigUint64(0, true));
+        return this.#ok(h.unique);
+      case Op.READDIR:
+      case Op.READDIRPLUS:
+        return this.#readdir(h, v, h.opcode === Op.READDIRPLUS);
+      case Op.GETXATTR: {
+        const size = v.getUint32(0, true);
+        return fs.getxattr(h.nodeid, cName(body.subarray(8))).then((value) => {
+          if (size === 0) {
+            const [out, ov] = this.#reply(h.unique, 8);
+            ov.setUint32(OUT_HEADER_SIZE, value.byteLength, true);
+            return this.#write(out);
+          }
+          if (size < value.byteLength) return this.#error(h.unique, Errno.ERANGE);
+          this.#ok(h.unique, value);
+        });
+      }
+      case Op.LISTXATTR: {
+        const size = v.getUint32(0, true);
+        return fs.listxattr(h.nodeid).then((names) => {
+          const total = names.reduce((n, name) => n + name.byteLength + 1, 0);
+          if (size === 0) {
+            const [out, ov] = this.#reply(h.unique, 8);
+            ov.setUint32(OUT_HEADER_SIZE, total, true);
+            return this.#write(out);
+          }
+          if (size < total) return this.#error(h.unique, Errno.ERANGE);
+          const [out] = this.#reply(h.unique, total);
+          let o = OUT_HEADER_SIZE;
+          for (const name of names) {
+            out.set(name, o);
+            o += name.byteLength + 1;
+          }
+          this.#write(out);
+        });
+      }
+      case Op.STATFS: {
+        const s = fs.statfs();
+        const [out, ov] = this.#reply(h.unique, STATFS_OUT_SIZE);
+        const o = OUT_HEADER_SIZE;
+        ov.setBigUint64(o, BigInt(s.blocks), true); // blocks
+        ov.setBigUint64(o + 24, BigInt(s.files), true); // files
+        ov.setUint32(o + 40, s.bsize, true);
+        ov.setUint32(o + 44, s.namelen, true);
+        ov.setUint32(o + 48, s.bsize, true); // frsize
+        return this.#write(out);
+      }
+      case Op.ACCESS: {
+        const mask = v.getUint32(0, true);
+        return mask & 2 ? this.#error(h.unique, Errno.EROFS) : this.#ok(h.unique);
+      }
+      case Op.FLUSH:
+        return this.#ok(h.unique);
+      default:
+        if (WRITE_OPS.has(h.opcode)) return this.#error(h.unique, Errno.EROFS);
+        return this.#error(h.unique, Errno.ENOSYS);
+    }
+  }
+
+  #init(h: InHeader, body: Uint8Array): void {
+    const kin = parseInitIn(body);
+    if (kin.major !== FUSE_KERNEL_VERSION) {
+      // A newer major: answer with ours and wait for a matching INIT.
+      if (kin.major > FUSE_KERNEL_VERSION) {
+        const out = encodeInitOut({
+          major: FUSE_KERNEL_VERSION,
+          minor: FUSE_KERNEL_MINOR_VERSION,
+          maxReadahead: 0,
+          flags: 0,
+          maxBackground: 0,
+          congestionThreshold: 0,
+          maxWrite: 0,
+          timeGran: 0,
+          maxPages: 0,
+        });
+        return this.#ok(h.unique, out.subarray(0, 8));
+      }
+      log.error("kernel speaks FUSE {major}.{minor}; we need 7.x", { major: kin.major, minor: kin.minor });
+      return this.#error(h.unique, Errno.EPROTO);
+    }
+    const minor = Math.min(kin.minor, FUSE_KERNEL_MINOR_VERSION);
+    if (minor < 23) {
+      log.error("kernel speaks FUSE 7.{minor}; we need at least 7.23", { minor });
+      return this.#error(h.unique, Errno.EPROTO);
+    }
+    const want = InitFlag.ASYNC_READ | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS |
+      InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.DO_READDIRPLUS |
+      InitFlag.READDIRPLUS_AUTO;
+    const out = encodeInitOut({
+      major: FUSE_KERNEL_VERSION,
+      minor,
+      maxReadahead: kin.maxReadahead,
+      flags: (want & kin.flags) >>> 0,
+      maxBackground: 64,
+      congestionThreshold: 48,
+      maxWrite: MAX_IO,
+      timeGran: 1,
+      maxPages: MAX_IO / 4096,
+    });
+    this.#initialized = true;
+    this.#ok(h.unique, out);
+    log.debug("FUSE INIT: kernel 7.{kminor}, using 7.{minor}, flags {flags}", {
+      kminor: kin.minor,
+      minor,
+      flags: (want & kin.flags).toString(16),
+    });
+    this.#readyResolve();
+  }
+
+  async #readdir(h: InHeader, v: DataView, plus: boolean): Promise<void> {
+    const fh = v.getBigUint64(0, true);
+    const offset = Number(v.getBigUint64(8, true));
+    const size = v.getUint32(16, true);
+    const entries = await this.#fs.readdir(h.nodeid, fh, offset);
+    const ttl = this.#fs.entryTimeout;
+    const [full, ov] = this.#reply(h.unique, size);
+    let o = OUT_HEADER_SIZE;
+    const end = OUT_HEADER_SIZE + size;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
+      const rec = (plus ? ENTRY_OUT_SIZE : 0) + direntSize(e.name.byteLength);
+      if (o + rec > end) break;
+      const type = (e.attr.mode >> 12) & 0xf;
+      if (plus) {
+        if (e.lookup) {
+          writeEntryOut(ov, o, e.attr, { entrySec: ttl, attrSec: ttl });
+        } else {
+          // `.` and `..`: no lookup reference for the kernel (nodeid 0).
+          full.fill(0, o, o + ENTRY_OUT_SIZE);
+        }
+        o += ENTRY_OUT_SIZE;
+      }
+      o += writeDirent(full, ov, o, e.attr.ino, offset + i + 1, type, e.name);
+    }
+    const out = full.subarray(0, o);
+    new DataView(out.buffer, out.byteOffset).setUint32(0, o, true);
+    this.#write(out);
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * The few libc calls the FUSE server needs (open, close, mount, umount2,
+ * read, write, poll), behind one small interface with a Deno and a Bun
+ * implementation. The implementation is chosen at run time by which global
+ * exists (`Deno` or `Bun`); nothing else in `lib/` touches either.
+ *
+ * Reading `/dev/fuse` blocks, so it is the one asynchronous call: under Deno
+ * it runs on the runtime's blocking thread pool (an FFI symbol declared
+ * `nonblocking`), under Bun in a `Worker` that does a plain blocking `read`.
+ *
+ * @module
+ */
+
+/** Open flags (Linux x86_64/aarch64 values). */
+export const O_RDONLY = 0;
+/** Open for reading and writing. */
+export const O_RDWR = 2;
+/** Close on exec. */
+export const O_CLOEXEC = 0o2000000;
+
+/** mount(2) flags. */
+export const MS_RDONLY = 1n;
+/** Do not honour set-user-ID bits. */
+export const MS_NOSUID = 2n;
+/** Do not allow device files. */
+export const MS_NODEV = 4n;
+
+/** umount2(2): force. */
+export const MNT_FORCE = 1;
+/** umount2(2): lazy unmount, detach now and clean up when no longer busy. */
+export const MNT_DETACH = 2;
+
+/** poll(2) event bits. */
+export const POLLIN = 0x1;
+/** Error condition. */
+export const POLLERR = 0x8;
+/** Hung up. */
+export const POLLHUP = 0x10;
+/** Invalid fd. */
+export const POLLNVAL = 0x20;
+
+/** Linux errno names for the values the FUSE code meets. */
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  11: "EAGAIN",
+  13: "EACCES",
+  16: "EBUSY",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  30: "EROFS",
+  107: "ENOTCONN",
+};
+
+/** A failed system call; `errno` is the positive error number. */
+export class OsError extends Error {
+  /** The positive errno value. */
+  readonly errno: number;
+  /** The errno's symbolic name (`ENOENT`), or `errno N`. */
+  readonly code: string;
+  constructor(call: string, errno: number, detail?: string) {
+    const code = ERRNO_NAMES[errno] ?? `errno ${errno}`;
+    super(`${call}${detail ? ` ${detail}` : ""}: ${code}`);
+    this.name = "OsError";
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+/**
+ * Reads whole messages from a character device such as `/dev/fuse`, one at a
+ * time. The returned bytes are valid until the next `read()` call.
+ */
+export interface DeviceReader {
+  /**
+   * The next message, or `null` once the device is gone (unmounted,
+   * aborted, closed). Transient errors (EINTR, EAGAIN, ENOENT) are retried.
+   */
+  read(): Promise<Uint8Array | null>;
+  /** Stops reading (a read in flight still completes). */
+  close(): void;
+}
+
+/** The libc calls we use. Synchronous calls throw {@linkcode OsError}. */
+export interface LibC {
+  /** Which runtime implements this. */
+  readonly runtime: "deno" | "bun";
+  /** open(2); returns the fd. */
+  open(path: string, flags: number, mode?: number): number;
+  /** close(2); errors are ignored. */
+  close(fd: number): void;
+  /** mount(2). */
+  mount(source: string, target: string, fstype: string, flags: bigint, data: string): void;
+  /** umount2(2). */
+  umount2(target: string, flags: number): void;
+  /** write(2): bytes written, or a negative errno (never throws: the hot path). */
+  write(fd: number, data: Uint8Array): number;
+  /** poll(2) on one fd: the returned events (`revents`), 0 on timeout. */
+  poll(fd: number, events: number, timeoutMs: number): number;
+  /** A blocking reader of `fd` that does not block the event loop. */
+  reader(fd: number, bufferSize: number): DeviceReader;
+}
+
+let cached: Promise<LibC> | undefined;
+
+/** The libc binding for the current runtime (loaded once). */
+export function libc(): Promise<LibC> {
+  cached ??= load();
+  return cached;
+}
+
+/** Whether this runtime can load the FFI binding at all (Deno or Bun). */
+export function ffiAvailable(): boolean {
+  const g = globalThis as Record<string, unknown>;
+  return g.Bun !== undefined || g.Deno !== undefined;
+}
+
+async function load(): Promise<LibC> {
+  const g = globalThis as Record<string, unknown>;
+  if (g.Bun !== undefined) {
+    const m = await import("./libc_bun.ts");
+    return m.openBunLibC();
+  }
+  if (g.Deno !== undefined) {
+    const m = await import("./libc_deno.ts");
+    return m.openDenoLibC();
+  }
+  throw new Error("FUSE needs Deno or Bun (FFI); this runtime has neither");
+}
+
+/** A NUL-terminated copy of `s` (UTF-8). */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}

@@ -1,0 +1,91 @@
+/**
+ * The {@linkcode LibC} binding for Bun: `bun:ffi` on libc.so.6. Bun has no
+ * FFI calls that run off the main thread, so each {@linkcode DeviceReader}
+ * is a `Worker` doing plain blocking `read`s and posting each message back.
+ *
+ * @module
+ */
+import { cString, type DeviceReader, type LibC, OsError, POLLERR } from "./libc.ts";
+
+// `bun:ffi` only exists under Bun; a computed specifier keeps Deno's type
+// checker from looking for it.
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+/** Opens libc with Bun's FFI. */
+export async function openBunLibC(): Promise<LibC> {
+  const ffi: Any = await import(["bun", "ffi"].join(":"));
+  const { dlopen, FFIType, read: peek } = ffi;
+  const lib = dlopen("libc.so.6", {
+    open: { args: [FFIType.ptr, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
+    close: { args: [FFIType.i32], returns: FFIType.i32 },
+    mount: {
+      args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr],
+      returns: FFIType.i32,
+    },
+    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    write: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i64 },
+    poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+  const s = lib.symbols;
+  const errno = (): number => peek.i32(s.__errno_location(), 0);
+  return {
+    runtime: "bun",
+    open(path, flags, mode = 0) {
+      const fd = s.open(cString(path), flags, mode);
+      if (fd < 0) throw new OsError("open", errno(), path);
+      return fd;
+    },
+    close(fd) {
+      s.close(fd);
+    },
+    mount(source, target, fstype, flags, data) {
+      const r = s.mount(cString(source), cString(target), cString(fstype), flags, cString(data));
+      if (r < 0) throw new OsError("mount", errno(), target);
+    },
+    umount2(target, flags) {
+      if (s.umount2(cString(target), flags) < 0) throw new OsError("umount2", errno(), target);
+    },
+    write(fd, data) {
+      if (data.byteLength === 0) return 0;
+      const n = Number(s.write(fd, data, BigInt(data.byteLength)));
+      return n < 0 ? -errno() : n;
+    },
+    poll(fd, events, timeoutMs) {
+      const buf = new Uint8Array(8);
+      const view = new DataView(buf.buffer);
+      view.setInt32(0, fd, true);
+      view.setInt16(4, events, true);
+      const r = s.poll(buf, 1n, timeoutMs);
+      return r < 0 ? POLLERR : view.getUint16(6, true);
+    },
+    reader(fd, bufferSize): DeviceReader {
+      const worker = new Worker(new URL("./bun_read_worker.ts", import.meta.url).href);
+      const queue: (Uint8Array | null)[] = [];
+      const waiting: ((m: Uint8Array | null) => void)[] = [];
+      let ended = false;
+      const deliver = (m: Uint8Array | null) => {
+        if (m === null) ended = true;
+        const w = waiting.shift();
+        if (w) w(m);
+        else queue.push(m);
+      };
+      worker.onmessage = (e: MessageEvent) => deliver(e.data as Uint8Array | null);
+      worker.onerror = () => deliver(null);
+      worker.postMessage({ fd, bufferSize });
+      return {
+        read() {
+          if (queue.length > 0) return Promise.resolve(queue.shift()!);
+          if (ended) return Promise.resolve(null);
+          return new Promise((resolve) => waiting.push(resolve));
+        },
+        close() {
+          ended = true;
+          worker.terminate();
+          for (const w of waiting.splice(0)) w(null);
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,99 @@
+/**
+ * The {@linkcode LibC} binding for Deno: `Deno.dlopen` on libc.so.6. `read`
+ * is declared `nonblocking`, so it runs on Deno's blocking thread pool and
+ * returns a Promise; errno of such a call lives on the pool thread and cannot
+ * be read, so a failed read is classified with `poll` instead.
+ *
+ * @module
+ */
+import {
+  cString,
+  type DeviceReader,
+  type LibC,
+  OsError,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+} from "./libc.ts";
+
+const SYMBOLS = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+/** Opens libc with Deno's FFI (needs `--allow-ffi`). */
+export function openDenoLibC(): LibC {
+  let lib;
+  try {
+    lib = Deno.dlopen("libc.so.6", SYMBOLS);
+  } catch (e) {
+    throw new Error(`cannot load libc.so.6 via FFI (run with --allow-ffi): ${(e as Error).message}`);
+  }
+  const s = lib.symbols;
+  const errno = (): number => {
+    const p = s.__errno_location();
+    return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
+  };
+  const pollBuf = new Uint8Array(8);
+  const pollView = new DataView(pollBuf.buffer);
+  const poll = (fd: number, events: number, timeoutMs: number): number => {
+    pollView.setInt32(0, fd, true);
+    pollView.setInt16(4, events, true);
+    pollView.setInt16(6, 0, true);
+    const r = s.poll(pollBuf, 1n, timeoutMs);
+    if (r < 0) return POLLERR;
+    return pollView.getUint16(6, true);
+  };
+  return {
+    runtime: "deno",
+    open(path, flags, mode = 0) {
+      const fd = s.open(cString(path), flags, mode);
+      if (fd < 0) throw new OsError("open", errno(), path);
+      return fd;
+    },
+    close(fd) {
+      s.close(fd);
+    },
+    mount(source, target, fstype, flags, data) {
+      const r = s.mount(cString(source), cString(target), cString(fstype), flags, cString(data));
+      if (r < 0) throw new OsError("mount", errno(), target);
+    },
+    umount2(target, flags) {
+      if (s.umount2(cString(target), flags) < 0) throw new OsError("umount2", errno(), target);
+    },
+    write(fd, data) {
+      const n = Number(s.write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.byteLength)));
+      return n < 0 ? -errno() : n;
+    },
+    poll,
+    reader(fd, bufferSize): DeviceReader {
+      const buf = new Uint8Array(bufferSize);
+      let closed = false;
+      return {
+        async read() {
+          let failures = 0;
+          while (!closed) {
+            const n = Number(await s.read(fd, buf, BigInt(bufferSize)));
+            if (n > 0) return buf.subarray(0, n);
+            if (n === 0 || ++failures > 1000) return null;
+            // errno is not readable here (it belongs to the pool thread):
+            // an unmounted or aborted connection reports POLLERR.
+            const rev = poll(fd, POLLIN, 0);
+            if (rev & (POLLERR | POLLHUP | POLLNVAL)) return null;
+          }
+          return null;
+        },
+        close() {
+          closed = true;
+        },
+      };
+    },
+  };
+}
