@@ -18,6 +18,7 @@ command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v b3sum >/dev/null 2>&1 || missing+=(b3sum)  # castore: independent BLAKE3 cross-check
+command -v getfattr >/dev/null 2>&1 || missing+=(attr)  # fuse: --show-xattr test
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || missing+=(python3-grpcio)
 /usr/bin/python3 -c 'import grpc_tools.protoc' >/dev/null 2>&1 || missing+=(python3-grpc-tools)
 if [ ${#missing[@]} -gt 0 ]; then
