@@ -1,0 +1,165 @@
+/**
+ * Content-defined chunking with FastCDC (Xia et al., "FastCDC: a Fast and
+ * Efficient Content-Defined Chunking Approach for Data Deduplication",
+ * USENIX ATC 2016): a gear rolling hash, cut-point skipping below the
+ * minimum size, and normalized chunking (a harder mask before the average
+ * size, an easier one after it).
+ *
+ * Why our own: the only FastCDC package on npm
+ * (`@dstanesc/wasm-chunking-fastcdc-node`, one release, Dec 2024) chunks a
+ * whole in-memory buffer and loads its WebAssembly through CommonJS `fs`;
+ * castore needs a streaming chunker (a 2 GiB blob must not be buffered) that
+ * runs unchanged under Deno and Bun. The algorithm is ~60 lines.
+ *
+ * Parameters as snix's object store blob service uses them
+ * (snix/castore/src/blobservice/object_store.rs): average 256 KiB, minimum
+ * avg/2, maximum 2·avg. The gear table is generated from a fixed seed, so
+ * boundaries are deterministic across runs, processes and runtimes (they are
+ * not byte-identical to snix's Rust `fastcdc` crate, whose table differs;
+ * that affects only dedup between the two implementations, never
+ * correctness).
+ *
+ * @module
+ */
+
+/** Default average chunk size: 256 KiB. */
+export const DEFAULT_AVG_CHUNK_SIZE = 256 * 1024;
+
+/** Chunk size bounds derived from an average size. */
+export interface ChunkerOptions {
+  /** Average chunk size, a power of two between 256 bytes and 64 MiB. */
+  avgSize?: number;
+}
+
+/** 256 pseudo-random 32-bit values (splitmix32 from a fixed seed). */
+const GEAR: Uint32Array = (() => {
+  const t = new Uint32Array(256);
+  let s = 0x5a17c0de;
+  for (let i = 0; i < 256; i++) {
+    s = (s + 0x9e3779b9) | 0;
+    let z = s;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    t[i] = (z ^ (z >>> 16)) >>> 0;
+  }
+  return t;
+})();
+
+/** `bits` one-bits at the top of a 32-bit word (the gear hash's best-mixed bits). */
+function topMask(bits: number): number {
+  return (((1 << bits) - 1) << (32 - bits)) | 0;
+}
+
+/**
+ * A streaming FastCDC chunker: feed bytes with {@linkcode push}, get finished
+ * chunks back; {@linkcode finish} returns the last one. Holds at most one
+ * maximum-size chunk of data.
+ */
+export class Chunker {
+  /** Minimum chunk size (except for the last chunk). */
+  readonly minSize: number;
+  /** Average (target) chunk size. */
+  readonly avgSize: number;
+  /** Maximum chunk size. */
+  readonly maxSize: number;
+  #maskS: number;
+  #maskL: number;
+  #buf: Uint8Array;
+  #len = 0;
+  #scanned = 0;
+  #h = 0;
+
+  constructor(options: ChunkerOptions = {}) {
+    const avg = options.avgSize ?? DEFAULT_AVG_CHUNK_SIZE;
+    const bits = Math.log2(avg);
+    if (!Number.isInteger(bits) || bits < 8 || bits > 26) {
+      throw new RangeError(
+        `chunker: average size ${avg} is not a power of two in 256..64Mi`,
+      );
+    }
+    this.avgSize = avg;
+    this.minSize = avg / 2;
+    this.maxSize = avg * 2;
+    // Normalization level 1: one bit harder before the average, one easier after.
+    this.#maskS = topMask(bits + 1);
+    this.#maskL = topMask(bits - 1);
+    this.#buf = new Uint8Array(this.maxSize);
+  }
+
+  /**
+   * Adds bytes; returns the chunks completed by them (possibly none). The
+   * returned arrays are owned by the caller; `data` is copied, not kept.
+   */
+  push(data: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let p = 0;
+    while (p < data.length) {
+      const n = Math.min(this.maxSize - this.#len, data.length - p);
+      this.#buf.set(data.subarray(p, p + n), this.#len);
+      this.#len += n;
+      p += n;
+      this.#scan(out);
+    }
+    return out;
+  }
+
+  /** Ends the input; returns the last chunk, if any bytes are left. */
+  finish(): Uint8Array[] {
+    if (this.#len === 0) return [];
+    const last = this.#buf.subarray(0, this.#len);
+    this.#buf = new Uint8Array(this.maxSize);
+    this.#len = 0;
+    this.#scanned = 0;
+    this.#h = 0;
+    return [last];
+  }
+
+  #scan(out: Uint8Array[]): void {
+    for (;;) {
+      const cut = this.#findCut();
+      if (cut < 0) return;
+      out.push(this.#buf.subarray(0, cut));
+      const next = new Uint8Array(this.maxSize);
+      next.set(this.#buf.subarray(cut, this.#len));
+      this.#buf = next;
+      this.#len -= cut;
+      this.#scanned = 0;
+      this.#h = 0;
+    }
+  }
+
+  /** Scans new bytes for a cut point; returns the chunk length or -1. */
+  #findCut(): number {
+    const buf = this.#buf;
+    const len = this.#len;
+    let i = Math.max(this.#scanned, this.minSize);
+    if (i >= len) return -1;
+    let h = this.#h;
+    const gear = GEAR;
+    const mS = this.#maskS;
+    const mL = this.#maskL;
+    const end1 = Math.min(len, this.avgSize);
+    for (; i < end1; i++) {
+      h = ((h << 1) + gear[buf[i]]) | 0;
+      if ((h & mS) === 0) return i + 1;
+    }
+    const end2 = Math.min(len, this.maxSize);
+    for (; i < end2; i++) {
+      h = ((h << 1) + gear[buf[i]]) | 0;
+      if ((h & mL) === 0) return i + 1;
+    }
+    if (i >= this.maxSize) return this.maxSize;
+    this.#h = h;
+    this.#scanned = i;
+    return -1;
+  }
+}
+
+/** Chunks a whole array (for tests and small inputs). */
+export function chunkAll(
+  data: Uint8Array,
+  options?: ChunkerOptions,
+): Uint8Array[] {
+  const c = new Chunker(options);
+  return [...c.push(data), ...c.finish()];
+}

@@ -1,0 +1,101 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { chunkAll, Chunker, DEFAULT_AVG_CHUNK_SIZE } from "./chunker.ts";
+import { pseudoRandom } from "./_test_blob_service.ts";
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+function checkBounds(chunks: Uint8Array[], min: number, max: number) {
+  chunks.forEach((c, i) => {
+    assert.ok(c.length > 0, "empty chunk");
+    assert.ok(c.length <= max, `chunk ${i} too big: ${c.length}`);
+    if (i < chunks.length - 1) {
+      assert.ok(c.length > min, `chunk ${i} too small: ${c.length}`);
+    }
+  });
+}
+
+Deno.test("chunker property: deterministic, concatenates to input, split-independent, bounded", () => {
+  const avg = 1024;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 40_000 }),
+      fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+      fc.array(fc.integer({ min: 1, max: 5000 }), {
+        minLength: 1,
+        maxLength: 20,
+      }),
+      (n, seed, splits) => {
+        // mix random bytes with runs of zeros, where gear hashes degenerate
+        const data = pseudoRandom(n, seed);
+        for (let o = seed % 3000; o < n; o += 9000) data.fill(0, o, o + 2500);
+        const whole = chunkAll(data, { avgSize: avg });
+        assert.deepEqual(concat(whole), data);
+        checkBounds(whole, avg / 2, avg * 2);
+        const c = new Chunker({ avgSize: avg });
+        const pieces: Uint8Array[] = [];
+        let o = 0;
+        for (let k = 0; o < n; k++) {
+          const len = splits[k % splits.length];
+          pieces.push(...c.push(data.subarray(o, o + len)));
+          o += len;
+        }
+        pieces.push(...c.finish());
+        assert.deepEqual(
+          pieces.map((p) => p.length),
+          whole.map((p) => p.length),
+        );
+        assert.deepEqual(
+          chunkAll(data, { avgSize: avg }).map((p) => p.length),
+          whole.map((p) => p.length),
+        );
+      },
+    ),
+    { numRuns: 150 },
+  );
+});
+
+Deno.test("chunker defaults: 128..512 KiB chunks, average near 256 KiB, boundaries survive an insert", () => {
+  const data = pseudoRandom(24 << 20, 42);
+  const chunks = chunkAll(data);
+  checkBounds(chunks, DEFAULT_AVG_CHUNK_SIZE / 2, DEFAULT_AVG_CHUNK_SIZE * 2);
+  const mean = data.length / chunks.length;
+  assert.ok(mean > 180_000 && mean < 360_000, `mean chunk size ${mean}`);
+  // inserting bytes near the start changes only the first chunk or two
+  const shifted = concat([
+    data.subarray(0, 1000),
+    new Uint8Array(77).fill(9),
+    data.subarray(1000),
+  ]);
+  const again = chunkAll(shifted);
+  const key = (c: Uint8Array) =>
+    Buffer.from(c.subarray(0, 32)).toString("hex") + c.length;
+  const before = new Set(chunks.map(key));
+  const shared = again.filter((c) => before.has(key(c))).length;
+  assert.ok(
+    shared >= chunks.length - 2,
+    `only ${shared} of ${chunks.length} chunks survive`,
+  );
+  // all-zero input: no content cuts, max-size chunks
+  const zeros = chunkAll(new Uint8Array(2 << 20));
+  assert.deepEqual(zeros.map((c) => c.length), [
+    524288,
+    524288,
+    524288,
+    524288,
+  ]);
+});
+
+Deno.test("chunker: empty input gives no chunks; small input one chunk", () => {
+  assert.deepEqual(chunkAll(new Uint8Array()), []);
+  assert.equal(chunkAll(new Uint8Array(5)).length, 1);
+  assert.throws(() => new Chunker({ avgSize: 1000 }), /power of two/);
+});
