@@ -1,0 +1,424 @@
+/**
+ * `GrpcBlobService`: the blob service seam over a remote
+ * `snix.castore.v1.BlobService`.
+ *
+ * Reads are chunk-aware, like snix's gRPC client: Stat with send_chunks
+ * lists the blob's chunks; a blob made of several chunks is fetched chunk by
+ * chunk (Read with the chunk's digest), several in parallel, each verified
+ * against its digest before any of its bytes are handed out, and only the
+ * chunks a range touches are fetched. A blob without finer chunks is
+ * streamed with one Read and verified as it flows; its last piece is held
+ * back until the digest matched, so a corrupted blob ends in an error, not
+ * a clean end of stream.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  type Client,
+  Code,
+  ConnectError,
+  createClient,
+  type Transport,
+} from "@connectrpc/connect";
+import {
+  type BlobChunk,
+  BlobChunkSchema,
+  BlobService as BlobServiceDesc,
+} from "../../proto/gen/snix/castore/protos/rpc_blobstore_pb.ts";
+import type {
+  BlobService,
+  BlobWriter,
+  ByteRange,
+  ChunkMeta,
+} from "../castore/blob_service.ts";
+import {
+  createBlake3,
+  digestEquals,
+  digestToString,
+  validateDigest,
+} from "../castore/digest.ts";
+import { checkRange } from "../castore/range.ts";
+import {
+  CHUNK_FETCH_CONCURRENCY,
+  MAX_CHUNK_BYTES,
+  MAX_DATA_MESSAGE_BYTES,
+} from "./limits.ts";
+import {
+  type GrpcAddress,
+  type GrpcChannel,
+  openGrpcChannel,
+} from "./transport.ts";
+import { PushQueue } from "./push_queue.ts";
+import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
+
+/** Options of {@linkcode GrpcBlobService}. */
+export interface GrpcBlobServiceOptions {
+  /** How many chunks to fetch ahead in parallel (default 4). */
+  chunkConcurrency?: number;
+  /** Name of the peer in error messages. */
+  peer?: string;
+  /** Called by `close()` (e.g. to close a channel the service owns). */
+  onClose?: () => void;
+}
+
+/** A BlobService backed by a remote gRPC BlobService. */
+export class GrpcBlobService implements BlobService {
+  readonly #client: Client<typeof BlobServiceDesc>;
+  readonly #peer: string;
+  readonly #concurrency: number;
+  readonly #onClose?: () => void;
+
+  /** Uses an existing transport (which the caller closes). */
+  constructor(transport: Transport, opts: GrpcBlobServiceOptions = {}) {
+    this.#client = createClient(BlobServiceDesc, transport);
+    this.#peer = opts.peer ?? "blob service";
+    this.#concurrency = Math.max(
+      1,
+      opts.chunkConcurrency ?? CHUNK_FETCH_CONCURRENCY,
+    );
+    this.#onClose = opts.onClose;
+  }
+
+  /** Connects to `grpc+http://host:port` or `grpc+unix:///path`; `close()` closes the connection. */
+  static connect(
+    address: string | GrpcAddress,
+    opts: GrpcBlobServiceOptions = {},
+  ): GrpcBlobService {
+    const channel: GrpcChannel = openGrpcChannel(address);
+    return new GrpcBlobService(channel.transport, {
+      peer: channel.peer,
+      ...opts,
+      onClose: () => {
+        opts.onClose?.();
+        channel.close();
+      },
+    });
+  }
+
+  /** Whether the blob is present (Stat). */
+  async has(digest: Uint8Array): Promise<boolean> {
+    validateDigest(digest, "blob digest");
+    try {
+      await this.#client.stat({ digest });
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      rethrowFrom(this.#peer, e);
+    }
+  }
+
+  /** The blob's chunks (Stat with send_chunks); `undefined` if missing. */
+  async chunks(digest: Uint8Array): Promise<ChunkMeta[] | undefined> {
+    validateDigest(digest, "blob digest");
+    let resp;
+    try {
+      resp = await this.#client.stat({ digest, sendChunks: true });
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      rethrowFrom(this.#peer, e);
+    }
+    return resp.chunks.map((c, i) => {
+      if (c.digest.length !== 32) {
+        throw dataLoss(
+          this.#peer,
+          `chunk ${i} of ${
+            digestToString(digest)
+          } has a ${c.digest.length}-byte digest`,
+        );
+      }
+      if (c.size > BigInt(MAX_CHUNK_BYTES)) {
+        throw dataLoss(
+          this.#peer,
+          `chunk ${i} of ${
+            digestToString(digest)
+          } is ${c.size} bytes, over ${MAX_CHUNK_BYTES}`,
+        );
+      }
+      return { digest: c.digest, size: Number(c.size) };
+    });
+  }
+
+  /** The blob's bytes (or a range), verified; `undefined` if missing. */
+  async read(
+    digest: Uint8Array,
+    range?: ByteRange,
+  ): Promise<ReadableStream<Uint8Array> | undefined> {
+    const chunks = await this.chunks(digest);
+    if (chunks === undefined) return undefined;
+    if (chunks.length <= 1) {
+      return await this.#readWhole(
+        digest,
+        chunks.length === 1 ? chunks[0].size : undefined,
+        range,
+      );
+    }
+    const size = chunks.reduce((n, c) => n + c.size, 0);
+    const [start, end] = checkRange(range, size);
+    return this.#readChunked(digest, chunks, start, end);
+  }
+
+  /** One Read of the whole blob, hashed as it flows; only `range` is handed out. */
+  async #readWhole(
+    digest: Uint8Array,
+    knownSize: number | undefined,
+    range: ByteRange | undefined,
+  ): Promise<ReadableStream<Uint8Array> | undefined> {
+    const peer = this.#peer;
+    const abort = new AbortController();
+    const it = this.#client.read({ digest }, { signal: abort.signal })
+      [Symbol.asyncIterator]();
+    let first: IteratorResult<BlobChunk>;
+    try {
+      first = await it.next();
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      rethrowFrom(peer, e);
+    }
+    // Range bounds are known up front only if the size is; otherwise clamp as we go.
+    const [start, end] = knownSize === undefined
+      ? checkRange(range, Number.MAX_SAFE_INTEGER)
+      : checkRange(range, knownSize);
+    const hasher = createBlake3();
+    let pos = 0; // bytes of the blob received so far
+    let held: Uint8Array | undefined; // the newest in-range piece, released once the next one arrives
+    let pending: IteratorResult<BlobChunk> | undefined = first;
+    const name = digestToString(digest);
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          while (true) {
+            const r = pending ?? await it.next();
+            pending = undefined;
+            if (r.done) {
+              if (knownSize !== undefined && pos !== knownSize) {
+                throw dataLoss(
+                  peer,
+                  `blob ${name}: got ${pos} bytes, Stat said ${knownSize}`,
+                );
+              }
+              if (!digestEquals(hasher.digest(), digest)) {
+                throw dataLoss(
+                  peer,
+                  `blob ${name}: received bytes do not match the digest`,
+                );
+              }
+              if (held) controller.enqueue(held);
+              controller.close();
+              return;
+            }
+            const data = r.value.data;
+            hasher.update(data);
+            const from = pos;
+            pos += data.length;
+            if (knownSize !== undefined && pos > knownSize) {
+              throw dataLoss(
+                peer,
+                `blob ${name}: more than the ${knownSize} bytes Stat said`,
+              );
+            }
+            const a = Math.max(start, from);
+            const b = Math.min(end, pos);
+            if (a < b) {
+              const piece = data.subarray(a - from, b - from);
+              const release = held;
+              held = piece;
+              if (release) {
+                controller.enqueue(release);
+                return;
+              }
+            }
+          }
+        } catch (e) {
+          abort.abort();
+          controller.error(
+            e instanceof ConnectError ? e : ConnectError.from(e),
+          );
+        }
+      },
+      cancel() {
+        abort.abort();
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Fetches the chunks overlapping `[start, end)`, up to `concurrency` ahead, in order. */
+  #readChunked(
+    digest: Uint8Array,
+    chunks: ChunkMeta[],
+    start: number,
+    end: number,
+  ): ReadableStream<Uint8Array> {
+    // Which chunks overlap the range, with their offsets in the blob.
+    const wanted: { chunk: ChunkMeta; offset: number }[] = [];
+    let off = 0;
+    for (const chunk of chunks) {
+      if (off + chunk.size > start && off < end) {
+        wanted.push({ chunk, offset: off });
+      }
+      off += chunk.size;
+    }
+    const abort = new AbortController();
+    const inFlight: Promise<Uint8Array>[] = [];
+    let next = 0;
+    const fill = () => {
+      while (next < wanted.length && inFlight.length < this.#concurrency) {
+        const p = this.#fetchChunk(digest, wanted[next].chunk, abort.signal);
+        p.catch(() => {}); // awaited in order below; avoid an unhandled rejection meanwhile
+        inFlight.push(p);
+        next++;
+      }
+    };
+    let delivered = 0;
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        if (delivered === wanted.length) {
+          controller.close();
+          return;
+        }
+        fill();
+        try {
+          const data = await inFlight.shift()!;
+          const { offset } = wanted[delivered++];
+          const a = Math.max(start, offset) - offset;
+          const b = Math.min(end, offset + data.length) - offset;
+          controller.enqueue(
+            a === 0 && b === data.length ? data : data.subarray(a, b),
+          );
+          fill();
+          if (delivered === wanted.length) controller.close();
+        } catch (e) {
+          abort.abort();
+          controller.error(e);
+        }
+      },
+      cancel() {
+        abort.abort();
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Reads one chunk whole (Read with its digest) and checks it. */
+  async #fetchChunk(
+    blob: Uint8Array,
+    chunk: ChunkMeta,
+    signal: AbortSignal,
+  ): Promise<Uint8Array> {
+    const name = digestToString(chunk.digest);
+    const buf = new Uint8Array(chunk.size);
+    let pos = 0;
+    try {
+      for await (
+        const msg of this.#client.read({ digest: chunk.digest }, { signal })
+      ) {
+        if (pos + msg.data.length > chunk.size) {
+          throw dataLoss(
+            this.#peer,
+            `chunk ${name} of blob ${
+              digestToString(blob)
+            } is longer than ${chunk.size} bytes`,
+          );
+        }
+        buf.set(msg.data, pos);
+        pos += msg.data.length;
+      }
+    } catch (e) {
+      if (isNotFound(e)) {
+        throw new ConnectError(
+          `${this.#peer}: chunk ${name} of blob ${
+            digestToString(blob)
+          } not found`,
+          Code.NotFound,
+        );
+      }
+      rethrowFrom(this.#peer, e);
+    }
+    if (pos !== chunk.size) {
+      throw dataLoss(
+        this.#peer,
+        `chunk ${name} of blob ${
+          digestToString(blob)
+        }: got ${pos} of ${chunk.size} bytes`,
+      );
+    }
+    if (!digestEquals(createBlake3().update(buf).digest(), chunk.digest)) {
+      throw dataLoss(
+        this.#peer,
+        `chunk ${name} of blob ${
+          digestToString(blob)
+        } does not match its digest`,
+      );
+    }
+    return buf;
+  }
+
+  /**
+   * Streams a new blob to the server (Put). The digest the server answers is
+   * checked against the one computed here.
+   */
+  put(): BlobWriter {
+    const peer = this.#peer;
+    const queue = new PushQueue<BlobChunk>();
+    const abort = new AbortController();
+    const hasher = createBlake3();
+    const call = this.#client.put(queue, { signal: abort.signal });
+    call.catch((e) => queue.fail(e));
+    let state: "open" | "closed" | "aborted" = "open";
+    const checkOpen = () => {
+      if (state !== "open") throw new Error(`blob writer already ${state}`);
+    };
+    return {
+      async write(data: Uint8Array): Promise<void> {
+        checkOpen();
+        hasher.update(data);
+        try {
+          for (let o = 0; o < data.length; o += MAX_DATA_MESSAGE_BYTES) {
+            await queue.push(
+              create(BlobChunkSchema, {
+                data: data.subarray(o, o + MAX_DATA_MESSAGE_BYTES),
+              }),
+            );
+          }
+        } catch (e) {
+          // The call failed; close() reports it with its code.
+          await call.catch(() => {});
+          rethrowFrom(peer, e);
+        }
+      },
+      async close(): Promise<Uint8Array> {
+        checkOpen();
+        state = "closed";
+        queue.end();
+        let resp;
+        try {
+          resp = await call;
+        } catch (e) {
+          rethrowFrom(peer, e);
+        }
+        const mine = hasher.digest();
+        if (!digestEquals(resp.digest, mine)) {
+          throw dataLoss(
+            peer,
+            `Put answered digest ${
+              digestToString(resp.digest)
+            }, but the bytes sent hash to ${digestToString(mine)}`,
+          );
+        }
+        return mine;
+      },
+      async abort(): Promise<void> {
+        if (state !== "open") return;
+        state = "aborted";
+        abort.abort();
+        queue.fail(new ConnectError("blob write aborted", Code.Canceled));
+        await call.catch(() => {});
+      },
+    };
+  }
+
+  /** Closes the connection if this service owns it. */
+  close(): Promise<void> {
+    this.#onClose?.();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * Re-slices a byte stream into messages of a bounded size: small pieces are
+ * coalesced up to `min` bytes, large ones split at `max` bytes, so gRPC
+ * messages neither flood the peer with tiny frames nor exceed its limit.
+ *
+ * @module
+ */
+
+/** Yields the bytes of `source` in pieces of `min`..`max` bytes (the last may be shorter). */
+export async function* rechunk(
+  source: AsyncIterable<Uint8Array>,
+  min: number,
+  max: number,
+): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  const flush = (): Uint8Array => {
+    const out = pending.length === 1
+      ? pending[0]
+      : concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    return out;
+  };
+  for await (const piece of source) {
+    let p = piece;
+    while (p.length > 0) {
+      if (pendingBytes === 0 && p.length >= min) {
+        // Fast path: no copy for pieces already big enough.
+        const take = Math.min(p.length, max);
+        yield p.subarray(0, take);
+        p = p.subarray(take);
+        continue;
+      }
+      const take = Math.min(p.length, max - pendingBytes);
+      pending.push(p.subarray(0, take));
+      pendingBytes += take;
+      p = p.subarray(take);
+      if (pendingBytes >= min) yield flush();
+    }
+  }
+  if (pendingBytes > 0) yield flush();
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

@@ -1,0 +1,346 @@
+/**
+ * The gRPC server of `snix store daemon`: BlobService, DirectoryService,
+ * PathInfoService and grpc.health.v1.Health on any number of TCP and unix
+ * socket listeners (HTTP/2 cleartext), with deliberate message limits and
+ * flow-control windows, read-only mode and graceful shutdown.
+ *
+ * @module
+ */
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import * as fs from "node:fs";
+import {
+  ConnectError,
+  type ConnectRouter,
+  type Interceptor,
+} from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { getLogger } from "@logtape/logtape";
+import { BlobService as BlobServiceDesc } from "../../proto/gen/snix/castore/protos/rpc_blobstore_pb.ts";
+import { DirectoryService as DirectoryServiceDesc } from "../../proto/gen/snix/castore/protos/rpc_directory_pb.ts";
+import { PathInfoService as PathInfoServiceDesc } from "../../proto/gen/snix/store/protos/rpc_pathinfo_pb.ts";
+import { Health } from "../../proto/gen/grpc/health/v1/health_pb.ts";
+import type { BlobService } from "../castore/blob_service.ts";
+import type { DirectoryService } from "../castore/directory_service.ts";
+import type { PathInfoService } from "../store/path_info_service.ts";
+import { blobServer } from "./blob_server.ts";
+import { directoryServer } from "./directory_server.ts";
+import { pathInfoServer } from "./path_info_server.ts";
+import { healthServer } from "./health_server.ts";
+import {
+  HTTP2_SETTINGS,
+  MAX_MESSAGE_BYTES,
+  SESSION_WINDOW_BYTES,
+} from "./limits.ts";
+import {
+  formatListenAddress,
+  type ListenAddress,
+  parseListenAddress,
+} from "./listen_address.ts";
+
+const log = getLogger(["snix", "grpc"]);
+
+/** The services a store server exposes. */
+export interface StoreBackends {
+  blobs: BlobService;
+  directories: DirectoryService;
+  pathInfos: PathInfoService;
+}
+
+/** Options of {@linkcode createStoreRoutes}. */
+export interface StoreRoutesOptions {
+  /** Refuse every Put with PERMISSION_DENIED. */
+  readOnly?: boolean;
+  /** Whether the health check reports SERVING (flipped off on shutdown). */
+  serving?: () => boolean;
+}
+
+/** Registers the three store services and Health on a Connect router. */
+export function createStoreRoutes(
+  backends: StoreBackends,
+  opts: StoreRoutesOptions = {},
+): (router: ConnectRouter) => void {
+  const readOnly = opts.readOnly ?? false;
+  return (router) => {
+    router.service(BlobServiceDesc, blobServer(backends.blobs, { readOnly }));
+    router.service(
+      DirectoryServiceDesc,
+      directoryServer(backends.directories, { readOnly }),
+    );
+    router.service(PathInfoServiceDesc, pathInfoServer(backends, { readOnly }));
+    router.service(
+      Health,
+      healthServer(
+        [
+          BlobServiceDesc.typeName,
+          DirectoryServiceDesc.typeName,
+          PathInfoServiceDesc.typeName,
+        ],
+        opts.serving,
+      ),
+    );
+  };
+}
+
+/** Options of {@linkcode startStoreServer}. */
+export interface StoreServerOptions {
+  /** Where to listen (`host:port`, `[v6]:port`, `unix:/path`), at least one. */
+  listen: readonly (string | ListenAddress)[];
+  /** Refuse every Put with PERMISSION_DENIED. */
+  readOnly?: boolean;
+  /** Replace an existing file at a unix socket path (a stale socket); otherwise that is an error. */
+  unlinkStaleSocket?: boolean;
+  /** File mode of unix sockets (default 0o660). */
+  socketMode?: number;
+}
+
+/** A running server. */
+export interface StoreServer {
+  /** The addresses actually bound (port 0 resolved). */
+  readonly addresses: string[];
+  /**
+   * Stops accepting, lets in-flight calls finish for up to `graceMs`
+   * (default 5000), then cancels what is left and closes every listener.
+   */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+/** Server errors worth a log line (client mistakes are not). */
+const SERVER_SIDE_CODES = new Set([2, 13, 14, 15]); // unknown, internal, unavailable, data loss
+
+const logServerErrors: Interceptor = (next) => async (req) => {
+  try {
+    return await next(req);
+  } catch (e) {
+    const ce = ConnectError.from(e);
+    if (SERVER_SIDE_CODES.has(ce.code)) {
+      log.warn("{method} failed: {message}", {
+        method: req.url,
+        message: ce.rawMessage,
+      });
+    }
+    throw e;
+  }
+};
+
+/** Starts the store's gRPC server on every listen address. */
+export async function startStoreServer(
+  backends: StoreBackends,
+  opts: StoreServerOptions,
+): Promise<StoreServer> {
+  if (opts.listen.length === 0) throw new Error("no listen address given");
+  const listen = opts.listen.map((a) =>
+    typeof a === "string" ? parseListenAddress(a) : a
+  );
+  let serving = true;
+  const shutdownController = new AbortController();
+  const handler = connectNodeAdapter({
+    routes: createStoreRoutes(backends, {
+      readOnly: opts.readOnly,
+      serving: () => serving,
+    }),
+    readMaxBytes: MAX_MESSAGE_BYTES,
+    writeMaxBytes: MAX_MESSAGE_BYTES,
+    // Accept compressed requests, but never spend CPU compressing responses
+    // (blob data is mostly incompressible; grpcio advertises gzip by default).
+    compressMinBytes: Number.MAX_SAFE_INTEGER,
+    shutdownSignal: shutdownController.signal,
+    interceptors: [logServerErrors],
+  });
+
+  const servers: http2.Http2Server[] = [];
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const socketFiles: string[] = [];
+  const addresses: string[] = [];
+
+  const makeServer = () => {
+    const server = http2.createServer({ settings: HTTP2_SETTINGS }, handler);
+    server.on("session", (session) => {
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
+      // A broken peer must not take the process down.
+      session.on(
+        "error",
+        (e) =>
+          log.debug("HTTP/2 session error: {message}", { message: String(e) }),
+      );
+      widenSessionWindow(session);
+    });
+    server.on(
+      "sessionError",
+      (e) =>
+        log.debug("HTTP/2 session error: {message}", { message: String(e) }),
+    );
+    server.on(
+      "error",
+      (e) => log.warn("server error: {message}", { message: String(e) }),
+    );
+    return server;
+  };
+
+  try {
+    for (const addr of listen) {
+      const server = makeServer();
+      servers.push(server);
+      if (addr.kind === "unix") {
+        await prepareSocketPath(addr.path, opts.unlinkStaleSocket ?? false);
+        await listenOn(server, addr.path);
+        socketFiles.push(addr.path);
+        fs.chmodSync(addr.path, opts.socketMode ?? 0o660);
+        addresses.push(formatListenAddress(addr));
+      } else {
+        await listenOn(server, { host: addr.host, port: addr.port });
+        const bound = server.address() as net.AddressInfo;
+        addresses.push(
+          formatListenAddress({
+            kind: "tcp",
+            host: addr.host,
+            port: bound.port,
+          }),
+        );
+      }
+    }
+  } catch (e) {
+    for (const s of servers) s.close();
+    for (const p of socketFiles) unlinkQuietly(p);
+    throw e;
+  }
+
+  let closing: Promise<void> | undefined;
+  return {
+    addresses,
+    shutdown(graceMs = 5000) {
+      closing ??= (async () => {
+        serving = false;
+        const closed = servers.map((s) =>
+          new Promise<void>((resolve) => s.close(() => resolve()))
+        );
+        for (const s of sessions) s.close();
+        const deadline = Date.now() + graceMs;
+        while (sessions.size > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        if (sessions.size > 0) {
+          log.warn("{n} connection(s) still busy after {ms} ms; cancelling", {
+            n: sessions.size,
+            ms: graceMs,
+          });
+          shutdownController.abort();
+          for (const s of sessions) s.destroy();
+        }
+        await Promise.race([
+          Promise.all(closed),
+          new Promise((r) => setTimeout(r, 1000)),
+        ]);
+        for (const p of socketFiles) unlinkQuietly(p);
+      })();
+      return closing;
+    },
+  };
+}
+
+function widenSessionWindow(session: http2.ServerHttp2Session): void {
+  const widen = () => {
+    try {
+      session.setLocalWindowSize(SESSION_WINDOW_BYTES);
+    } catch {
+      // Not supported by every runtime; the default window still works.
+    }
+  };
+  if (session.connecting) session.once("connect", widen);
+  else widen();
+}
+
+function listenOn(
+  server: http2.Http2Server,
+  where: string | net.ListenOptions,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => {
+      server.off("listening", onListening);
+      reject(listenError(where, e));
+    };
+    const onListening = () => {
+      server.off("error", onError);
+      resolve();
+    };
+    server.once("error", onError);
+    server.once("listening", onListening);
+    if (typeof where === "string") server.listen(where);
+    else server.listen(where);
+  });
+}
+
+function listenError(where: string | net.ListenOptions, e: Error): Error {
+  const addr = typeof where === "string"
+    ? `unix:${where}`
+    : formatListenAddress({
+      kind: "tcp",
+      host: where.host ?? "",
+      port: where.port ?? 0,
+    });
+  const code = (e as NodeJS.ErrnoException).code;
+  const why = code === "EADDRINUSE"
+    ? "address already in use"
+    : code === "EACCES"
+    ? "permission denied"
+    : code === "EADDRNOTAVAIL"
+    ? "address not available on this machine"
+    : e.message;
+  return new Error(`cannot listen on ${addr}: ${why}`);
+}
+
+/**
+ * Makes sure a unix socket can be created at `path`: nothing there is fine;
+ * an existing socket nobody answers on is removed only with `unlinkStale`;
+ * anything else is an error saying what to do.
+ */
+async function prepareSocketPath(
+  path: string,
+  unlinkStale: boolean,
+): Promise<void> {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw new Error(`cannot listen on unix:${path}: ${(e as Error).message}`);
+  }
+  if (!st.isSocket()) {
+    throw new Error(
+      `cannot listen on unix:${path}: a file that is not a socket exists there`,
+    );
+  }
+  if (await socketAnswers(path)) {
+    throw new Error(
+      `cannot listen on unix:${path}: another process is listening on it`,
+    );
+  }
+  if (!unlinkStale) {
+    throw new Error(
+      `cannot listen on unix:${path}: a stale socket file exists (remove it or pass --unix-listen-unlink)`,
+    );
+  }
+  fs.unlinkSync(path);
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(path);
+    const done = (answer: boolean) => {
+      sock.destroy();
+      resolve(answer);
+    };
+    sock.once("connect", () => done(true));
+    sock.once("error", () => done(false));
+    setTimeout(() => done(false), 1000).unref?.();
+  });
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    if (fs.lstatSync(path).isSocket()) fs.unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}

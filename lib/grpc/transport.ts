@@ -1,0 +1,146 @@
+/**
+ * Client transports for `grpc+http://host:port` and `grpc+unix:///path.sock`:
+ * one HTTP/2 connection per {@linkcode GrpcChannel}, with our message limits
+ * and flow-control windows, closable.
+ *
+ * @module
+ */
+import * as net from "node:net";
+import type * as http2 from "node:http2";
+import type { Transport } from "@connectrpc/connect";
+import {
+  createGrpcTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import {
+  HTTP2_SETTINGS,
+  MAX_MESSAGE_BYTES,
+  SESSION_WINDOW_BYTES,
+} from "./limits.ts";
+
+/** Where a gRPC server listens, as a client dials it. */
+export interface GrpcAddress {
+  /** `http://host:port` (TCP) or `http://localhost` (unix socket; the authority is nominal). */
+  baseUrl: string;
+  /** The unix socket path, if any. */
+  socketPath?: string;
+}
+
+/**
+ * Parses `grpc+http://host:port`, `grpc+https://host:port` or
+ * `grpc+unix:///abs/path.sock`; throws an `Error` naming what is wrong.
+ */
+export function parseGrpcAddress(url: string): GrpcAddress {
+  if (url.startsWith("grpc+unix://")) {
+    const socketPath = url.slice("grpc+unix://".length);
+    if (!socketPath.startsWith("/")) {
+      throw new Error(
+        `"${url}": grpc+unix:// needs an absolute socket path (grpc+unix:///run/snix.sock)`,
+      );
+    }
+    return { baseUrl: "http://localhost", socketPath };
+  }
+  if (url.startsWith("grpc+http://") || url.startsWith("grpc+https://")) {
+    let u: URL;
+    try {
+      u = new URL(url.slice("grpc+".length));
+    } catch {
+      throw new Error(`"${url}" is not a valid URL`);
+    }
+    if (!u.port) {
+      throw new Error(`"${url}" needs a port (grpc+http://[::1]:8000)`);
+    }
+    return { baseUrl: `${u.protocol}//${u.host}` };
+  }
+  throw new Error(
+    `"${url}" is not a gRPC address (grpc+http://HOST:PORT or grpc+unix:///PATH)`,
+  );
+}
+
+/** A client connection: the transport for generated clients, and a way to close it. */
+export interface GrpcChannel {
+  /** Hand to `createClient(Service, transport)`. */
+  readonly transport: Transport;
+  /** A human-readable name of the peer, for error messages. */
+  readonly peer: string;
+  /** Closes the connection (and any open streams). */
+  close(): void;
+}
+
+/**
+ * Wraps connect-node's session manager so every new HTTP/2 session gets a
+ * large connection-level receive window: connect-node exposes no option for
+ * it, and the 64 KiB default halves large-read throughput.
+ */
+class WindowedSessionManager {
+  readonly #inner: Http2SessionManager;
+  readonly #widened = new WeakSet<http2.Http2Session>();
+  readonly authority: string;
+
+  constructor(inner: Http2SessionManager) {
+    this.#inner = inner;
+    this.authority = inner.authority;
+  }
+
+  async request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<http2.ClientHttp2Stream> {
+    const stream = await this.#inner.request(method, path, headers, options);
+    const session = stream.session;
+    if (session && !this.#widened.has(session)) {
+      this.#widened.add(session);
+      try {
+        session.setLocalWindowSize(SESSION_WINDOW_BYTES);
+      } catch {
+        // Not every runtime implements it; the default window still works.
+      }
+    }
+    return stream;
+  }
+
+  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void {
+    this.#inner.notifyResponseByteRead(stream);
+  }
+
+  abort(): void {
+    this.#inner.abort();
+  }
+}
+
+/** Opens a channel to a gRPC address (a URL string or a parsed {@linkcode GrpcAddress}). */
+export function openGrpcChannel(address: string | GrpcAddress): GrpcChannel {
+  const addr = typeof address === "string"
+    ? parseGrpcAddress(address)
+    : address;
+  const socketPath = addr.socketPath;
+  const nodeOptions: http2.ClientSessionOptions = {
+    settings: {
+      initialWindowSize: HTTP2_SETTINGS.initialWindowSize,
+      maxFrameSize: HTTP2_SETTINGS.maxFrameSize,
+    },
+    ...(socketPath ? { createConnection: () => net.connect(socketPath) } : {}),
+  };
+  const manager = new WindowedSessionManager(
+    new Http2SessionManager(
+      addr.baseUrl,
+      { idleConnectionTimeoutMs: 60_000 },
+      nodeOptions,
+    ),
+  );
+  const transport = createGrpcTransport({
+    baseUrl: addr.baseUrl,
+    sessionManager: manager,
+    readMaxBytes: MAX_MESSAGE_BYTES,
+    writeMaxBytes: MAX_MESSAGE_BYTES,
+    // Blob data is mostly incompressible; skip the cost.
+    acceptCompression: [],
+  });
+  return {
+    transport,
+    peer: socketPath ? `grpc+unix://${socketPath}` : `grpc+${addr.baseUrl}`,
+    close: () => manager.abort(),
+  };
+}
