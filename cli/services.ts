@@ -12,6 +12,9 @@ import { MemoryPathInfoService } from "../lib/store/memory_path_info_service.ts"
 import { LocalPathInfoService } from "../lib/store/local_path_info_service.ts";
 import { MemoryBlobService } from "../lib/castore/memory_blob_service.ts";
 import { MemoryDirectoryService } from "../lib/castore/memory_directory_service.ts";
+import { GrpcBlobService } from "../lib/grpc/blob_client.ts";
+import { GrpcDirectoryService } from "../lib/grpc/directory_client.ts";
+import { GrpcPathInfoService } from "../lib/grpc/path_info_client.ts";
 import type { Config, ServiceAddr } from "./config.ts";
 
 /** The three services, opened. */
@@ -45,18 +48,21 @@ export async function openServices(config: Config): Promise<Services> {
 /** Opens a blob service from its address. */
 export function openBlobService(addr: ServiceAddr): Promise<BlobService> {
   if (addr.kind === "memory") return Promise.resolve(new MemoryBlobService());
+  if (addr.kind === "grpc") return Promise.resolve(GrpcBlobService.connect(addr));
   return Promise.resolve(unsupported("blob service", addr));
 }
 
 /** Opens a directory service from its address. */
 export function openDirectoryService(addr: ServiceAddr): Promise<DirectoryService> {
   if (addr.kind === "memory") return Promise.resolve(new MemoryDirectoryService());
+  if (addr.kind === "grpc") return Promise.resolve(GrpcDirectoryService.connect(addr));
   return Promise.resolve(unsupported("directory service", addr));
 }
 
 /** Opens a path info service from its address. */
 export async function openPathInfoService(addr: ServiceAddr): Promise<PathInfoService> {
   if (addr.kind === "memory") return new MemoryPathInfoService();
+  if (addr.kind === "grpc") return GrpcPathInfoService.connect(addr);
   if (addr.kind === "local") return await LocalPathInfoService.open(addr.dir);
   return unsupported("path info service", addr);
 }
