@@ -18,7 +18,9 @@ function intOption(min: number, max: number) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min || n > max) {
-      throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`);
+      throw new InvalidArgumentError(
+        `must be an integer from ${min} to ${max}`,
+      );
     }
     return n;
   };
@@ -33,11 +35,27 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
         "(needs root; stops and unmounts on SIGINT/SIGTERM)",
     )
     .argument("<mountpoint>", "an existing directory to mount on")
-    .option("--list-root", "let READDIR on the mount root list every store path (default: EPERM)")
+    .option(
+      "--list-root",
+      "let READDIR on the mount root list every store path (default: EPERM)",
+    )
     .option("--allow-other", "let other users access the mount")
-    .option("--show-xattr", "expose castore digests as user.snix.castore.* extended attributes")
-    .option("--threads <n>", "reader loops on /dev/fuse (1-16)", intOption(1, 16), 4)
-    .option("--cache-mib <n>", "MiB of decompressed chunk data to cache", intOption(1, 65536), 128)
+    .option(
+      "--show-xattr",
+      "expose castore digests as user.snix.castore.* extended attributes",
+    )
+    .option(
+      "--threads <n>",
+      "reader loops on /dev/fuse (1-16)",
+      intOption(1, 16),
+      4,
+    )
+    .option(
+      "--cache-mib <n>",
+      "MiB of decompressed chunk data to cache",
+      intOption(1, 65536),
+      128,
+    )
     .option(
       "--force-unmount-stale",
       "clear a stale mount left by a crashed `store mount` (lazy unmount) instead of failing",
@@ -62,14 +80,23 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
         stopping = true;
         try {
           const how = unmountFuse(c, mountpoint);
-          log.info("{signal}: {how} {mountpoint}", { signal: sig, how, mountpoint });
+          log.info("{signal}: {how} {mountpoint}", {
+            signal: sig,
+            how,
+            mountpoint,
+          });
         } catch (e) {
-          log.error("unmounting {mountpoint} failed: {error}", { mountpoint, error: (e as Error).message });
+          log.error("unmounting {mountpoint} failed: {error}", {
+            mountpoint,
+            error: (e as Error).message,
+          });
         }
         session.stop();
       });
       await Promise.race([session.ready, running]);
-      if (!raiseReadahead(mountpoint)) log.debug("could not raise read_ahead_kb of the mount");
+      if (!raiseReadahead(mountpoint)) {
+        log.debug("could not raise read_ahead_kb of the mount");
+      }
       log.info("mounted the store at {mountpoint}", { mountpoint });
       try {
         await running;

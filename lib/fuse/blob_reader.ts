@@ -100,7 +100,12 @@ export class BlobReader {
    * at `offset`. Throws {@linkcode BlobReadError} if the blob is missing or
    * does not match; errors of the service pass through.
    */
-  async read(digest: Uint8Array, size: number, offset: number, length: number): Promise<Uint8Array> {
+  async read(
+    digest: Uint8Array,
+    size: number,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
     const end = Math.min(size, offset + length);
     if (offset >= end) return new Uint8Array(0);
     const layout = await this.#layout(digest, size);
@@ -114,7 +119,9 @@ export class BlobReader {
       const p = last + 1;
       let q = p;
       while (q + 1 < segs.length && segs[q + 1].offset < end + PREFETCH) q++;
-      if (p < segs.length) this.#fetch(digest, segs, p, q).forEach((x) => x.catch(() => {}));
+      if (p < segs.length) {
+        this.#fetch(digest, segs, p, q).forEach((x) => x.catch(() => {}));
+      }
     }
     const datas = await Promise.all(parts);
     if (first === last) {
@@ -126,7 +133,10 @@ export class BlobReader {
       const s = segs[i];
       const from = Math.max(offset, s.offset);
       const to = Math.min(end, s.offset + s.size);
-      out.set(datas[i - first].subarray(from - s.offset, to - s.offset), from - offset);
+      out.set(
+        datas[i - first].subarray(from - s.offset, to - s.offset),
+        from - offset,
+      );
     }
     return out;
   }
@@ -137,16 +147,24 @@ export class BlobReader {
     if (!p) {
       p = (async () => {
         const chunks = await this.#blobs.chunks(digest);
-        if (chunks === undefined) throw new BlobReadError(`blob ${hex} is missing`);
+        if (chunks === undefined) {
+          throw new BlobReadError(`blob ${hex} is missing`);
+        }
         const segments: Segment[] = [];
         if (chunks.length > 1) {
           let off = 0;
           for (const c of chunks) {
-            segments.push({ key: digestToHex(c.digest), offset: off, size: c.size });
+            segments.push({
+              key: digestToHex(c.digest),
+              offset: off,
+              size: c.size,
+            });
             off += c.size;
           }
           if (off !== size) {
-            throw new BlobReadError(`blob ${hex}: chunks add up to ${off} bytes, expected ${size}`);
+            throw new BlobReadError(
+              `blob ${hex}: chunks add up to ${off} bytes, expected ${size}`,
+            );
           }
         } else {
           for (let off = 0; off < size; off += BLOCK_SIZE) {
@@ -171,13 +189,20 @@ export class BlobReader {
   }
 
   /** Promises for segments first..last, starting backend reads for missing runs. */
-  #fetch(digest: Uint8Array, segs: Segment[], first: number, last: number): Promise<Uint8Array>[] {
+  #fetch(
+    digest: Uint8Array,
+    segs: Segment[],
+    first: number,
+    last: number,
+  ): Promise<Uint8Array>[] {
     const out: Promise<Uint8Array>[] = [];
     let runStart = -1;
     const flush = (upTo: number) => {
       if (runStart < 0) return;
       this.#fetchRun(digest, segs, runStart, upTo);
-      for (let j = runStart; j <= upTo; j++) out[j - first] = this.#inflight.get(segs[j].key)!;
+      for (let j = runStart; j <= upTo; j++) {
+        out[j - first] = this.#inflight.get(segs[j].key)!;
+      }
       runStart = -1;
     };
     for (let i = first; i <= last; i++) {
@@ -223,21 +248,31 @@ export class BlobReader {
     }
   }
 
-  async #readRange(digest: Uint8Array, offset: number, length: number): Promise<Uint8Array> {
+  async #readRange(
+    digest: Uint8Array,
+    offset: number,
+    length: number,
+  ): Promise<Uint8Array> {
     const stream = await this.#blobs.read(digest, { offset, length });
-    if (!stream) throw new BlobReadError(`blob ${digestToHex(digest)} is missing`);
+    if (!stream) {
+      throw new BlobReadError(`blob ${digestToHex(digest)} is missing`);
+    }
     const buf = new Uint8Array(length);
     let pos = 0;
     for await (const piece of stream) {
       if (pos + piece.byteLength > length) {
-        throw new BlobReadError(`blob ${digestToHex(digest)}: read returned too many bytes`);
+        throw new BlobReadError(
+          `blob ${digestToHex(digest)}: read returned too many bytes`,
+        );
       }
       buf.set(piece, pos);
       pos += piece.byteLength;
     }
     if (pos !== length) {
       throw new BlobReadError(
-        `blob ${digestToHex(digest)}: got ${pos} of ${length} bytes at offset ${offset}`,
+        `blob ${
+          digestToHex(digest)
+        }: got ${pos} of ${length} bytes at offset ${offset}`,
       );
     }
     return buf;

@@ -22,11 +22,20 @@ import { getLogger } from "@logtape/logtape";
 import type { BlobService } from "../castore/blob_service.ts";
 import type { DirectoryService } from "../castore/directory_service.ts";
 import { digestToHex, digestToString } from "../castore/digest.ts";
-import type { Directory, Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type {
+  Directory,
+  Entry,
+} from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import type { PathInfoService } from "../store/path_info_service.ts";
 import { StorePath } from "../nix/store_path.ts";
 import { BlobReader } from "./blob_reader.ts";
-import { type DirEntry, FuseError, type FuseFilesystem, type OpenResult, type StatFs } from "./filesystem.ts";
+import {
+  type DirEntry,
+  FuseError,
+  type FuseFilesystem,
+  type OpenResult,
+  type StatFs,
+} from "./filesystem.ts";
 import {
   type Attr,
   Errno,
@@ -67,7 +76,13 @@ export interface CastoreServices {
 type Node =
   | { kind: "root"; ino: bigint }
   | { kind: "dir"; ino: bigint; parent: bigint; digest: Uint8Array }
-  | { kind: "file"; ino: bigint; digest: Uint8Array; size: number; executable: boolean }
+  | {
+    kind: "file";
+    ino: bigint;
+    digest: Uint8Array;
+    size: number;
+    executable: boolean;
+  }
   | { kind: "symlink"; ino: bigint; target: Uint8Array };
 
 /** A directory's children, merged and sorted by name bytes. */
@@ -78,7 +93,14 @@ interface Listing {
 
 type Child =
   | { kind: "dir"; name: Uint8Array; key: string; digest: Uint8Array }
-  | { kind: "file"; name: Uint8Array; key: string; digest: Uint8Array; size: number; executable: boolean }
+  | {
+    kind: "file";
+    name: Uint8Array;
+    key: string;
+    digest: Uint8Array;
+    size: number;
+    executable: boolean;
+  }
   | { kind: "symlink"; name: Uint8Array; key: string; target: Uint8Array };
 
 const MTIME = 1;
@@ -152,15 +174,21 @@ export class CastoreFs implements FuseFilesystem {
           digest: c.digest,
         }));
       case "file":
-        return this.#intern(`f:${digestToHex(c.digest)}:${c.executable ? 1 : 0}`, (ino) => ({
-          kind: "file",
-          ino,
-          digest: c.digest,
-          size: c.size,
-          executable: c.executable,
-        }));
+        return this.#intern(
+          `f:${digestToHex(c.digest)}:${c.executable ? 1 : 0}`,
+          (ino) => ({
+            kind: "file",
+            ino,
+            digest: c.digest,
+            size: c.size,
+            executable: c.executable,
+          }),
+        );
       case "symlink":
-        return this.#intern(`${parent}/${c.key}`, (ino) => ({ kind: "symlink", ino, target: c.target }));
+        return this.#intern(
+          `${parent}/${c.key}`,
+          (ino) => ({ kind: "symlink", ino, target: c.target }),
+        );
     }
   }
 
@@ -168,7 +196,13 @@ export class CastoreFs implements FuseFilesystem {
     switch (n.kind) {
       case "root":
       case "dir":
-        return { ino: n.ino, size: 0, mode: S_IFDIR | 0o555, nlink: 1, time: MTIME };
+        return {
+          ino: n.ino,
+          size: 0,
+          mode: S_IFDIR | 0o555,
+          nlink: 1,
+          time: MTIME,
+        };
       case "file":
         return {
           ino: n.ino,
@@ -178,7 +212,13 @@ export class CastoreFs implements FuseFilesystem {
           time: MTIME,
         };
       case "symlink":
-        return { ino: n.ino, size: n.target.length, mode: S_IFLNK | 0o777, nlink: 1, time: MTIME };
+        return {
+          ino: n.ino,
+          size: n.target.length,
+          mode: S_IFLNK | 0o777,
+          nlink: 1,
+          time: MTIME,
+        };
     }
   }
 
@@ -196,16 +236,26 @@ export class CastoreFs implements FuseFilesystem {
       try {
         d = await this.#services.directories.get(digest);
       } catch (e) {
-        log.warn("directory {digest}: {error}", { digest: digestToString(digest), error: (e as Error).message });
+        log.warn("directory {digest}: {error}", {
+          digest: digestToString(digest),
+          error: (e as Error).message,
+        });
         throw new FuseError(Errno.EIO);
       }
       if (!d) {
-        log.warn("directory {digest} is missing", { digest: digestToString(digest) });
+        log.warn("directory {digest} is missing", {
+          digest: digestToString(digest),
+        });
         throw new FuseError(Errno.EIO);
       }
       const children: Child[] = [];
       for (const e of d.directories) {
-        children.push({ kind: "dir", name: e.name, key: bkey(e.name), digest: e.digest });
+        children.push({
+          kind: "dir",
+          name: e.name,
+          key: bkey(e.name),
+          digest: e.digest,
+        });
       }
       for (const e of d.files) {
         children.push({
@@ -218,7 +268,12 @@ export class CastoreFs implements FuseFilesystem {
         });
       }
       for (const e of d.symlinks) {
-        children.push({ kind: "symlink", name: e.name, key: bkey(e.name), target: e.target });
+        children.push({
+          kind: "symlink",
+          name: e.name,
+          key: bkey(e.name),
+          target: e.target,
+        });
       }
       children.sort((a, b) => compareBytes(a.name, b.name));
       return { children, byName: new Map(children.map((c) => [c.key, c])) };
@@ -238,7 +293,12 @@ export class CastoreFs implements FuseFilesystem {
     const e = entry.entry;
     switch (e.case) {
       case "directory":
-        return this.#childNode(FUSE_ROOT_ID, { kind: "dir", name: baseName, key, digest: e.value.digest });
+        return this.#childNode(FUSE_ROOT_ID, {
+          kind: "dir",
+          name: baseName,
+          key,
+          digest: e.value.digest,
+        });
       case "file":
         return this.#childNode(FUSE_ROOT_ID, {
           kind: "file",
@@ -249,7 +309,12 @@ export class CastoreFs implements FuseFilesystem {
           executable: e.value.executable,
         });
       case "symlink":
-        return this.#childNode(FUSE_ROOT_ID, { kind: "symlink", name: baseName, key, target: e.value.target });
+        return this.#childNode(FUSE_ROOT_ID, {
+          kind: "symlink",
+          name: baseName,
+          key,
+          target: e.value.target,
+        });
       default:
         return undefined;
     }
@@ -268,13 +333,18 @@ export class CastoreFs implements FuseFilesystem {
     try {
       info = await this.#services.pathInfos.get(sp.digest);
     } catch (e) {
-      log.warn("path info {name}: {error}", { name: sp.baseName, error: (e as Error).message });
+      log.warn("path info {name}: {error}", {
+        name: sp.baseName,
+        error: (e as Error).message,
+      });
       throw new FuseError(Errno.EIO);
     }
     if (!info?.entry) throw new FuseError(Errno.ENOENT);
     const e = info.entry.entry;
     // The name must match exactly: the digest alone would alias other names.
-    if (e.case === undefined || !bytesEqual(e.value.name, name)) throw new FuseError(Errno.ENOENT);
+    if (e.case === undefined || !bytesEqual(e.value.name, name)) {
+      throw new FuseError(Errno.ENOENT);
+    }
     const n = this.#rootChild(name, info.entry);
     if (!n) throw new FuseError(Errno.ENOENT);
     return n;
@@ -302,11 +372,18 @@ export class CastoreFs implements FuseFilesystem {
 
   open(ino: bigint, _flags: number): Promise<OpenResult> {
     const n = this.#node(ino);
-    if (n.kind !== "file") throw new FuseError(n.kind === "symlink" ? Errno.EINVAL : Errno.EISDIR);
+    if (n.kind !== "file") {
+      throw new FuseError(n.kind === "symlink" ? Errno.EINVAL : Errno.EISDIR);
+    }
     return Promise.resolve({ fh: 0n, flags: FOPEN_KEEP_CACHE });
   }
 
-  async read(ino: bigint, _fh: bigint, offset: number, size: number): Promise<Uint8Array> {
+  async read(
+    ino: bigint,
+    _fh: bigint,
+    offset: number,
+    size: number,
+  ): Promise<Uint8Array> {
     const n = this.#node(ino);
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
     try {
@@ -327,7 +404,9 @@ export class CastoreFs implements FuseFilesystem {
     const n = this.#node(ino);
     if (n.kind === "root") {
       const fh = this.#nextFh++;
-      if (this.#opts.listRoot) this.#dirHandles.set(fh, await this.#rootEntries());
+      if (this.#opts.listRoot) {
+        this.#dirHandles.set(fh, await this.#rootEntries());
+      }
       return { fh, flags: 0 };
     }
     if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
@@ -338,7 +417,11 @@ export class CastoreFs implements FuseFilesystem {
       { name: DOTDOT, attr: parent, lookup: false },
     ];
     for (const c of listing.children) {
-      entries.push({ name: c.name, attr: this.#attr(this.#childNode(n.ino, c)), lookup: true });
+      entries.push({
+        name: c.name,
+        attr: this.#attr(this.#childNode(n.ino, c)),
+        lookup: true,
+      });
     }
     const fh = this.#nextFh++;
     this.#dirHandles.set(fh, entries);
@@ -357,10 +440,18 @@ export class CastoreFs implements FuseFilesystem {
         const e = info.entry?.entry;
         if (!info.entry || e?.case === undefined) continue;
         const n = this.#rootChild(e.value.name, info.entry);
-        if (n) entries.push({ name: e.value.name, attr: this.#attr(n), lookup: true });
+        if (n) {
+          entries.push({
+            name: e.value.name,
+            attr: this.#attr(n),
+            lookup: true,
+          });
+        }
       }
     } catch (e) {
-      log.warn("listing path infos failed: {error}", { error: (e as Error).message });
+      log.warn("listing path infos failed: {error}", {
+        error: (e as Error).message,
+      });
       throw new FuseError(Errno.EIO);
     }
     return entries;
@@ -395,8 +486,12 @@ export class CastoreFs implements FuseFilesystem {
   listxattr(ino: bigint): Promise<Uint8Array[]> {
     if (!this.#opts.showXattr) throw new FuseError(Errno.ENOSYS);
     const n = this.#node(ino);
-    if (n.kind === "dir") return Promise.resolve([utf8.encode(XATTR_DIRECTORY_DIGEST)]);
-    if (n.kind === "file") return Promise.resolve([utf8.encode(XATTR_BLOB_DIGEST)]);
+    if (n.kind === "dir") {
+      return Promise.resolve([utf8.encode(XATTR_DIRECTORY_DIGEST)]);
+    }
+    if (n.kind === "file") {
+      return Promise.resolve([utf8.encode(XATTR_BLOB_DIGEST)]);
+    }
     return Promise.resolve([]);
   }
 

@@ -56,7 +56,12 @@ export interface FuseFilesystem {
   /** Opens a file (`flags` are the open(2) flags). */
   open(ino: bigint, flags: number): Promise<OpenResult>;
   /** Up to `size` bytes at `offset` (fewer only at the end of the file). */
-  read(ino: bigint, fh: bigint, offset: number, size: number): Promise<Uint8Array>;
+  read(
+    ino: bigint,
+    fh: bigint,
+    offset: number,
+    size: number,
+  ): Promise<Uint8Array>;
   /** Closes a file handle. */
   release(ino: bigint, fh: bigint): void;
   /** Opens a directory. */

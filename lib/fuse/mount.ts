@@ -9,7 +9,13 @@
  *
  * @module
  */
-import { existsSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import process from "node:process";
 import {
   type LibC,
@@ -44,7 +50,9 @@ export class MountError extends Error {
 export function canMountFuse(): { ok: true } | { ok: false; reason: string } {
   const uid = typeof process.getuid === "function" ? process.getuid() : -1;
   if (uid !== 0) return { ok: false, reason: "not running as root" };
-  if (!existsSync("/dev/fuse")) return { ok: false, reason: "/dev/fuse does not exist" };
+  if (!existsSync("/dev/fuse")) {
+    return { ok: false, reason: "/dev/fuse does not exist" };
+  }
   return { ok: true };
 }
 
@@ -80,25 +88,40 @@ export function mountFuse(
       try {
         libc.umount2(mountpoint, MNT_DETACH);
       } catch (u) {
-        throw new MountError(`cannot clear the stale mount at ${mountpoint}: ${(u as Error).message}`);
+        throw new MountError(
+          `cannot clear the stale mount at ${mountpoint}: ${
+            (u as Error).message
+          }`,
+        );
       }
       statSync(mountpoint);
     } else if (code === "ENOENT") {
       throw new MountError(`mount point ${mountpoint} does not exist`);
     } else {
-      throw new MountError(`cannot use mount point ${mountpoint}: ${(e as Error).message}`);
+      throw new MountError(
+        `cannot use mount point ${mountpoint}: ${(e as Error).message}`,
+      );
     }
   }
   const abs = realpathSync(mountpoint);
-  if (!statSync(abs).isDirectory()) throw new MountError(`mount point ${mountpoint} is not a directory`);
+  if (!statSync(abs).isDirectory()) {
+    throw new MountError(`mount point ${mountpoint} is not a directory`);
+  }
   const name = options.name ?? "snix";
   const fd = libc.open("/dev/fuse", O_RDWR | O_CLOEXEC);
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
-  const data = `fd=${fd},rootmode=40000,user_id=${uid},group_id=${gid},default_permissions` +
+  const data =
+    `fd=${fd},rootmode=40000,user_id=${uid},group_id=${gid},default_permissions` +
     (options.allowOther ? ",allow_other" : "");
   try {
-    libc.mount(name, abs, `fuse.${name}`, MS_NODEV | MS_NOSUID | MS_RDONLY, data);
+    libc.mount(
+      name,
+      abs,
+      `fuse.${name}`,
+      MS_NODEV | MS_NOSUID | MS_RDONLY,
+      data,
+    );
   } catch (e) {
     libc.close(fd);
     throw new MountError(`mounting ${abs} failed: ${(e as Error).message}`);
@@ -110,7 +133,10 @@ export function mountFuse(
  * Unmounts: a normal unmount first, a lazy one (MNT_DETACH) if it is busy.
  * Returns how it went.
  */
-export function unmountFuse(libc: LibC, mountpoint: string): "unmounted" | "detached" | "not-mounted" {
+export function unmountFuse(
+  libc: LibC,
+  mountpoint: string,
+): "unmounted" | "detached" | "not-mounted" {
   try {
     libc.umount2(mountpoint, 0);
     return "unmounted";
@@ -123,7 +149,10 @@ export function unmountFuse(libc: LibC, mountpoint: string): "unmounted" | "deta
 
 /** Undoes the octal escapes of /proc/self/mountinfo (`\040` for a space). */
 function unescapeMountinfo(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+  return s.replace(
+    /\\([0-7]{3})/g,
+    (_, o) => String.fromCharCode(parseInt(o, 8)),
+  );
 }
 
 /** The `major:minor` device of the file system mounted at `mountpoint` (the last one). */

@@ -207,7 +207,12 @@ export interface Validity {
 }
 
 /** Writes a fuse_entry_out (128 bytes) at `off`. */
-export function writeEntryOut(v: DataView, off: number, a: Attr, valid: Validity): void {
+export function writeEntryOut(
+  v: DataView,
+  off: number,
+  a: Attr,
+  valid: Validity,
+): void {
   v.setBigUint64(off, a.ino, true); // nodeid
   v.setBigUint64(off + 8, 0n, true); // generation
   v.setBigUint64(off + 16, BigInt(valid.entrySec), true);
@@ -218,7 +223,12 @@ export function writeEntryOut(v: DataView, off: number, a: Attr, valid: Validity
 }
 
 /** Writes a fuse_attr_out (104 bytes) at `off`. */
-export function writeAttrOut(v: DataView, off: number, a: Attr, attrSec: number): void {
+export function writeAttrOut(
+  v: DataView,
+  off: number,
+  a: Attr,
+  attrSec: number,
+): void {
   v.setBigUint64(off, BigInt(attrSec), true);
   v.setUint32(off + 8, 0, true);
   v.setUint32(off + 12, 0, true);

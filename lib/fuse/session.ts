@@ -19,8 +19,8 @@ import {
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
   IN_HEADER_SIZE,
-  InitFlag,
   type InHeader,
+  InitFlag,
   Op,
   OPEN_OUT_SIZE,
   OUT_HEADER_SIZE,
@@ -62,7 +62,12 @@ export class FuseSession {
   readonly ready: Promise<void>;
   #readyResolve!: () => void;
 
-  constructor(libc: LibC, fd: number, fs: FuseFilesystem, options: SessionOptions = {}) {
+  constructor(
+    libc: LibC,
+    fd: number,
+    fs: FuseFilesystem,
+    options: SessionOptions = {},
+  ) {
     this.#libc = libc;
     this.#fd = fd;
     this.#fs = fs;
@@ -97,7 +102,9 @@ export class FuseSession {
       try {
         h = parseInHeader(msg);
       } catch (e) {
-        log.warn("dropping malformed request: {error}", { error: (e as Error).message });
+        log.warn("dropping malformed request: {error}", {
+          error: (e as Error).message,
+        });
         continue;
       }
       // Copy the body: the reader reuses its buffer for the next request.
@@ -134,7 +141,9 @@ export class FuseSession {
     const n = this.#libc.write(this.#fd, buf);
     this.requests++;
     // ENOENT: the request was interrupted meanwhile; nothing to do.
-    if (n < 0 && n !== -ENOENT) log.debug("reply write failed: errno {errno}", { errno: -n });
+    if (n < 0 && n !== -ENOENT) {
+      log.debug("reply write failed: errno {errno}", { errno: -n });
+    }
   }
 
   #error(unique: bigint, errno: number): void {
@@ -179,7 +188,10 @@ export class FuseSession {
       case Op.BATCH_FORGET: {
         const count = v.getUint32(0, true);
         for (let i = 0; i < count && 8 + i * 16 + 16 <= body.byteLength; i++) {
-          fs.forget?.(v.getBigUint64(8 + i * 16, true), v.getBigUint64(16 + i * 16, true));
+          fs.forget?.(
+            v.getBigUint64(8 + i * 16, true),
+            v.getBigUint64(16 + i * 16, true),
+          );
         }
         return;
       }
@@ -189,7 +201,10 @@ export class FuseSession {
       case Op.LOOKUP:
         return fs.lookup(h.nodeid, cName(body)).then((attr) => {
           const [out, ov] = this.#reply(h.unique, ENTRY_OUT_SIZE);
-          writeEntryOut(ov, OUT_HEADER_SIZE, attr, { entrySec: ttl, attrSec: ttl });
+          writeEntryOut(ov, OUT_HEADER_SIZE, attr, {
+            entrySec: ttl,
+            attrSec: ttl,
+          });
           this.#write(out);
         });
       case Op.GETATTR:
@@ -204,7 +219,9 @@ export class FuseSession {
       case Op.OPENDIR: {
         const flags = v.getUint32(0, true);
         if ((flags & 3) !== 0) throw new FuseError(Errno.EROFS);
-        const p = h.opcode === Op.OPEN ? fs.open(h.nodeid, flags) : fs.opendir(h.nodeid);
+        const p = h.opcode === Op.OPEN
+          ? fs.open(h.nodeid, flags)
+          : fs.opendir(h.nodeid);
         return p.then((r) => {
           const [out, ov] = this.#reply(h.unique, OPEN_OUT_SIZE);
           ov.setBigUint64(OUT_HEADER_SIZE, r.fh, true);
@@ -239,7 +256,9 @@ export class FuseSession {
             ov.setUint32(OUT_HEADER_SIZE, value.byteLength, true);
             return this.#write(out);
           }
-          if (size < value.byteLength) return this.#error(h.unique, Errno.ERANGE);
+          if (size < value.byteLength) {
+            return this.#error(h.unique, Errno.ERANGE);
+          }
           this.#ok(h.unique, value);
         });
       }
@@ -275,7 +294,9 @@ export class FuseSession {
       }
       case Op.ACCESS: {
         const mask = v.getUint32(0, true);
-        return mask & 2 ? this.#error(h.unique, Errno.EROFS) : this.#ok(h.unique);
+        return mask & 2
+          ? this.#error(h.unique, Errno.EROFS)
+          : this.#ok(h.unique);
       }
       case Op.FLUSH:
         return this.#ok(h.unique);
@@ -303,15 +324,21 @@ export class FuseSession {
         });
         return this.#ok(h.unique, out.subarray(0, 8));
       }
-      log.error("kernel speaks FUSE {major}.{minor}; we need 7.x", { major: kin.major, minor: kin.minor });
+      log.error("kernel speaks FUSE {major}.{minor}; we need 7.x", {
+        major: kin.major,
+        minor: kin.minor,
+      });
       return this.#error(h.unique, Errno.EPROTO);
     }
     const minor = Math.min(kin.minor, FUSE_KERNEL_MINOR_VERSION);
     if (minor < 23) {
-      log.error("kernel speaks FUSE 7.{minor}; we need at least 7.23", { minor });
+      log.error("kernel speaks FUSE 7.{minor}; we need at least 7.23", {
+        minor,
+      });
       return this.#error(h.unique, Errno.EPROTO);
     }
-    const want = InitFlag.ASYNC_READ | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS |
+    const want = InitFlag.ASYNC_READ | InitFlag.BIG_WRITES |
+      InitFlag.PARALLEL_DIROPS |
       InitFlag.MAX_PAGES | InitFlag.CACHE_SYMLINKS | InitFlag.DO_READDIRPLUS |
       InitFlag.READDIRPLUS_AUTO;
     const out = encodeInitOut({

@@ -13,7 +13,10 @@ scope.onmessage = async (e: MessageEvent) => {
   const ffi: Any = await import(["bun", "ffi"].join(":"));
   const { dlopen, FFIType, read: peek } = ffi;
   const lib = dlopen("libc.so.6", {
-    read: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i64 },
+    read: {
+      args: [FFIType.i32, FFIType.ptr, FFIType.u64],
+      returns: FFIType.i64,
+    },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
   const buf = new Uint8Array(bufferSize);

@@ -95,7 +95,13 @@ export interface LibC {
   /** close(2); errors are ignored. */
   close(fd: number): void;
   /** mount(2). */
-  mount(source: string, target: string, fstype: string, flags: bigint, data: string): void;
+  mount(
+    source: string,
+    target: string,
+    fstype: string,
+    flags: bigint,
+    data: string,
+  ): void;
   /** umount2(2). */
   umount2(target: string, flags: number): void;
   /** write(2): bytes written, or a negative errno (never throws: the hot path). */

@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { cString, type DeviceReader, type LibC, OsError, POLLERR } from "./libc.ts";
+import {
+  cString,
+  type DeviceReader,
+  type LibC,
+  OsError,
+  POLLERR,
+} from "./libc.ts";
 
 // `bun:ffi` only exists under Bun; a computed specifier keeps Deno's type
 // checker from looking for it.
@@ -17,15 +23,24 @@ export async function openBunLibC(): Promise<LibC> {
   const ffi: Any = await import(["bun", "ffi"].join(":"));
   const { dlopen, FFIType, read: peek } = ffi;
   const lib = dlopen("libc.so.6", {
-    open: { args: [FFIType.ptr, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
+    open: {
+      args: [FFIType.ptr, FFIType.i32, FFIType.u32],
+      returns: FFIType.i32,
+    },
     close: { args: [FFIType.i32], returns: FFIType.i32 },
     mount: {
       args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr],
       returns: FFIType.i32,
     },
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
-    write: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i64 },
-    poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+    write: {
+      args: [FFIType.i32, FFIType.ptr, FFIType.u64],
+      returns: FFIType.i64,
+    },
+    poll: {
+      args: [FFIType.ptr, FFIType.u64, FFIType.i32],
+      returns: FFIType.i32,
+    },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
   const s = lib.symbols;
@@ -41,11 +56,19 @@ export async function openBunLibC(): Promise<LibC> {
       s.close(fd);
     },
     mount(source, target, fstype, flags, data) {
-      const r = s.mount(cString(source), cString(target), cString(fstype), flags, cString(data));
+      const r = s.mount(
+        cString(source),
+        cString(target),
+        cString(fstype),
+        flags,
+        cString(data),
+      );
       if (r < 0) throw new OsError("mount", errno(), target);
     },
     umount2(target, flags) {
-      if (s.umount2(cString(target), flags) < 0) throw new OsError("umount2", errno(), target);
+      if (s.umount2(cString(target), flags) < 0) {
+        throw new OsError("umount2", errno(), target);
+      }
     },
     write(fd, data) {
       if (data.byteLength === 0) return 0;
@@ -61,7 +84,9 @@ export async function openBunLibC(): Promise<LibC> {
       return r < 0 ? POLLERR : view.getUint16(6, true);
     },
     reader(fd, bufferSize): DeviceReader {
-      const worker = new Worker(new URL("./bun_read_worker.ts", import.meta.url).href);
+      const worker = new Worker(
+        new URL("./bun_read_worker.ts", import.meta.url).href,
+      );
       const queue: (Uint8Array | null)[] = [];
       const waiting: ((m: Uint8Array | null) => void)[] = [];
       let ended = false;
@@ -71,7 +96,8 @@ export async function openBunLibC(): Promise<LibC> {
         if (w) w(m);
         else queue.push(m);
       };
-      worker.onmessage = (e: MessageEvent) => deliver(e.data as Uint8Array | null);
+      worker.onmessage = (e: MessageEvent) =>
+        deliver(e.data as Uint8Array | null);
       worker.onerror = () => deliver(null);
       worker.postMessage({ fd, bufferSize });
       return {

@@ -20,9 +20,16 @@ import {
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
-  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
+  mount: {
+    parameters: ["buffer", "buffer", "buffer", "u64", "buffer"],
+    result: "i32",
+  },
   umount2: { parameters: ["buffer", "i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+  read: {
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+    nonblocking: true,
+  },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
@@ -34,7 +41,11 @@ export function openDenoLibC(): LibC {
   try {
     lib = Deno.dlopen("libc.so.6", SYMBOLS);
   } catch (e) {
-    throw new Error(`cannot load libc.so.6 via FFI (run with --allow-ffi): ${(e as Error).message}`);
+    throw new Error(
+      `cannot load libc.so.6 via FFI (run with --allow-ffi): ${
+        (e as Error).message
+      }`,
+    );
   }
   const s = lib.symbols;
   const errno = (): number => {
@@ -62,14 +73,24 @@ export function openDenoLibC(): LibC {
       s.close(fd);
     },
     mount(source, target, fstype, flags, data) {
-      const r = s.mount(cString(source), cString(target), cString(fstype), flags, cString(data));
+      const r = s.mount(
+        cString(source),
+        cString(target),
+        cString(fstype),
+        flags,
+        cString(data),
+      );
       if (r < 0) throw new OsError("mount", errno(), target);
     },
     umount2(target, flags) {
-      if (s.umount2(cString(target), flags) < 0) throw new OsError("umount2", errno(), target);
+      if (s.umount2(cString(target), flags) < 0) {
+        throw new OsError("umount2", errno(), target);
+      }
     },
     write(fd, data) {
-      const n = Number(s.write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.byteLength)));
+      const n = Number(
+        s.write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.byteLength)),
+      );
       return n < 0 ? -errno() : n;
     },
     poll,
