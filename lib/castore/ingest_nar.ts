@@ -1,0 +1,194 @@
+/**
+ * Ingests a NAR stream into castore: file contents go through
+ * {@linkcode BlobWriter}s as they arrive, directories are put leaves first
+ * (the NAR's post-order), and the NAR's SHA-256 and size are computed on the
+ * way. The directory putter is closed only after the NAR was read to its end
+ * and matched what the caller expected, so a bad NAR leaves nothing reachable
+ * (blobs written before the failure stay as unreferenced garbage).
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import { createHash } from "node:crypto";
+import {
+  type Directory,
+  DirectoryEntrySchema,
+  DirectorySchema,
+  type Entry,
+  EntrySchema,
+  FileEntrySchema,
+  SymlinkEntrySchema,
+} from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type { BlobService, BlobWriter } from "./blob_service.ts";
+import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
+import { directoryDigest, directorySize } from "./directory.ts";
+import { readNar } from "../nix/nar_reader.ts";
+import { encodeNixBase32 } from "../nix/nixbase32.ts";
+
+/** What the caller knows about the NAR in advance (checked at the end). */
+export interface NarExpectation {
+  /** The NAR's size in bytes. */
+  narSize?: number;
+  /** The NAR's SHA-256. */
+  narSha256?: Uint8Array;
+}
+
+/** The result of {@linkcode ingestNar}. */
+export interface NarIngestResult {
+  /** The root entry (unnamed: name is empty; callers rename it). */
+  entry: Entry;
+  /** Bytes of NAR read. */
+  narSize: number;
+  /** SHA-256 of the NAR bytes. */
+  narSha256: Uint8Array;
+}
+
+/** A NAR that is fine as a NAR but not the one the caller expected. */
+export class NarMismatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "NarMismatchError";
+  }
+}
+
+const EMPTY = new Uint8Array();
+
+/**
+ * Reads the NAR from `source` into castore. Throws `NarError` (from lib/nix)
+ * for a malformed NAR, {@linkcode NarMismatchError} when size or hash differ
+ * from `expect`; in both cases no directory becomes reachable.
+ */
+export async function ingestNar(
+  source: ReadableStream<Uint8Array>,
+  blobs: BlobService,
+  directories: DirectoryService,
+  expect?: NarExpectation,
+): Promise<NarIngestResult> {
+  const hasher = createHash("sha256");
+  let narSize = 0;
+  const counted = source.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        hasher.update(chunk);
+        narSize += chunk.length;
+        if (expect?.narSize !== undefined && narSize > expect.narSize) {
+          throw new NarMismatchError(
+            `NAR size mismatch: expected ${expect.narSize} bytes, got more`,
+          );
+        }
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+
+  let putter: DirectoryPutter | undefined;
+  const stack: Directory[] = [];
+  let root: Entry | undefined;
+  let writer: BlobWriter | undefined;
+
+  const add = (path: Uint8Array[], entry: Entry) => {
+    if (path.length === 0) {
+      root = entry;
+      return;
+    }
+    const parent = stack[stack.length - 1];
+    const e = entry.entry;
+    if (e.case === "directory") parent.directories.push(e.value);
+    else if (e.case === "file") parent.files.push(e.value);
+    else if (e.case === "symlink") parent.symlinks.push(e.value);
+  };
+  const nameOf = (
+    path: Uint8Array[],
+  ) => (path.length ? path[path.length - 1] : EMPTY);
+
+  try {
+    for await (const ev of readNar(counted)) {
+      switch (ev.type) {
+        case "regular": {
+          const w = writer = blobs.put();
+          let got = 0;
+          for await (const chunk of ev.contents) {
+            got += chunk.length;
+            await w.write(chunk);
+          }
+          const digest = await w.close();
+          writer = undefined;
+          add(
+            ev.path,
+            create(EntrySchema, {
+              entry: {
+                case: "file",
+                value: create(FileEntrySchema, {
+                  name: nameOf(ev.path),
+                  digest,
+                  size: BigInt(got),
+                  executable: ev.executable,
+                }),
+              },
+            }),
+          );
+          break;
+        }
+        case "symlink":
+          add(
+            ev.path,
+            create(EntrySchema, {
+              entry: {
+                case: "symlink",
+                value: create(SymlinkEntrySchema, {
+                  name: nameOf(ev.path),
+                  target: ev.target,
+                }),
+              },
+            }),
+          );
+          break;
+        case "directory":
+          stack.push(create(DirectorySchema, {}));
+          break;
+        case "directory-end": {
+          const dir = stack.pop()!;
+          putter ??= directories.put();
+          await putter.put(dir);
+          add(
+            ev.path,
+            create(EntrySchema, {
+              entry: {
+                case: "directory",
+                value: create(DirectoryEntrySchema, {
+                  name: nameOf(ev.path),
+                  digest: await directoryDigest(dir),
+                  size: directorySize(dir),
+                }),
+              },
+            }),
+          );
+          break;
+        }
+      }
+    }
+  } catch (e) {
+    if (writer) await writer.abort().catch(() => {});
+    throw e;
+  }
+  if (!root) throw new NarMismatchError("NAR ended without a root node");
+  const narSha256 = new Uint8Array(hasher.digest());
+  if (expect?.narSize !== undefined && expect.narSize !== narSize) {
+    throw new NarMismatchError(
+      `NAR size mismatch: expected ${expect.narSize} bytes, got ${narSize}`,
+    );
+  }
+  if (expect?.narSha256 && !sameBytes(expect.narSha256, narSha256)) {
+    throw new NarMismatchError(
+      `NAR hash mismatch: expected sha256:${
+        encodeNixBase32(expect.narSha256)
+      }, got sha256:${encodeNixBase32(narSha256)}`,
+    );
+  }
+  if (putter) await putter.close();
+  return { entry: root, narSize, narSha256 };
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
