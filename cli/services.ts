@@ -12,6 +12,8 @@ import { MemoryPathInfoService } from "../lib/store/memory_path_info_service.ts"
 import { LocalPathInfoService } from "../lib/store/local_path_info_service.ts";
 import { MemoryBlobService } from "../lib/castore/memory_blob_service.ts";
 import { MemoryDirectoryService } from "../lib/castore/memory_directory_service.ts";
+import { LocalBlobService } from "../lib/castore/local_blob_service.ts";
+import { LocalDirectoryService } from "../lib/castore/local_directory_service.ts";
 import { GrpcBlobService } from "../lib/grpc/blob_client.ts";
 import { GrpcDirectoryService } from "../lib/grpc/directory_client.ts";
 import { GrpcPathInfoService } from "../lib/grpc/path_info_client.ts";
@@ -48,6 +50,7 @@ export async function openServices(config: Config): Promise<Services> {
 /** Opens a blob service from its address. */
 export function openBlobService(addr: ServiceAddr): Promise<BlobService> {
   if (addr.kind === "memory") return Promise.resolve(new MemoryBlobService());
+  if (addr.kind === "local") return LocalBlobService.open(addr.dir);
   if (addr.kind === "grpc") return Promise.resolve(GrpcBlobService.connect(addr));
   return Promise.resolve(unsupported("blob service", addr));
 }
@@ -55,6 +58,7 @@ export function openBlobService(addr: ServiceAddr): Promise<BlobService> {
 /** Opens a directory service from its address. */
 export function openDirectoryService(addr: ServiceAddr): Promise<DirectoryService> {
   if (addr.kind === "memory") return Promise.resolve(new MemoryDirectoryService());
+  if (addr.kind === "local") return LocalDirectoryService.open(addr.dir);
   if (addr.kind === "grpc") return Promise.resolve(GrpcDirectoryService.connect(addr));
   return Promise.resolve(unsupported("directory service", addr));
 }

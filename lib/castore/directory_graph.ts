@@ -29,6 +29,12 @@ import {
 export interface EncodedDirectory {
   digest: Uint8Array;
   bytes: Uint8Array;
+  /**
+   * 0 for a directory with no children put in the same putter, else 1 + the
+   * highest level of those children: everything of one level may be written
+   * at once after all lower levels are durable.
+   */
+  level: number;
 }
 
 interface Pending extends EncodedDirectory {
@@ -100,13 +106,18 @@ export class GraphPutter implements DirectoryPutter {
         );
       }
     }
+    let level = 0;
     for (const e of directory.directories) {
       const child = this.#pending.get(digestToHex(e.digest));
-      if (child) child.referenced = true;
+      if (child) {
+        child.referenced = true;
+        level = Math.max(level, child.level + 1);
+      }
     }
     const p: Pending = {
       digest,
       bytes,
+      level,
       size: directorySize(directory),
       referenced: false,
     };
@@ -144,7 +155,9 @@ export class GraphPutter implements DirectoryPutter {
     const order = this.#order;
     this.#order = [];
     this.#pending.clear();
-    await this.#commit(order.map(({ digest, bytes }) => ({ digest, bytes })));
+    await this.#commit(
+      order.map(({ digest, bytes, level }) => ({ digest, bytes, level })),
+    );
     return roots[0].digest;
   }
 }

@@ -1,0 +1,192 @@
+/**
+ * Crash-safe files for the local data directory: every object is written to
+ * a temporary file in `<dataDir>/tmp/`, fsynced, then renamed into place
+ * (rename is atomic, so readers see the whole object or nothing; several
+ * processes writing the same content-addressed object race harmlessly), and
+ * the directory that received it is fsynced before anything that refers to
+ * it is written.
+ *
+ * @module
+ */
+import * as fs from "node:fs/promises";
+import { join } from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** Temporary files older than this are leftovers of a crash and removed on open. */
+export const STALE_TEMP_MS = 15 * 60 * 1000;
+
+const HEX_SHARDS = Array.from(
+  { length: 256 },
+  (_, i) => i.toString(16).padStart(2, "0"),
+);
+
+function errCode(e: unknown): string | undefined {
+  return (e as { code?: string })?.code;
+}
+
+function describe(e: unknown): string {
+  switch (errCode(e)) {
+    case "EACCES":
+    case "EPERM":
+      return "permission denied";
+    case "EROFS":
+      return "read-only file system";
+    case "ENOSPC":
+      return "no space left on device";
+    case "ENOTDIR":
+      return "not a directory";
+    case "ENOENT":
+      return "no such file or directory";
+    default:
+      return (e as Error)?.message ?? String(e);
+  }
+}
+
+/**
+ * Prepares `<dataDir>/tmp` and `<dataDir>/<sub>/<00..ff>` for each `sub`,
+ * checks the data directory is writable, and removes stale temporary files.
+ * Throws an `Error` with one clear line naming the path on failure, e.g.
+ * `cannot write to /var/lib/snix: permission denied (use --data-dir DIR or run as root)`.
+ */
+export async function prepareDataDir(
+  dataDir: string,
+  subdirs: string[],
+): Promise<void> {
+  const hint = "(use --data-dir DIR or run as root)";
+  try {
+    const st = await fs.stat(dataDir).catch((e) => {
+      if (errCode(e) === "ENOENT") return undefined;
+      throw e;
+    });
+    if (st && !st.isDirectory()) {
+      throw new Error(`data directory ${dataDir} is not a directory ${hint}`);
+    }
+    await fs.mkdir(join(dataDir, "tmp"), { recursive: true });
+    for (const sub of subdirs) {
+      const base = join(dataDir, sub);
+      // The last shard is created last: if it exists, all do.
+      if (await exists(join(base, "ff"))) continue;
+      for (const s of HEX_SHARDS) {
+        await fs.mkdir(join(base, s), { recursive: true });
+      }
+    }
+    const probe = join(dataDir, "tmp", `probe-${process.pid}-${randomHex()}`);
+    await fs.writeFile(probe, "");
+    await fs.rm(probe, { force: true });
+  } catch (e) {
+    if (e instanceof Error && e.message.startsWith("data directory ")) throw e;
+    throw new Error(`cannot write to ${dataDir}: ${describe(e)} ${hint}`);
+  }
+  await removeStaleTemps(join(dataDir, "tmp"));
+}
+
+/** Deletes files in `tmpDir` not modified for {@linkcode STALE_TEMP_MS}. */
+export async function removeStaleTemps(
+  tmpDir: string,
+  maxAgeMs = STALE_TEMP_MS,
+): Promise<number> {
+  let removed = 0;
+  const now = Date.now();
+  let names: string[];
+  try {
+    names = await fs.readdir(tmpDir);
+  } catch {
+    return 0;
+  }
+  for (const n of names) {
+    const p = join(tmpDir, n);
+    try {
+      const st = await fs.stat(p);
+      if (st.isFile() && now - st.mtimeMs > maxAgeMs) {
+        await fs.rm(p, { force: true });
+        removed++;
+      }
+    } catch { /* raced with its writer or another cleaner */ }
+  }
+  return removed;
+}
+
+/** Whether a path exists. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await fs.stat(path);
+    return true;
+  } catch (e) {
+    if (errCode(e) === "ENOENT" || errCode(e) === "ENOTDIR") return false;
+    throw storageError(`cannot stat ${path}`, e);
+  }
+}
+
+/** 16 random hex characters. */
+export function randomHex(): string {
+  const b = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** A `ConnectError` for a failed storage operation (`ResourceExhausted` when the disk is full). */
+export function storageError(what: string, e: unknown): ConnectError {
+  const code = errCode(e) === "ENOSPC" ? Code.ResourceExhausted : Code.Internal;
+  return new ConnectError(`${what}: ${describe(e)}`, code);
+}
+
+/**
+ * Writes `parts` to a new temporary file in `tmpDir`, fsyncs it and renames
+ * it to `finalPath` (replacing any file there, which for content-addressed
+ * objects has the same content). The caller fsyncs the target directory
+ * (see {@linkcode fsyncDir}) before relying on the rename being durable.
+ */
+export async function writeFileAtomic(
+  tmpDir: string,
+  finalPath: string,
+  parts: Uint8Array[],
+): Promise<void> {
+  const tmp = join(tmpDir, `${process.pid}-${randomHex()}.tmp`);
+  let fh: fs.FileHandle | undefined;
+  try {
+    fh = await fs.open(tmp, "wx", 0o644);
+    for (const p of parts) {
+      let off = 0;
+      while (off < p.length) {
+        const { bytesWritten } = await fh.write(p, off, p.length - off);
+        off += bytesWritten;
+      }
+    }
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await fs.rename(tmp, finalPath);
+  } catch (e) {
+    await fh?.close().catch(() => {});
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    throw storageError(`cannot write ${finalPath}`, e);
+  }
+}
+
+/** fsyncs a directory, making renames into it durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  let fh: fs.FileHandle | undefined;
+  try {
+    fh = await fs.open(dir, "r");
+    await fh.sync();
+  } catch (e) {
+    throw storageError(`cannot sync directory ${dir}`, e);
+  } finally {
+    await fh?.close().catch(() => {});
+  }
+}
+
+/**
+ * Reads a whole file, or `undefined` if it does not exist. Other errors are
+ * `Internal` storage errors naming the path.
+ */
+export async function readFileIfExists(
+  path: string,
+): Promise<Uint8Array | undefined> {
+  try {
+    const b = await fs.readFile(path);
+    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return undefined;
+    throw storageError(`cannot read ${path}`, e);
+  }
+}

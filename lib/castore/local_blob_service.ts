@@ -1,0 +1,516 @@
+/**
+ * The embedded blob service: blobs in a local data directory, split into
+ * content-defined chunks (FastCDC, see ./chunker.ts), each chunk stored once.
+ *
+ * Layout under `<dataDir>/castore/`:
+ * - `chunks/<hex[0:2]>/<hex>`: one chunk, zstd-compressed, named by the
+ *   BLAKE3 of its uncompressed bytes;
+ * - `blobs/<hex[0:2]>/<hex>`: the chunk list of a blob of two or more
+ *   chunks (see {@linkcode encodeChunkList}).
+ *
+ * A blob of one chunk (every blob up to 128 KiB, and the empty blob, stored
+ * as one empty chunk) has no list: its only chunk has the blob's digest. So a
+ * blob is present if its list or a chunk of that digest exists; every stored
+ * chunk is itself a valid blob.
+ *
+ * Durability: objects are written with ./atomic_file.ts (temp file, fsync,
+ * rename); a blob's list is written only after all its chunks were renamed
+ * and their directories fsynced, so a crash never leaves a list pointing at
+ * missing chunks. Several processes may write into one data directory.
+ *
+ * zstd comes from `node:zlib` (`zstdCompress`/`zstdDecompress`, present in
+ * Deno 2.9 and Bun 1.4, running on the libuv thread pool).
+ *
+ * @module
+ */
+import * as fs from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import * as zlib from "node:zlib";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type {
+  BlobService,
+  BlobWriter,
+  ByteRange,
+  ChunkMeta,
+} from "./blob_service.ts";
+import { Chunker } from "./chunker.ts";
+import {
+  blake3Sync,
+  createBlake3,
+  DIGEST_LENGTH,
+  digestEquals,
+  digestFromHex,
+  digestToHex,
+  digestToString,
+  validateDigest,
+} from "./digest.ts";
+import {
+  exists,
+  fsyncDir,
+  prepareDataDir,
+  readFileIfExists,
+  storageError,
+  writeFileAtomic,
+} from "./atomic_file.ts";
+import { checkRange } from "./range.ts";
+
+const zstdCompress = promisify(zlib.zstdCompress);
+const zstdDecompress = promisify(zlib.zstdDecompress);
+
+/** zstd level for chunks: 3 is zstd's default (fast, decent ratio). */
+const ZSTD_LEVEL = 3;
+/** Chunks being compressed and written at once per writer. */
+const WRITE_CONCURRENCY = 4;
+/** Chunks read ahead of the consumer per read stream. */
+const READ_AHEAD = 3;
+
+const LIST_MAGIC = new TextEncoder().encode("SNIXBL1\n");
+const LIST_HEADER = 8 + 4 + 4 + 8;
+const LIST_ENTRY = DIGEST_LENGTH + 4;
+
+/**
+ * A blob's chunk list file: magic `SNIXBL1\n`, chunk count (u32 LE), 4 zero
+ * bytes, total size (u64 LE), per chunk its digest (32 bytes) and size
+ * (u32 LE), then the BLAKE3 of everything before (so a damaged list is
+ * detected before it can steer a ranged read to the wrong chunks).
+ */
+export function encodeChunkList(chunks: ChunkMeta[]): Uint8Array {
+  const n = chunks.length;
+  const out = new Uint8Array(LIST_HEADER + n * LIST_ENTRY + DIGEST_LENGTH);
+  const dv = new DataView(out.buffer);
+  out.set(LIST_MAGIC, 0);
+  dv.setUint32(8, n, true);
+  let total = 0;
+  chunks.forEach((c, i) => {
+    const o = LIST_HEADER + i * LIST_ENTRY;
+    out.set(c.digest, o);
+    dv.setUint32(o + DIGEST_LENGTH, c.size, true);
+    total += c.size;
+  });
+  dv.setBigUint64(16, BigInt(total), true);
+  out.set(
+    blake3Sync(out.subarray(0, out.length - DIGEST_LENGTH)),
+    out.length - DIGEST_LENGTH,
+  );
+  return out;
+}
+
+/** Parses a chunk list file; throws `Error` describing the damage. */
+export function decodeChunkList(
+  b: Uint8Array,
+): { chunks: ChunkMeta[]; size: number } {
+  if (b.length < LIST_HEADER + DIGEST_LENGTH) {
+    throw new Error("chunk list truncated");
+  }
+  for (let i = 0; i < 8; i++) {
+    if (b[i] !== LIST_MAGIC[i]) throw new Error("bad chunk list magic");
+  }
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const n = dv.getUint32(8, true);
+  if (b.length !== LIST_HEADER + n * LIST_ENTRY + DIGEST_LENGTH) {
+    throw new Error(
+      `chunk list has ${b.length} bytes, expected ${
+        LIST_HEADER + n * LIST_ENTRY + DIGEST_LENGTH
+      }`,
+    );
+  }
+  const body = b.subarray(0, b.length - DIGEST_LENGTH);
+  if (!digestEquals(blake3Sync(body), b.subarray(b.length - DIGEST_LENGTH))) {
+    throw new Error("chunk list checksum mismatch");
+  }
+  const size = Number(dv.getBigUint64(16, true));
+  const chunks: ChunkMeta[] = [];
+  let total = 0;
+  for (let i = 0; i < n; i++) {
+    const o = LIST_HEADER + i * LIST_ENTRY;
+    const c = {
+      digest: b.slice(o, o + DIGEST_LENGTH),
+      size: dv.getUint32(o + DIGEST_LENGTH, true),
+    };
+    total += c.size;
+    chunks.push(c);
+  }
+  if (total !== size) {
+    throw new Error(`chunk sizes add up to ${total}, list says ${size}`);
+  }
+  return { chunks, size };
+}
+
+function dataLoss(message: string): ConnectError {
+  return new ConnectError(message, Code.DataLoss);
+}
+
+/** Blob storage in `<dataDir>/castore/{chunks,blobs}`. */
+export class LocalBlobService implements BlobService {
+  readonly #chunksDir: string;
+  readonly #blobsDir: string;
+  readonly #tmpDir: string;
+  readonly #avgChunkSize: number | undefined;
+
+  private constructor(dataDir: string, avgChunkSize?: number) {
+    this.#chunksDir = join(dataDir, "castore", "chunks");
+    this.#blobsDir = join(dataDir, "castore", "blobs");
+    this.#tmpDir = join(dataDir, "tmp");
+    this.#avgChunkSize = avgChunkSize;
+  }
+
+  /**
+   * Opens (creating if needed) the blob store in `dataDir`. Throws an `Error`
+   * with one line naming the path if it cannot be written.
+   * `options.avgChunkSize` is for tests (default 256 KiB).
+   */
+  static async open(
+    dataDir: string,
+    options: { avgChunkSize?: number } = {},
+  ): Promise<LocalBlobService> {
+    await prepareDataDir(dataDir, ["castore/chunks", "castore/blobs"]);
+    return new LocalBlobService(dataDir, options.avgChunkSize);
+  }
+
+  /** Path of a chunk file (for tests and `verify`). */
+  chunkPath(digest: Uint8Array): string {
+    const h = digestToHex(digest);
+    return join(this.#chunksDir, h.slice(0, 2), h);
+  }
+
+  /** Path of a blob's chunk list file (for tests and `verify`). */
+  blobListPath(digest: Uint8Array): string {
+    const h = digestToHex(digest);
+    return join(this.#blobsDir, h.slice(0, 2), h);
+  }
+
+  /** Whether the blob is present. */
+  async has(digest: Uint8Array): Promise<boolean> {
+    validateDigest(digest, "blob digest");
+    return await exists(this.blobListPath(digest)) ||
+      await exists(this.chunkPath(digest));
+  }
+
+  /**
+   * The blob's chunks in order; `[]` for a blob stored as a single chunk;
+   * `undefined` if missing; `DataLoss` if its chunk list is damaged.
+   */
+  async chunks(digest: Uint8Array): Promise<ChunkMeta[] | undefined> {
+    validateDigest(digest, "blob digest");
+    const list = await this.#readList(digest);
+    if (list) return list.chunks;
+    return await exists(this.chunkPath(digest)) ? [] : undefined;
+  }
+
+  async #readList(
+    digest: Uint8Array,
+  ): Promise<{ chunks: ChunkMeta[]; size: number } | undefined> {
+    const b = await readFileIfExists(this.blobListPath(digest));
+    if (!b) return undefined;
+    try {
+      return decodeChunkList(b);
+    } catch (e) {
+      throw dataLoss(
+        `chunk list of blob ${digestToString(digest)} is damaged: ${
+          (e as Error).message
+        }`,
+      );
+    }
+  }
+
+  /**
+   * Loads, decompresses and verifies one chunk. `blob` names the blob in
+   * messages; `expectedSize` is checked when known.
+   */
+  async #loadChunk(
+    digest: Uint8Array,
+    blob: Uint8Array,
+    expectedSize?: number,
+  ): Promise<Uint8Array | undefined> {
+    const path = this.chunkPath(digest);
+    const compressed = await readFileIfExists(path);
+    if (!compressed) return undefined;
+    const what = digestEquals(digest, blob)
+      ? `blob ${digestToString(blob)}`
+      : `chunk ${digestToString(digest)} of blob ${digestToString(blob)}`;
+    let data: Uint8Array;
+    try {
+      const out = await zstdDecompress(compressed, {
+        maxOutputLength: Math.max(expectedSize ?? 64 << 20, 1),
+      });
+      data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+    } catch (e) {
+      throw dataLoss(
+        `${what} is corrupt: cannot decompress ${path}: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    if (expectedSize !== undefined && data.length !== expectedSize) {
+      throw dataLoss(
+        `${what} is corrupt: ${data.length} bytes, expected ${expectedSize}`,
+      );
+    }
+    const actual = blake3Sync(data);
+    if (!digestEquals(actual, digest)) {
+      throw dataLoss(
+        `${what} is corrupt: its bytes hash to ${digestToString(actual)}`,
+      );
+    }
+    return data;
+  }
+
+  /**
+   * The blob's bytes (or a range), streamed; each chunk is verified before
+   * any of its bytes are delivered, and a whole read also checks the blob's
+   * digest; a mismatch errors the stream with `DataLoss` naming the digest.
+   */
+  async read(
+    digest: Uint8Array,
+    range?: ByteRange,
+  ): Promise<ReadableStream<Uint8Array> | undefined> {
+    validateDigest(digest, "blob digest");
+    const list = await this.#readList(digest);
+    if (!list) {
+      // A single-chunk blob (or missing).
+      if (!await exists(this.chunkPath(digest))) return undefined;
+      const blob = digest;
+      let loaded: Uint8Array | undefined;
+      let done = false;
+      return new ReadableStream<Uint8Array>({
+        pull: async (controller) => {
+          if (done) return;
+          loaded = await this.#loadChunk(blob, blob);
+          if (!loaded) {
+            throw dataLoss(
+              `blob ${digestToString(blob)} disappeared while being read`,
+            );
+          }
+          const [start, end] = checkRange(range, loaded.length);
+          done = true;
+          if (end > start) controller.enqueue(loaded.subarray(start, end));
+          controller.close();
+        },
+      }, { highWaterMark: 0 });
+    }
+    const [start, end] = checkRange(range, list.size);
+    // Pick the chunks overlapping [start, end).
+    const picks: { meta: ChunkMeta; from: number; to: number }[] = [];
+    let off = 0;
+    for (const meta of list.chunks) {
+      const cEnd = off + meta.size;
+      if (cEnd > start && off < end) {
+        picks.push({
+          meta,
+          from: Math.max(0, start - off),
+          to: Math.min(meta.size, end - off),
+        });
+      }
+      off = cEnd;
+      if (off >= end) break;
+    }
+    const whole = start === 0 && end === list.size;
+    const hasher = whole ? createBlake3() : undefined;
+    const pending: Promise<Uint8Array | undefined>[] = [];
+    let next = 0; // next pick to start loading
+    let delivered = 0; // picks delivered
+    const fill = () => {
+      while (next < picks.length && pending.length < READ_AHEAD) {
+        const p = this.#loadChunk(
+          picks[next].meta.digest,
+          digest,
+          picks[next].meta.size,
+        );
+        p.catch(() => {}); // handled when awaited
+        pending.push(p);
+        next++;
+      }
+    };
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        if (delivered >= picks.length) {
+          if (hasher) {
+            const actual = hasher.digest();
+            if (!digestEquals(actual, digest)) {
+              throw dataLoss(
+                `blob ${
+                  digestToString(digest)
+                } is corrupt: its chunks hash to ${digestToString(actual)}`,
+              );
+            }
+          }
+          controller.close();
+          return;
+        }
+        fill();
+        const pick = picks[delivered];
+        const data = await pending.shift()!;
+        if (!data) {
+          throw dataLoss(
+            `chunk ${digestToString(pick.meta.digest)} of blob ${
+              digestToString(digest)
+            } is missing`,
+          );
+        }
+        delivered++;
+        fill();
+        hasher?.update(data);
+        controller.enqueue(
+          pick.from === 0 && pick.to === data.length
+            ? data
+            : data.subarray(pick.from, pick.to),
+        );
+        if (delivered >= picks.length && !hasher) controller.close();
+      },
+      cancel: () => {
+        pending.length = 0;
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Starts writing a blob (see the module notes on durability). */
+  put(): BlobWriter {
+    return new LocalBlobWriter(
+      this,
+      new Chunker({ avgSize: this.#avgChunkSize }),
+    );
+  }
+
+  /** @internal Stores one chunk (if new); returns the shard directory to fsync. */
+  async storeChunk(digest: Uint8Array, data: Uint8Array): Promise<string> {
+    const path = this.chunkPath(digest);
+    const dir = join(this.#chunksDir, digestToHex(digest).slice(0, 2));
+    if (await exists(path)) return dir;
+    const c = await zstdCompress(data, {
+      params: {
+        [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL,
+        [zlib.constants.ZSTD_c_checksumFlag]: 0,
+      },
+    }).catch((e) => {
+      throw storageError(`cannot compress chunk ${digestToString(digest)}`, e);
+    });
+    await writeFileAtomic(this.#tmpDir, path, [
+      new Uint8Array(c.buffer, c.byteOffset, c.byteLength),
+    ]);
+    return dir;
+  }
+
+  /** @internal Writes a blob's chunk list after its chunks are durable. */
+  async storeList(
+    digest: Uint8Array,
+    chunks: ChunkMeta[],
+    chunkDirs: Set<string>,
+  ): Promise<void> {
+    for (const d of chunkDirs) await fsyncDir(d);
+    const path = this.blobListPath(digest);
+    if (await exists(path)) return;
+    await writeFileAtomic(this.#tmpDir, path, [encodeChunkList(chunks)]);
+    await fsyncDir(join(this.#blobsDir, digestToHex(digest).slice(0, 2)));
+  }
+
+  /**
+   * Every readable blob digest: blobs with a chunk list, and every chunk
+   * (each chunk is the blob of its own bytes; single-chunk blobs are stored
+   * that way). For `snix store verify`: read each back to check it.
+   */
+  async *listBlobs(): AsyncIterable<Uint8Array> {
+    for (const base of [this.#blobsDir, this.#chunksDir]) {
+      for (const shard of (await fs.readdir(base)).sort()) {
+        if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+        let names: string[];
+        try {
+          names = await fs.readdir(join(base, shard));
+        } catch {
+          continue;
+        }
+        for (const n of names.sort()) {
+          if (/^[0-9a-f]{64}$/.test(n) && n.startsWith(shard)) {
+            yield digestFromHex(n);
+          }
+        }
+      }
+    }
+  }
+
+  /** Nothing to release (files are opened per operation). */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+class LocalBlobWriter implements BlobWriter {
+  #svc: LocalBlobService;
+  #chunker: Chunker;
+  #hasher = createBlake3();
+  #chunks: ChunkMeta[] = [];
+  #dirs = new Set<string>();
+  #inflight = new Set<Promise<void>>();
+  #error: unknown;
+  #state: "open" | "closing" | "closed" | "aborted" = "open";
+
+  constructor(svc: LocalBlobService, chunker: Chunker) {
+    this.#svc = svc;
+    this.#chunker = chunker;
+  }
+
+  #check(): void {
+    if (this.#error !== undefined) throw this.#error;
+    if (this.#state !== "open") {
+      throw new ConnectError(
+        `blob writer already ${this.#state}`,
+        Code.FailedPrecondition,
+      );
+    }
+  }
+
+  async #store(chunk: Uint8Array): Promise<void> {
+    const digest = blake3Sync(chunk);
+    this.#chunks.push({ digest, size: chunk.length });
+    while (this.#inflight.size >= WRITE_CONCURRENCY) {
+      await Promise.race(this.#inflight);
+    }
+    if (this.#error !== undefined) throw this.#error;
+    const p = this.#svc.storeChunk(digest, chunk).then(
+      (dir) => {
+        this.#dirs.add(dir);
+      },
+      (e) => {
+        this.#error ??= e;
+      },
+    ).finally(() => this.#inflight.delete(p));
+    this.#inflight.add(p);
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    this.#check();
+    this.#hasher.update(data);
+    for (const c of this.#chunker.push(data)) await this.#store(c);
+  }
+
+  async close(): Promise<Uint8Array> {
+    this.#check();
+    this.#state = "closing";
+    try {
+      const rest = this.#chunker.finish();
+      if (this.#chunks.length === 0 && rest.length === 0) {
+        rest.push(new Uint8Array(0));
+      }
+      for (const c of rest) await this.#store(c);
+      await Promise.all(this.#inflight);
+      if (this.#error !== undefined) throw this.#error;
+      const digest = this.#hasher.digest();
+      if (this.#chunks.length === 1) {
+        // The single chunk is the blob; make its rename durable.
+        for (const d of this.#dirs) await fsyncDir(d);
+      } else {
+        await this.#svc.storeList(digest, this.#chunks, this.#dirs);
+      }
+      this.#state = "closed";
+      return digest;
+    } catch (e) {
+      this.#state = "aborted";
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.#state === "open") this.#state = "aborted";
+    await Promise.allSettled(this.#inflight);
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The embedded directory service: each Directory stored as its canonical
+ * protobuf bytes in `<dataDir>/castore/directories/<hex[0:2]>/<hex>`.
+ *
+ * A putter checks the whole tree (./directory_graph.ts) and only then writes
+ * it, leaves first, each file atomically (temp file, fsync, rename); the
+ * shard directories are fsynced in the same order, so a directory never
+ * becomes durable before the children it names. Every get re-hashes the
+ * bytes; a small LRU keeps recently read (already verified) bytes.
+ *
+ * @module
+ */
+import * as fs from "node:fs/promises";
+import { join } from "node:path";
+import type { Directory } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
+import { digestFromHex, digestToHex, validateDigest } from "./digest.ts";
+import { decodeDirectory } from "./directory.ts";
+import {
+  type EncodedDirectory,
+  GraphPutter,
+  traverseDirectories,
+} from "./directory_graph.ts";
+import { checkStoredDirectory } from "./memory_directory_service.ts";
+import {
+  exists,
+  fsyncDir,
+  prepareDataDir,
+  readFileIfExists,
+  writeFileAtomic,
+} from "./atomic_file.ts";
+
+/** Directories whose verified bytes are kept in memory. */
+const CACHE_ENTRIES = 4096;
+
+/** Directory storage in `<dataDir>/castore/directories`. */
+export class LocalDirectoryService implements DirectoryService {
+  readonly #dir: string;
+  readonly #tmpDir: string;
+  #cache = new Map<string, Uint8Array>();
+
+  private constructor(dataDir: string) {
+    this.#dir = join(dataDir, "castore", "directories");
+    this.#tmpDir = join(dataDir, "tmp");
+  }
+
+  /**
+   * Opens (creating if needed) the directory store in `dataDir`. Throws an
+   * `Error` with one line naming the path if it cannot be written.
+   */
+  static async open(dataDir: string): Promise<LocalDirectoryService> {
+    await prepareDataDir(dataDir, ["castore/directories"]);
+    return new LocalDirectoryService(dataDir);
+  }
+
+  /** Path of a directory's file (for tests and `verify`). */
+  directoryPath(digest: Uint8Array): string {
+    const h = digestToHex(digest);
+    return join(this.#dir, h.slice(0, 2), h);
+  }
+
+  /** One directory, or `undefined`; `DataLoss` if the stored bytes do not match the digest. */
+  async get(digest: Uint8Array): Promise<Directory | undefined> {
+    validateDigest(digest, "directory digest");
+    const key = digestToHex(digest);
+    const cached = this.#cache.get(key);
+    if (cached) {
+      this.#cache.delete(key);
+      this.#cache.set(key, cached);
+      return decodeDirectory(cached);
+    }
+    const bytes = await readFileIfExists(this.directoryPath(digest));
+    if (!bytes) return undefined;
+    const d = checkStoredDirectory(digest, bytes);
+    this.#remember(key, bytes);
+    return d;
+  }
+
+  #remember(key: string, bytes: Uint8Array): void {
+    this.#cache.set(key, bytes);
+    if (this.#cache.size > CACHE_ENTRIES) {
+      this.#cache.delete(this.#cache.keys().next().value!);
+    }
+  }
+
+  /** Root first, breadth first, each directory once. */
+  getRecursive(root: Uint8Array): AsyncIterable<Directory> {
+    return traverseDirectories(root, (d) => this.get(d));
+  }
+
+  /** A putter that checks the tree and writes it on close. */
+  put(): DirectoryPutter {
+    return new GraphPutter((d) => this.get(d), (dirs) => this.#commit(dirs));
+  }
+
+  async #commit(dirs: EncodedDirectory[]): Promise<void> {
+    // Level by level from the leaves: write a level (a bounded window at a
+    // time), then fsync the shard directories it touched, so no directory is
+    // durable before the children it names.
+    const levels: EncodedDirectory[][] = [];
+    for (const d of dirs) (levels[d.level] ??= []).push(d);
+    const WINDOW = 16;
+    for (const level of levels) {
+      if (!level) continue;
+      const shards = new Set<string>();
+      for (let i = 0; i < level.length; i += WINDOW) {
+        await Promise.all(
+          level.slice(i, i + WINDOW).map(async ({ digest, bytes }) => {
+            const path = this.directoryPath(digest);
+            shards.add(join(this.#dir, digestToHex(digest).slice(0, 2)));
+            if (!await exists(path)) {
+              await writeFileAtomic(this.#tmpDir, path, [bytes]);
+            }
+          }),
+        );
+      }
+      for (const s of shards) await fsyncDir(s);
+    }
+  }
+
+  /** Every stored directory digest (for `snix store verify`). */
+  async *listDirectories(): AsyncIterable<Uint8Array> {
+    for (const shard of (await fs.readdir(this.#dir)).sort()) {
+      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+      let names: string[];
+      try {
+        names = await fs.readdir(join(this.#dir, shard));
+      } catch {
+        continue;
+      }
+      for (const n of names.sort()) {
+        if (/^[0-9a-f]{64}$/.test(n) && n.startsWith(shard)) {
+          yield digestFromHex(n);
+        }
+      }
+    }
+  }
+
+  /** Drops the cache. */
+  close(): Promise<void> {
+    this.#cache.clear();
+    return Promise.resolve();
+  }
+}
