@@ -24,6 +24,8 @@ export const MAX_NAR_DEPTH = 2048;
 export class NarError extends Error {
   /** Byte offset in the NAR where the problem was found, if reading. */
   readonly offset: number | undefined;
+  /** The message without the `bad NAR at byte N: ` prefix. */
+  readonly reason: string;
 
   /** `offset` (when given) is prefixed to the message. */
   constructor(message: string, offset?: number) {
@@ -32,6 +34,7 @@ export class NarError extends Error {
     );
     this.name = "NarError";
     this.offset = offset;
+    this.reason = message;
   }
 }
 

@@ -248,7 +248,7 @@ export async function* readNar(
       magic = await src.readString(MAX_TAG, "the NAR header");
     } catch (e) {
       if (e instanceof NarError) {
-        throw new NarError(`input does not look like a NAR (${e.message})`, at);
+        throw new NarError(`input does not look like a NAR (${e.reason})`, at);
       }
       throw e;
     }
