@@ -1,16 +1,88 @@
 /**
- * `snix nix-daemon`: serve the store over the Nix worker protocol.
+ * `snix nix-daemon`: serve the store over the Nix worker protocol, on a unix
+ * socket (many clients at once) or on stdin/stdout (`--stdio`, one client).
  *
  * @module
  */
-import { Command } from "@commander-js/extra-typings";
+import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
+import { getLogger } from "@logtape/logtape";
+import process from "node:process";
+import { Readable, Writable } from "node:stream";
 import type { CliContext } from "./context.ts";
+import { VERSION } from "./version.ts";
+import { onTermination } from "../lib/runtime/signals.ts";
+import { listenUnix, serveStreams } from "../lib/daemon/server.ts";
+
+const log = getLogger(["snix", "nix-daemon"]);
+
+function modeOption(v: string): number {
+  if (!/^0?[0-7]{3,4}$/.test(v)) {
+    throw new InvalidArgumentError("must be an octal mode such as 0666");
+  }
+  return parseInt(v, 8);
+}
 
 /** The `nix-daemon` command. */
-export function nixDaemonCommand(_ctx: CliContext): Command {
-  return new Command("nix-daemon").description(
-    "serve the store to Nix over the worker protocol (nix --store unix://SOCK, local-overlay lower-store)",
-  ).action(() => {
-    throw new Error("nix-daemon is not implemented yet");
-  });
+// deno-lint-ignore no-explicit-any
+export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
+  return new Command("nix-daemon")
+    .description(
+      "serve the store to Nix over the worker protocol (nix --store unix://SOCK, local-overlay lower-store);\n" +
+        "stops on SIGINT/SIGTERM and removes its socket",
+    )
+    .option("-l, --listen <socket>", "unix socket path to listen on")
+    .option("--unix-listen-unlink", "replace an existing socket file")
+    .option("--stdio", "serve one client on stdin/stdout instead of a socket")
+    .option(
+      "--socket-mode <mode>",
+      "permissions of the socket (octal, e.g. 0666)",
+      modeOption,
+    )
+    .option("--read-only", "refuse every operation that writes")
+    .option(
+      "--log-wire",
+      "log each request and reply (op, arguments, sizes, timing) to stderr",
+    )
+    .action(async (opts) => {
+      if (!opts.stdio && !opts.listen) {
+        throw new InvalidArgumentError("give -l SOCKET or --stdio");
+      }
+      const services = await ctx.services();
+      const logWire = opts.logWire
+        ? (line: string) => void process.stderr.write(`nix-daemon: ${line}\n`)
+        : undefined;
+      const base = {
+        services,
+        readOnly: opts.readOnly ?? false,
+        daemonVersion: `${VERSION} (snix-ts)`,
+        logWire,
+        log: (line: string) => log.warn(line),
+      };
+      if (opts.stdio) {
+        const readable = Readable.toWeb(
+          process.stdin,
+        ) as unknown as ReadableStream<Uint8Array>;
+        const writable = Writable.toWeb(
+          process.stdout,
+        ) as unknown as WritableStream<Uint8Array>;
+        await serveStreams(readable, writable, base);
+        return;
+      }
+      const daemon = await listenUnix(opts.listen!, {
+        ...base,
+        unlink: opts.unixListenUnlink ?? false,
+        mode: opts.socketMode,
+      });
+      log.info(
+        "nix-daemon listening on " + daemon.path +
+          (opts.readOnly ? " (read-only)" : ""),
+      );
+      await new Promise<void>((resolve) => {
+        const remove = onTermination((sig) => {
+          remove();
+          log.info(sig + ": closing connections and removing " + daemon.path);
+          daemon.close().finally(resolve);
+        });
+      });
+    });
 }

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { WireError } from "./errors.ts";
+import { InvalidValueError } from "./errors.ts";
 
 /** How the content was hashed. */
 export type CaMethod = "text" | "flat" | "nar" | "git";
@@ -43,14 +43,14 @@ export function parseCaMethodWithAlgo(
   else if (s.startsWith("fixed:r:")) [method, rest] = ["nar", s.slice(8)];
   else if (s.startsWith("fixed:git:")) [method, rest] = ["git", s.slice(10)];
   else if (s.startsWith("fixed:")) [method, rest] = ["flat", s.slice(6)];
-  else throw new WireError(`invalid content-address method "${s}"`);
+  else throw new InvalidValueError(`invalid content-address method "${s}"`);
   if (!ALGOS.has(rest)) {
-    throw new WireError(
+    throw new InvalidValueError(
       `invalid hash algorithm in content-address method "${s}"`,
     );
   }
   if (method === "text" && rest !== "sha256") {
-    throw new WireError(`text hashing needs sha256, got "${s}"`);
+    throw new InvalidValueError(`text hashing needs sha256, got "${s}"`);
   }
   return { method, algo: rest };
 }
@@ -64,10 +64,12 @@ export function renderCaMethodWithAlgo(method: CaMethod, algo: string): string {
 export function parseContentAddress(s: string): ContentAddress | undefined {
   if (s === "") return undefined;
   const i = s.lastIndexOf(":");
-  if (i < 0) throw new WireError(`invalid content address "${s}"`);
+  if (i < 0) throw new InvalidValueError(`invalid content address "${s}"`);
   const { method, algo } = parseCaMethodWithAlgo(s.slice(0, i));
   const hash = s.slice(i + 1);
-  if (hash === "") throw new WireError(`content address "${s}" has no hash`);
+  if (hash === "") {
+    throw new InvalidValueError(`content address "${s}" has no hash`);
+  }
   return { method, algo, hash };
 }
 

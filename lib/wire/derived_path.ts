@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { WireError } from "./errors.ts";
+import { InvalidValueError } from "./errors.ts";
 import { atLeast, type ProtocolVersion } from "./version.ts";
 
 /** A build request. */
@@ -27,7 +27,7 @@ export function parseDerivedPath(s: string, v: ProtocolVersion): DerivedPath {
   if (outs === "*") return { type: "built", drvPath, outputs: "*" };
   const names = outs.split(",");
   if (names.some((n) => n === "")) {
-    throw new WireError(`invalid output list in "${s}"`);
+    throw new InvalidValueError(`invalid output list in "${s}"`);
   }
   return { type: "built", drvPath, outputs: names };
 }

@@ -35,3 +35,16 @@ export const Limits = {
   /** One frame of a framed stream: 64 MiB. */
   frame: 64 << 20,
 } as const;
+
+/**
+ * A value that arrived intact but means nothing valid (a bad content-address
+ * string, a bad output list). Unlike {@linkcode WireError}, the stream is
+ * still in step after it.
+ */
+export class InvalidValueError extends Error {
+  /** Creates the error with a one-line message. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidValueError";
+  }
+}

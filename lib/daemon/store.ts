@@ -1,0 +1,409 @@
+/**
+ * The daemon's view of the store: Nix-shaped queries and additions over the
+ * three services (blobs, directories, path infos).
+ *
+ * Writes are careful in one way above all: a path is recorded only after its
+ * contents are stored and checked (NAR hash and size as declared) and every
+ * reference is valid; a failed addition leaves nothing reachable.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import type { Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import {
+  EntrySchema,
+  FileEntrySchema,
+} from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type { PathInfo } from "../../proto/gen/snix/store/protos/pathinfo_pb.ts";
+import type { BlobService } from "../castore/blob_service.ts";
+import type { DirectoryService } from "../castore/directory_service.ts";
+import { ingestNar } from "../castore/ingest_nar.ts";
+import { renderNar } from "../castore/render_nar.ts";
+import {
+  createHasher,
+  type HashAlgo,
+  isHashAlgo,
+  makeHash,
+} from "../nix/hash.ts";
+import { decodeNixBase32, encodeNixBase32 } from "../nix/nixbase32.ts";
+import {
+  makeFixedOutputPath,
+  makeTextPath,
+  StorePath,
+} from "../nix/store_path.ts";
+import { calculateNar, rememberNar } from "../store/nar_calculation.ts";
+import type { PathInfoService } from "../store/path_info_service.ts";
+import {
+  bytesEqual,
+  fromNixPathInfo,
+  makePathInfo,
+  type NixPathInfo,
+  pathInfoStorePath,
+  toNixPathInfo,
+} from "../store/path_info.ts";
+
+/** The services the daemon serves. */
+export interface DaemonServices {
+  blobs: BlobService;
+  directories: DirectoryService;
+  pathInfos: PathInfoService;
+}
+
+/** An error the client caused or should see; the connection stays usable. */
+export class DaemonError extends Error {
+  /** Creates an error with a one-line message. */
+  constructor(message: string) {
+    super(message);
+    this.name = "DaemonError";
+  }
+}
+
+/** A path whose NAR is stored and checked, waiting for its references. */
+export interface PendingPath {
+  info: NixPathInfo;
+  pathInfo: PathInfo;
+}
+
+/** Content-address method of an addition. */
+export type AddMethod = "nar" | "flat" | "text";
+
+/** Nix-shaped access to the store. */
+export class DaemonStore {
+  /** Wraps the services; with `readOnly`, every write is refused. */
+  constructor(readonly services: DaemonServices, readonly readOnly = false) {}
+
+  /** Throws unless writes are allowed. */
+  checkWritable(what: string): void {
+    if (this.readOnly) {
+      throw new DaemonError(`${what}: this daemon is read-only (--read-only)`);
+    }
+  }
+
+  /** The PathInfo of a store path (its name must match too), or undefined. */
+  async pathInfo(sp: StorePath): Promise<PathInfo | undefined> {
+    const info = await this.services.pathInfos.get(sp.digest);
+    if (!info) return undefined;
+    let stored: StorePath;
+    try {
+      stored = pathInfoStorePath(info);
+    } catch {
+      return undefined;
+    }
+    return stored.name === sp.name ? info : undefined;
+  }
+
+  /** Nix's ValidPathInfo fields for a path, or undefined if it is not valid. */
+  async queryPathInfo(sp: StorePath): Promise<NixPathInfo | undefined> {
+    const info = await this.pathInfo(sp);
+    return info ? toNixPathInfo(info) : undefined;
+  }
+
+  /** Whether a path is valid. */
+  async isValid(sp: StorePath): Promise<boolean> {
+    return (await this.pathInfo(sp)) !== undefined;
+  }
+
+  /** The full path whose hash part is `hashPart`, or undefined. */
+  async pathFromHashPart(hashPart: string): Promise<StorePath | undefined> {
+    if (hashPart.length !== 32) return undefined;
+    let digest: Uint8Array;
+    try {
+      digest = decodeNixBase32(hashPart);
+    } catch {
+      return undefined;
+    }
+    const info = await this.services.pathInfos.get(digest);
+    return info ? pathInfoStorePath(info) : undefined;
+  }
+
+  /** Paths whose references include `sp` (an index if the service has one, else a scan). */
+  async referrers(sp: StorePath): Promise<StorePath[]> {
+    const out: StorePath[] = [];
+    const pis = this.services.pathInfos;
+    const source = pis.referrers ? pis.referrers(sp.digest) : pis.list();
+    for await (const info of source) {
+      if (!info.references.some((r) => bytesEqual(r, sp.digest))) continue;
+      try {
+        out.push(pathInfoStorePath(info));
+      } catch {
+        // skip malformed records
+      }
+    }
+    return out;
+  }
+
+  /** Every valid path. */
+  async allValidPaths(): Promise<StorePath[]> {
+    const out: StorePath[] = [];
+    for await (const info of this.services.pathInfos.list()) {
+      try {
+        out.push(pathInfoStorePath(info));
+      } catch {
+        // skip malformed records
+      }
+    }
+    return out;
+  }
+
+  /** The NAR of a valid path, streamed from castore; undefined if not valid. */
+  async nar(sp: StorePath): Promise<ReadableStream<Uint8Array> | undefined> {
+    const info = await this.pathInfo(sp);
+    if (!info?.entry) return undefined;
+    return renderNar(
+      info.entry,
+      this.services.blobs,
+      this.services.directories,
+    );
+  }
+
+  /** The bytes of a regular file at the root of a valid path (a .drv), or undefined. */
+  async readFlatFile(
+    sp: StorePath,
+    max: number,
+  ): Promise<Uint8Array | undefined> {
+    const info = await this.pathInfo(sp);
+    const e = info?.entry?.entry;
+    if (!e || e.case !== "file") return undefined;
+    if (Number(e.value.size) > max) {
+      throw new DaemonError(
+        `${sp} is too large to read (${e.value.size} bytes)`,
+      );
+    }
+    const s = await this.services.blobs.read(e.value.digest);
+    if (!s) {
+      throw new DaemonError(
+        `contents of ${sp} are missing from the blob service`,
+      );
+    }
+    const parts: Uint8Array[] = [];
+    for await (const c of s) parts.push(c);
+    const out = new Uint8Array(parts.reduce((a, c) => a + c.length, 0));
+    let o = 0;
+    for (const c of parts) {
+      out.set(c, o);
+      o += c.length;
+    }
+    return out;
+  }
+
+  /**
+   * Checks that every reference of `path` is valid, is `path` itself, or is
+   * in `pending` (arriving in the same batch). Throws naming the first missing one.
+   */
+  async checkReferences(
+    path: StorePath,
+    refs: StorePath[],
+    pending?: Set<string>,
+  ): Promise<void> {
+    for (const r of refs) {
+      if (r.equals(path) || pending?.has(r.toString())) continue;
+      if (!(await this.isValid(r))) {
+        throw new DaemonError(
+          `cannot add ${path}: its reference ${r} is not valid`,
+        );
+      }
+    }
+  }
+
+  /**
+   * Stores and checks a NAR for `info` like {@linkcode addNar}, but does not
+   * record the path: returns the PathInfo to record later.
+   */
+  async ingest(
+    info: NixPathInfo,
+    nar: ReadableStream<Uint8Array>,
+  ): Promise<PathInfo> {
+    this.checkWritable(`adding ${info.path}`);
+    if (info.narHash.algo !== "sha256") {
+      throw new DaemonError(
+        `NAR hash of ${info.path} must be sha256, got ${info.narHash.algo}`,
+      );
+    }
+    let res;
+    try {
+      res = await ingestNar(
+        nar,
+        this.services.blobs,
+        this.services.directories,
+        {
+          narSha256: info.narHash.digest,
+          narSize: info.narSize > 0 ? info.narSize : undefined,
+        },
+      );
+    } catch (e) {
+      throw new DaemonError(`refusing ${info.path}: ${(e as Error).message}`);
+    }
+    rememberNar(res.entry, res);
+    return fromNixPathInfo({ ...info, narSize: res.narSize }, res.entry);
+  }
+
+  /**
+   * Records every pending path whose references are all valid (or itself),
+   * repeatedly, and removes it from `pending`; what is left waits for
+   * references still missing.
+   */
+  async recordReady(pending: PendingPath[]): Promise<void> {
+    for (let progress = true; progress;) {
+      progress = false;
+      for (let i = 0; i < pending.length; i++) {
+        const p = pending[i];
+        let ok = true;
+        for (const r of p.info.references) {
+          if (!r.equals(p.info.path) && !(await this.isValid(r))) {
+            ok = false;
+            break;
+          }
+        }
+        if (!ok) continue;
+        await this.services.pathInfos.put(p.pathInfo);
+        pending.splice(i--, 1);
+        progress = true;
+      }
+    }
+  }
+
+  /**
+   * Stores a NAR for `info` (checked against its declared hash and, if not 0,
+   * size while it streams) and records the path. Reference validity is the
+   * caller's check (see {@linkcode checkReferences}). The stream is read to
+   * the end of the NAR.
+   */
+  async addNar(
+    info: NixPathInfo,
+    nar: ReadableStream<Uint8Array>,
+  ): Promise<PathInfo> {
+    return await this.services.pathInfos.put(await this.ingest(info, nar));
+  }
+
+  /** Adds signatures to a valid path. */
+  async addSignatures(sp: StorePath, sigs: string[]): Promise<void> {
+    this.checkWritable(`adding signatures to ${sp}`);
+    const info = await this.pathInfo(sp);
+    if (!info) throw new DaemonError(`path '${sp}' is not valid`);
+    const nix = toNixPathInfo(info);
+    const merged = [...new Set([...nix.sigs, ...sigs])];
+    await this.services.pathInfos.put(
+      fromNixPathInfo({ ...nix, sigs: merged }, info.entry!),
+    );
+  }
+
+  /**
+   * Adds content by content address (AddToStore, AddTextToStore): `source`
+   * is a NAR (method "nar", or any method with `sourceIsNar`, as old clients
+   * send it) or the flat file contents ("flat", "text"). Computes the store
+   * path as Nix does, records it, returns its info.
+   */
+  async addCa(
+    name: string,
+    method: AddMethod,
+    algo: string,
+    refs: StorePath[],
+    source: ReadableStream<Uint8Array>,
+    sourceIsNar = method === "nar",
+  ): Promise<NixPathInfo> {
+    this.checkWritable(`adding ${name}`);
+    if (!isHashAlgo(algo)) {
+      throw new DaemonError(`unsupported hash algorithm "${algo}"`);
+    }
+    if (method === "text" && algo !== "sha256") {
+      throw new DaemonError("text paths must use sha256");
+    }
+    const hasher = createHasher(algo as HashAlgo);
+    const hashing = (s: ReadableStream<Uint8Array>) =>
+      s.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(c, ctl) {
+            hasher.update(c);
+            ctl.enqueue(c);
+          },
+        }),
+      );
+    const { blobs, directories } = this.services;
+    let entry: Entry, narSize: number, narSha256: Uint8Array;
+    if (sourceIsNar) {
+      let res;
+      try {
+        res = await ingestNar(
+          method === "nar" ? hashing(source) : source,
+          blobs,
+          directories,
+        );
+      } catch (e) {
+        throw new DaemonError(`cannot add ${name}: ${(e as Error).message}`);
+      }
+      ({ entry, narSize, narSha256 } = res);
+      rememberNar(entry, res);
+      if (method !== "nar") {
+        const e = entry.entry;
+        if (e.case !== "file" || e.value.executable) {
+          throw new DaemonError(
+            `cannot add ${name}: flat hashing needs a single non-executable regular file`,
+          );
+        }
+        const s = await blobs.read(e.value.digest);
+        if (!s) throw new DaemonError(`cannot add ${name}: blob vanished`);
+        for await (const c of s) hasher.update(c);
+      }
+    } else {
+      const w = blobs.put();
+      let size = 0;
+      try {
+        for await (const c of hashing(source)) {
+          size += c.length;
+          await w.write(c);
+        }
+      } catch (e) {
+        await w.abort();
+        throw e;
+      }
+      const digest = await w.close();
+      entry = create(EntrySchema, {
+        entry: {
+          case: "file",
+          value: create(FileEntrySchema, {
+            name: new Uint8Array(),
+            digest,
+            size: BigInt(size),
+          }),
+        },
+      });
+      ({ narSize, narSha256 } = await calculateNar(entry, blobs, directories));
+    }
+    const hash = makeHash(algo as HashAlgo, hasher.digest());
+    let path: StorePath, ca: string;
+    try {
+      if (method === "text") {
+        path = makeTextPath(hash.digest, name, refs);
+        ca = `text:sha256:${encodeNixBase32(hash.digest)}`;
+      } else {
+        path = makeFixedOutputPath(name, hash, method === "nar", refs);
+        ca = `fixed:${method === "nar" ? "r:" : ""}${algo}:${
+          encodeNixBase32(hash.digest)
+        }`;
+      }
+    } catch (e) {
+      throw new DaemonError(`cannot add ${name}: ${(e as Error).message}`);
+    }
+    await this.checkReferences(path, refs);
+    const existing = await this.pathInfo(path);
+    if (existing) return toNixPathInfo(existing);
+    const pi = makePathInfo({
+      entry,
+      storePath: path,
+      narSize,
+      narSha256,
+      references: refs,
+      ca,
+    });
+    return toNixPathInfo(await this.services.pathInfos.put(pi));
+  }
+}
+
+/** Parses an absolute store path from the wire; a clear DaemonError otherwise. */
+export function parsePath(s: string): StorePath {
+  try {
+    return StorePath.parse(s);
+  } catch (e) {
+    throw new DaemonError((e as Error).message);
+  }
+}
