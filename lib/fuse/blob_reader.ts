@@ -236,8 +236,15 @@ export class BlobReader {
     const all = this.#readRange(digest, start, end - start);
     for (let i = a; i <= b; i++) {
       const s = segs[i];
-      const p = all.then((buf) => {
-        const piece = buf.subarray(s.offset - start, s.offset - start + s.size);
+      const p = all.then(
+        (buf) => buf.subarray(s.offset - start, s.offset - start + s.size),
+        // A bad chunk fails the whole run: retry each segment on its own
+        // so that only the bad one fails.
+        (e) =>
+          a === b
+            ? Promise.reject(e)
+            : this.#readRange(digest, s.offset, s.size),
+      ).then((piece) => {
         this.#cache.set(s.key, piece);
         return piece;
       });

@@ -13,6 +13,7 @@ import {
   existsSync,
   readFileSync,
   realpathSync,
+  statfsSync,
   statSync,
   writeFileSync,
 } from "node:fs";
@@ -74,7 +75,10 @@ export function mountFuse(
     );
   }
   try {
+    // statfs always asks the file system; a plain stat of a dead FUSE
+    // mount's root may be answered from cached attributes.
     statSync(mountpoint);
+    statfsSync(mountpoint);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOTCONN") {
@@ -124,6 +128,11 @@ export function mountFuse(
     );
   } catch (e) {
     libc.close(fd);
+    if (e instanceof OsError && e.code === "EPERM") {
+      throw new MountError(
+        `mounting ${abs} failed: permission denied; mount(2) needs root with CAP_SYS_ADMIN`,
+      );
+    }
     throw new MountError(`mounting ${abs} failed: ${(e as Error).message}`);
   }
   return { fd, mountpoint: abs };

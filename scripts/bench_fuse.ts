@@ -1,0 +1,253 @@
+/**
+ * FUSE benchmark (run as root): `snix store mount` against the same bytes on
+ * local disk and on tmpfs.
+ *
+ *   npx -y deno@2.9.6 run -A scripts/bench_fuse.ts [--size-mib 1024] [--keep]
+ *
+ * - sequential read of one big file (`make_corpus.py bigfile`), cold (caches
+ *   dropped, fresh mount) and warm (page cache), with `dd bs=1M`;
+ * - `find -ls` and `tar c | wc -c` of the ~50k-entry tree (`make_corpus.py small`);
+ * - 8 parallel readers, each reading its own eighth of the big file, cold and warm.
+ *
+ * The store is a local data directory under /tmp/bench (imported once with
+ * `snix store import`, then reused). Cold runs write to
+ * /proc/sys/vm/drop_caches (global, harmless, slows other work briefly).
+ * Prints a table and the figures as JSON.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import process from "node:process";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const BENCH = "/tmp/bench";
+const args = process.argv.slice(2);
+const sizeMib = Number(args[args.indexOf("--size-mib") + 1] || 1024) || 1024;
+const BIG_DIR = sizeMib === 1024 ? `${BENCH}/big1g` : `${BENCH}/big${sizeMib}m`;
+const BIG = `${BIG_DIR}/big`;
+const SMALL = `${BENCH}/small`;
+const DATA = `${BENCH}/snix-fuse-data`;
+const MNT = `${BENCH}/fuse-mnt`;
+const TMPFS = `${BENCH}/fuse-tmpfs`;
+const SNIX = [
+  "npx",
+  "-y",
+  "deno@2.9.6",
+  "run",
+  "-A",
+  `${ROOT}cli/main.ts`,
+  "--data-dir",
+  DATA,
+];
+
+async function sh(script: string): Promise<string> {
+  const out = await new Deno.Command("bash", {
+    args: ["-c", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  if (out.code !== 0) {
+    throw new Error(`\`${script}\` failed: ${dec.decode(out.stderr).trim()}`);
+  }
+  return dec.decode(out.stdout);
+}
+
+/** Seconds a shell command takes. */
+async function timed(script: string): Promise<number> {
+  const t0 = performance.now();
+  await sh(script);
+  return (performance.now() - t0) / 1000;
+}
+
+async function dropCaches(): Promise<void> {
+  await sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+}
+
+function mounted(path: string): boolean {
+  return readFileSync("/proc/self/mountinfo", "utf8").split("\n").some((l) =>
+    l.split(" ")[4] === path
+  );
+}
+
+async function snix(...a: string[]): Promise<string> {
+  const out = await new Deno.Command(SNIX[0], {
+    args: [...SNIX.slice(1), ...a],
+    stdout: "piped",
+    stderr: "inherit",
+  })
+    .output();
+  if (out.code !== 0) throw new Error(`snix ${a.join(" ")} failed`);
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** Starts `snix store mount`, waits until mounted; returns a stopper. */
+async function mount(): Promise<() => Promise<void>> {
+  mkdirSync(MNT, { recursive: true });
+  const child = new Deno.Command(SNIX[0], {
+    args: [...SNIX.slice(1), "--log-level", "warning", "store", "mount", MNT],
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  const t0 = Date.now();
+  while (!mounted(MNT)) {
+    if (Date.now() - t0 > 30000) {
+      throw new Error("mount did not appear within 30 s");
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  // The first stat waits for INIT.
+  await sh(`stat ${MNT} >/dev/null`);
+  return async () => {
+    child.kill("SIGTERM");
+    await child.status;
+  };
+}
+
+async function importOnce(src: string, name: string): Promise<string> {
+  const cache = `${DATA}/bench-paths.json`;
+  const known: Record<string, string> = existsSync(cache)
+    ? JSON.parse(readFileSync(cache, "utf8"))
+    : {};
+  if (known[src]) return known[src];
+  console.error(`importing ${src} into ${DATA} ...`);
+  const t = performance.now();
+  const path = await snix("store", "import", "--name", name, src);
+  console.error(`  ${path} (${((performance.now() - t) / 1000).toFixed(1)} s)`);
+  known[src] = path;
+  writeFileSync(cache, JSON.stringify(known, null, 2));
+  return path;
+}
+
+const results: Record<string, number> = {};
+function record(key: string, seconds: number, bytes?: number) {
+  results[key] = Number(seconds.toFixed(3));
+  const rate = bytes ? `  ${(bytes / seconds / 1e6).toFixed(0)} MB/s` : "";
+  console.log(`${key.padEnd(36)} ${seconds.toFixed(2).padStart(7)} s${rate}`);
+}
+
+async function main() {
+  if (process.getuid?.() !== 0) {
+    throw new Error("bench_fuse needs root (mount, drop_caches)");
+  }
+  mkdirSync(BENCH, { recursive: true });
+  if (!existsSync(BIG)) {
+    await sh(
+      `python3 /work/shared/bench/make_corpus.py bigfile ${BIG_DIR} --size-mib ${sizeMib}`,
+    );
+  }
+  if (!existsSync(SMALL)) {
+    await sh(`python3 /work/shared/bench/make_corpus.py small ${SMALL}`);
+  }
+  const bigPath = await importOnce(BIG, "big");
+  const smallPath = await importOnce(SMALL, "small");
+  const bigBytes = sizeMib << 20;
+  const fuseBig = `${MNT}/${bigPath.slice("/nix/store/".length)}`;
+  const fuseSmall = `${MNT}/${smallPath.slice("/nix/store/".length)}`;
+
+  mkdirSync(TMPFS, { recursive: true });
+  if (!mounted(TMPFS)) {
+    await sh(`mount -t tmpfs -o size=${sizeMib + 256}m tmpfs ${TMPFS}`);
+  }
+  let stop: (() => Promise<void>) | undefined;
+  try {
+    await sh(`cp ${BIG} ${TMPFS}/big && cp -a ${SMALL} ${TMPFS}/small`);
+    const dd = (f: string) => `dd if=${f} of=/dev/null bs=1M status=none`;
+    const par = (f: string) =>
+      Array.from({ length: 8 }, (_, i) => {
+        const n = sizeMib / 8;
+        return `dd if=${f} of=/dev/null bs=1M skip=${
+          i * n
+        } count=${n} status=none &`;
+      }).join(" ") + " wait";
+
+    console.log(`--- sequential read of a ${sizeMib} MiB file (dd bs=1M)`);
+    await dropCaches();
+    record("disk cold", await timed(dd(BIG)), bigBytes);
+    record("disk warm", await timed(dd(BIG)), bigBytes);
+    record("tmpfs", await timed(dd(`${TMPFS}/big`)), bigBytes);
+    await dropCaches();
+    stop = await mount();
+    record("fuse cold", await timed(dd(fuseBig)), bigBytes);
+    record("fuse warm", await timed(dd(fuseBig)), bigBytes);
+    await stop();
+    stop = undefined;
+
+    console.log("--- 8 parallel readers, one eighth of the file each");
+    await dropCaches();
+    record("disk 8x cold", await timed(par(BIG)), bigBytes);
+    record("disk 8x warm", await timed(par(BIG)), bigBytes);
+    await dropCaches();
+    stop = await mount();
+    record("fuse 8x cold", await timed(par(fuseBig)), bigBytes);
+    record("fuse 8x warm", await timed(par(fuseBig)), bigBytes);
+    await stop();
+    stop = undefined;
+
+    console.log("--- the ~50k-entry tree");
+    const find = (d: string) => `find ${d} -ls > /dev/null`;
+    const tar = (d: string) => `tar c -C ${d} . | wc -c > /dev/null`;
+    await timed(find(SMALL));
+    record("disk find -ls (warm)", await timed(find(SMALL)));
+    await timed(tar(SMALL));
+    record("disk tar c | wc -c (warm)", await timed(tar(SMALL)));
+    record("tmpfs find -ls", await timed(find(`${TMPFS}/small`)));
+    record("tmpfs tar c | wc -c", await timed(tar(`${TMPFS}/small`)));
+    stop = await mount();
+    record("fuse find -ls (fresh mount)", await timed(find(fuseSmall)));
+    record("fuse find -ls (again)", await timed(find(fuseSmall)));
+    await stop();
+    stop = await mount();
+    record("fuse tar c | wc -c (fresh mount)", await timed(tar(fuseSmall)));
+    record("fuse tar c | wc -c (again)", await timed(tar(fuseSmall)));
+    const norm =
+      "--sort=name --owner=0 --group=0 --numeric-owner --mtime=@1 --mode=a-w";
+    const same = (await sh(`tar c ${norm} -C ${fuseSmall} . | sha256sum`)) ===
+      (await sh(`tar c ${norm} -C ${SMALL} . | sha256sum`));
+    console.log(
+      `(tar of the mount ${
+        same ? "equals" : "differs from"
+      } tar of the original with owner/mtime/mode normalised)`,
+    );
+    await stop();
+    stop = undefined;
+
+    const r = results;
+    console.log("--- ratios (fuse time / native time; lower is better)");
+    console.log(
+      `warm seq read vs disk warm: ${
+        (r["disk warm"] / r["fuse warm"]).toFixed(2)
+      }x native speed (target >= 0.9)`,
+    );
+    console.log(
+      `cold seq read vs disk cold: ${
+        (r["disk cold"] / r["fuse cold"]).toFixed(2)
+      }x native speed (target >= 0.5)`,
+    );
+    console.log(
+      `find -ls: ${
+        (r["fuse find -ls (fresh mount)"] / r["disk find -ls (warm)"]).toFixed(
+          2,
+        )
+      }x native time fresh, ${
+        (r["fuse find -ls (again)"] / r["disk find -ls (warm)"]).toFixed(2)
+      }x again (target <= 2)`,
+    );
+    console.log(
+      `tar c: ${
+        (r["fuse tar c | wc -c (fresh mount)"] / r["disk tar c | wc -c (warm)"])
+          .toFixed(2)
+      }x native time fresh, ${
+        (r["fuse tar c | wc -c (again)"] / r["disk tar c | wc -c (warm)"])
+          .toFixed(2)
+      }x again (target <= 2)`,
+    );
+    console.log(JSON.stringify(results));
+  } finally {
+    if (stop) await stop();
+    if (mounted(MNT)) await sh(`umount -l ${MNT}`).catch(() => {});
+    if (!args.includes("--keep")) {
+      await sh(`umount ${TMPFS} || umount -l ${TMPFS}`).catch(() => {});
+    }
+  }
+}
+
+await main();
