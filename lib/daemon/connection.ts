@@ -209,8 +209,8 @@ async function handshake(
   w: WireWriter,
   opts: ConnectionOptions,
 ): Promise<ProtocolVersion> {
-  const magic = await r.readNumber("magic");
-  if (magic !== WORKER_MAGIC_1) {
+  const magic = await r.readU64("magic");
+  if (magic !== BigInt(WORKER_MAGIC_1)) {
     throw new WireError(`protocol mismatch (magic 0x${magic.toString(16)})`);
   }
   w.u64(WORKER_MAGIC_2).u64(versionToWire(SERVER_MINOR));
