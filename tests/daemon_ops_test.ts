@@ -575,7 +575,7 @@ Deno.test("daemon faults: random bytes, 2^60 lengths, truncated frames, a vanish
         (w: WireWriter) => w.u64(a.nar.length).raw(a.nar.subarray(0, 40)),
       ]
     ) {
-      const bytes = await hs(async (w) => {
+      const bytes = await hs((w) => {
         w.raw(handshake).u64(Op.AddToStoreNar);
         infoArgs(w, a);
         w.bool(false).bool(true);
