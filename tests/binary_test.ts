@@ -1,0 +1,111 @@
+/**
+ * The single `snix` binary: builds it with scripts/build.sh into a temporary
+ * path, then checks `--version`, `--help` of every (sub)command, and that
+ * `snix nar dump /usr/share/doc` is byte for byte `nix-store --dump`.
+ */
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { buildProgram } from "../cli/main.ts";
+import { VERSION } from "../cli/version.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const work = fs.mkdtempSync(join(tmpdir(), "snix-binary-"));
+const bin = join(work, "snix");
+globalThis.addEventListener?.(
+  "unload",
+  () => fs.rmSync(work, { recursive: true, force: true }),
+);
+
+let built: { status: number | null; stderr: string } | undefined;
+function build() {
+  built ??= (() => {
+    const r = spawnSync("bash", [join(ROOT, "scripts/build.sh"), bin], {
+      cwd: ROOT,
+      encoding: "utf8",
+    });
+    return { status: r.status, stderr: r.stderr };
+  })();
+  assert.equal(built.status, 0, `build failed:\n${built.stderr}`);
+  assert.ok(fs.existsSync(bin));
+}
+
+function run(args: string[]) {
+  return spawnSync(bin, args, {
+    encoding: "utf8",
+    env: { ...Deno.env.toObject(), SNIX_DATA_DIR: join(work, "data") },
+  });
+}
+
+/** The part of a commander Command we walk. */
+interface CommandLike {
+  readonly commands: readonly CommandLike[];
+  name(): string;
+}
+
+/** Every command path below the root, e.g. ["store", "daemon"]. */
+function commandPaths(cmd: CommandLike, prefix: string[] = []): string[][] {
+  const out: string[][] = [];
+  for (const sub of cmd.commands) {
+    const path = [...prefix, sub.name()];
+    out.push(path, ...commandPaths(sub, path));
+  }
+  return out;
+}
+
+Deno.test("binary: builds and prints its version", () => {
+  build();
+  const r = run(["--version"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), VERSION);
+});
+
+Deno.test("binary: --help works for every subcommand", () => {
+  build();
+  const top = run(["--help"]);
+  assert.equal(top.status, 0, top.stderr);
+  assert.match(top.stdout, /Usage: snix/);
+  const paths = commandPaths(buildProgram());
+  assert.ok(
+    paths.some((p) => p.join(" ") === "nar dump"),
+    "nar dump is missing",
+  );
+  for (const path of paths) {
+    const r = run([...path, "--help"]);
+    assert.equal(r.status, 0, `${path.join(" ")} --help: ${r.stderr}`);
+    assert.match(
+      r.stdout,
+      new RegExp(`Usage: snix ${path.join(" ")}`),
+      path.join(" "),
+    );
+    assert.equal(r.stderr, "", path.join(" "));
+  }
+});
+
+async function sha256Of(
+  cmd: string,
+  args: string[],
+): Promise<{ hex: string; size: number; code: number | null }> {
+  const child = spawn(cmd, args, { stdio: ["ignore", "pipe", "inherit"] });
+  const h = createHash("sha256");
+  let size = 0;
+  for await (const chunk of child.stdout!) {
+    h.update(chunk);
+    size += chunk.length;
+  }
+  const code = await new Promise<number | null>((r) => child.on("close", r));
+  return { hex: h.digest("hex"), size, code };
+}
+
+Deno.test("binary: snix nar dump /usr/share/doc equals nix-store --dump", async () => {
+  build();
+  const ours = await sha256Of(bin, ["nar", "dump", "/usr/share/doc"]);
+  const theirs = await sha256Of("nix-store", ["--dump", "/usr/share/doc"]);
+  assert.equal(ours.code, 0);
+  assert.equal(theirs.code, 0);
+  assert.equal(ours.size, theirs.size);
+  assert.equal(ours.hex, theirs.hex);
+});
