@@ -12,6 +12,7 @@ import { storeExportCommand } from "./store_export.ts";
 import { storeLsCommand } from "./store_ls.ts";
 import { storeCatCommand } from "./store_cat.ts";
 import { storePathInfoCommand } from "./store_path_info.ts";
+import { storeVerifyCommand } from "./store_verify.ts";
 
 /** The `store` command group. */
 export function storeCommand(ctx: CliContext): Command {
@@ -23,5 +24,6 @@ export function storeCommand(ctx: CliContext): Command {
     .addCommand(storeExportCommand(ctx))
     .addCommand(storeLsCommand(ctx))
     .addCommand(storeCatCommand(ctx))
-    .addCommand(storePathInfoCommand(ctx));
+    .addCommand(storePathInfoCommand(ctx))
+    .addCommand(storeVerifyCommand(ctx));
 }

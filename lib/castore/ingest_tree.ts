@@ -64,12 +64,19 @@ function fsError(e: unknown, what: string, path: Buffer): Error {
   return new Error(`${what} ${describe(path)}: ${why}`);
 }
 
+/** Blob writes allowed in flight at once (their close/fsync overlaps the walk). */
+const MAX_IN_FLIGHT = 32;
+
+/** A child's entry, known once its blob is stored. */
+type Pending = Promise<Entry>;
+
 /** State shared by one ingestion. */
 class TreeIngester {
   #putter?: DirectoryPutter;
+  #putChain: Promise<void> = Promise.resolve();
   #progress: IngestProgress = { bytes: 0, files: 0 };
-  /** The blob being written by a streamed file, aborted if the walk fails. */
-  current?: BlobWriter;
+  #inflight = new Set<Promise<unknown>>();
+  #writers = new Set<BlobWriter>();
 
   constructor(
     readonly blobs: BlobService,
@@ -77,21 +84,58 @@ class TreeIngester {
     readonly onProgress?: ProgressCallback,
   ) {}
 
-  /** The putter, created when the first directory is finished. */
-  get putter(): DirectoryPutter {
-    return this.#putter ??= this.directories.put();
+  /**
+   * Queues a directory for the putter. Puts run one after the other in walk
+   * order (children before parents), overlapping with the walk.
+   */
+  putDirectory(dir: Directory): void {
+    const putter = this.#putter ??= this.directories.put();
+    const next = this.#putChain.then(() => putter.put(dir));
+    next.catch(() => {});
+    this.#putChain = next;
   }
 
-  /** The putter if any directory was put. */
-  get usedPutter(): DirectoryPutter | undefined {
-    return this.#putter;
+  /** Waits for queued directory puts and closes the putter (if used). */
+  async closePutter(): Promise<void> {
+    await this.#putChain;
+    if (this.#putter) await this.#putter.close();
   }
 
-  /** Aborts a blob being written (after a failure). */
+  /** Starts a blob writer, tracked so a failure can abort it. */
+  writer(): BlobWriter {
+    const w = this.blobs.put();
+    this.#writers.add(w);
+    return w;
+  }
+
+  /** Closes a writer in the background; the promise resolves to its digest. */
+  finish(w: BlobWriter, write?: Uint8Array): Promise<Uint8Array> {
+    const p = (async () => {
+      if (write && write.length > 0) await w.write(write);
+      const d = await w.close();
+      this.#writers.delete(w);
+      return d;
+    })();
+    const tracked = p.then(() => {}, () => {});
+    this.#inflight.add(tracked);
+    tracked.then(() => this.#inflight.delete(tracked));
+    return p;
+  }
+
+  /** Waits until fewer than MAX_IN_FLIGHT blob closes are pending. */
+  async slot(): Promise<void> {
+    while (this.#inflight.size >= MAX_IN_FLIGHT) {
+      await Promise.race(this.#inflight);
+    }
+  }
+
+  /** Aborts every blob still being written (after a failure). */
   async abort(): Promise<void> {
-    const w = this.current;
-    this.current = undefined;
-    if (w) await w.abort().catch(() => {});
+    await Promise.all(this.#inflight);
+    const ws = [...this.#writers];
+    this.#writers.clear();
+    await Promise.all(ws.map((w) => w.abort().catch(() => {})));
+    await this.#putChain.catch(() => {});
   }
 
   /** Counts ingested bytes and files and reports progress. */
@@ -102,16 +146,36 @@ class TreeIngester {
   }
 }
 
+function fileEntry(
+  name: Uint8Array,
+  digest: Uint8Array,
+  size: number,
+  executable: boolean,
+): Entry {
+  return create(EntrySchema, {
+    entry: {
+      case: "file",
+      value: create(FileEntrySchema, {
+        name,
+        digest,
+        size: BigInt(size),
+        executable,
+      }),
+    },
+  });
+}
+
 /**
- * Opens a node for `path` (already lstat'ed). Symlink targets are read here
- * because the NAR writer needs them synchronously.
+ * Opens a node for `path` (already lstat'ed); `done` receives a promise of
+ * its castore entry, settled once its contents are stored. Symlink targets
+ * are read here because the NAR writer needs them synchronously.
  */
 async function makeNode(
   ing: TreeIngester,
   path: Buffer,
   name: Uint8Array,
   st: Stats,
-  done: (e: Entry) => void,
+  done: (e: Pending) => void,
 ): Promise<NarNode> {
   if (st.isSymbolicLink()) {
     let target: Buffer;
@@ -121,12 +185,12 @@ async function makeNode(
       throw fsError(e, "cannot read symlink", path);
     }
     const t = new Uint8Array(target);
-    done(create(EntrySchema, {
+    done(Promise.resolve(create(EntrySchema, {
       entry: {
         case: "symlink",
         value: create(SymlinkEntrySchema, { name, target: t }),
       },
-    }));
+    })));
     return { type: "symlink", target: t };
   }
   if (st.isFile()) return fileNode(ing, path, name, st, done);
@@ -143,22 +207,15 @@ function fileNode(
   path: Buffer,
   name: Uint8Array,
   st: Stats,
-  done: (e: Entry) => void,
+  done: (e: Pending) => void,
 ): NarNode {
   const size = st.size;
   const executable = (st.mode & 0o100) !== 0;
-  const finish = (digest: Uint8Array) =>
-    done(create(EntrySchema, {
-      entry: {
-        case: "file",
-        value: create(FileEntrySchema, {
-          name,
-          digest,
-          size: BigInt(size),
-          executable,
-        }),
-      },
-    }));
+  const settle = (digest: Promise<Uint8Array>) => {
+    const e = digest.then((d) => fileEntry(name, d, size, executable));
+    e.catch(() => {}); // awaited by the parent directory
+    done(e);
+  };
   return {
     type: "regular",
     executable,
@@ -171,26 +228,20 @@ function fileNode(
         } catch (e) {
           throw fsError(e, "cannot read", path);
         }
-        const w = ing.blobs.put();
-        try {
-          if (data.length > 0) await w.write(data);
-          finish(await w.close());
-        } catch (e) {
-          await w.abort().catch(() => {});
-          throw e;
-        }
+        await ing.slot();
+        settle(ing.finish(ing.writer(), data));
         ing.tick(data.length, true);
         return data;
       }
       : undefined,
-    contents: () => fileContents(ing, path, finish),
+    contents: () => fileContents(ing, path, settle),
   };
 }
 
 async function fileContents(
   ing: TreeIngester,
   path: Buffer,
-  finish: (digest: Uint8Array) => void,
+  settle: (digest: Promise<Uint8Array>) => void,
 ): Promise<ReadableStream<Uint8Array>> {
   let fh: fsp.FileHandle;
   try {
@@ -198,8 +249,8 @@ async function fileContents(
   } catch (e) {
     throw fsError(e, "cannot open", path);
   }
-  const w = ing.blobs.put();
-  ing.current = w;
+  await ing.slot();
+  const w = ing.writer();
   let closed = false;
   const cleanup = async () => {
     if (closed) return;
@@ -213,8 +264,7 @@ async function fileContents(
         const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
         if (bytesRead === 0) {
           await cleanup();
-          ing.current = undefined;
-          finish(await w.close());
+          settle(ing.finish(w));
           ing.tick(0, true);
           controller.close();
           return;
@@ -227,8 +277,6 @@ async function fileContents(
         controller.enqueue(chunk);
       } catch (e) {
         await cleanup();
-        ing.current = undefined;
-        await w.abort().catch(() => {});
         controller.error(
           (e as NodeJS.ErrnoException)?.code
             ? fsError(e, "cannot read", path)
@@ -238,8 +286,6 @@ async function fileContents(
     },
     async cancel() {
       await cleanup();
-      ing.current = undefined;
-      await w.abort().catch(() => {});
     },
   }, { highWaterMark: 0 });
 }
@@ -248,7 +294,7 @@ function dirNode(
   ing: TreeIngester,
   path: Buffer,
   name: Uint8Array,
-  done: (e: Entry) => void,
+  done: (e: Pending) => void,
 ): NarNode {
   return {
     type: "directory",
@@ -260,7 +306,7 @@ function dirNode(
         throw fsError(e, "cannot list directory", path);
       }
       names.sort(Buffer.compare);
-      const dir: Directory = create(DirectorySchema, {});
+      const children: Pending[] = [];
       for (const child of names) {
         const childPath = Buffer.concat([path, SLASH, child]);
         let st: Stats;
@@ -269,7 +315,7 @@ function dirNode(
         } catch (e) {
           throw fsError(e, "cannot stat", childPath);
         }
-        let entry: Entry | undefined;
+        let entry: Pending | undefined;
         const childName = new Uint8Array(child);
         const node = await makeNode(
           ing,
@@ -280,19 +326,23 @@ function dirNode(
         );
         yield [childName, node];
         // The NAR writer asks for the next entry only after the child is
-        // fully written, so its entry is known here.
+        // fully written, so its (pending) entry is known here.
         if (!entry) {
           throw new Error(
             `internal error: ${describe(childPath)} was not ingested`,
           );
         }
+        children.push(entry);
+      }
+      const dir: Directory = create(DirectorySchema, {});
+      for (const entry of await Promise.all(children)) {
         const e = entry.entry;
         if (e.case === "directory") dir.directories.push(e.value);
         else if (e.case === "file") dir.files.push(e.value);
         else if (e.case === "symlink") dir.symlinks.push(e.value);
       }
-      await ing.putter.put(dir);
-      done(create(EntrySchema, {
+      ing.putDirectory(dir);
+      done(Promise.resolve(create(EntrySchema, {
         entry: {
           case: "directory",
           value: create(DirectoryEntrySchema, {
@@ -301,7 +351,7 @@ function dirNode(
             size: directorySize(dir),
           }),
         },
-      }));
+      })));
     },
   };
 }
@@ -330,7 +380,8 @@ export async function ingestTreeWithNar(
   } catch (e) {
     throw fsError(e, "cannot import", path);
   }
-  let root: Entry | undefined;
+  let root: Pending | undefined;
+  let entry: Entry;
   try {
     const node = await makeNode(
       ing,
@@ -340,14 +391,14 @@ export async function ingestTreeWithNar(
       (e) => (root = e),
     );
     for await (const chunk of narChunks(node)) onNarChunk(chunk);
+    if (!root) throw new Error(`internal error: ${fsPath} was not ingested`);
+    entry = await root;
+    await ing.closePutter();
   } catch (e) {
     await ing.abort();
     throw e;
   }
-  if (!root) throw new Error(`internal error: ${fsPath} was not ingested`);
-  const putter = ing.usedPutter;
-  if (putter) await putter.close();
-  return root;
+  return entry;
 }
 
 /**
