@@ -20,59 +20,15 @@ import {
   readRealisation,
   writeKeyedBuildResult,
 } from "../../wire/mod.ts";
-import type { StorePath } from "../../nix/store_path.ts";
 import {
   type OpContext,
   type OpHandler,
   UnsupportedOpError,
 } from "../connection.ts";
-import { derivationOutputs } from "../derivation.ts";
+import { checkDerivedPath as check, NO_BUILD, outputsOf } from "./derived.ts";
 import { DaemonError, parsePath } from "../store.ts";
 import { last, readPathString, writePathSet } from "./common.ts";
 import { readDerivedPaths } from "./query.ts";
-
-const NO_BUILD =
-  "this daemon does not build; use it as the lower store of a local-overlay store";
-
-/** The outputs of a derivation in the store (name to path or ""). */
-async function outputsOf(
-  c: OpContext,
-  drv: StorePath,
-): Promise<Map<string, string>> {
-  const bytes = await c.store.readFlatFile(drv, 64 << 20);
-  if (!bytes) throw new DaemonError(`derivation '${drv}' is not valid`);
-  try {
-    return derivationOutputs(new TextDecoder().decode(bytes));
-  } catch (e) {
-    throw new DaemonError(`${drv}: ${(e as Error).message}`);
-  }
-}
-
-/** Checks one derived path: undefined if all is valid, else why not; fills `outputs`. */
-async function check(
-  c: OpContext,
-  dp: DerivedPath,
-  outputs: Map<string, string>,
-): Promise<string | undefined> {
-  if (dp.type === "opaque") {
-    return (await c.store.isValid(parsePath(dp.path)))
-      ? undefined
-      : `path '${dp.path}' is not valid and ${NO_BUILD}`;
-  }
-  const all = await outputsOf(c, parsePath(dp.drvPath));
-  const names = dp.outputs === "*" ? [...all.keys()] : dp.outputs;
-  for (const n of names) {
-    const p = all.get(n);
-    if (p === undefined) {
-      return `derivation '${dp.drvPath}' has no output '${n}'`;
-    }
-    if (!p || !(await c.store.isValid(parsePath(p)))) {
-      return `output '${n}' of '${dp.drvPath}' is not valid and ${NO_BUILD}`;
-    }
-    outputs.set(n, p);
-  }
-  return undefined;
-}
 
 async function readBuildArgs(c: OpContext): Promise<DerivedPath[]> {
   const targets = await readDerivedPaths(c);

@@ -15,6 +15,7 @@ import {
 } from "../../wire/mod.ts";
 import type { OpHandler } from "../connection.ts";
 import { DaemonError, parsePath } from "../store.ts";
+import { checkDerivedPath } from "./derived.ts";
 import {
   last,
   parsePaths,
@@ -178,7 +179,10 @@ const queryMissing: OpHandler = async (c) => {
       if (!(await c.store.isValid(p))) unknown.push(p);
     } else {
       const drv = parsePath(dp.drvPath);
-      unknown.push(drv);
+      if (
+        !(await c.store.isValid(drv)) ||
+        (await checkDerivedPath(c, dp)) !== undefined
+      ) unknown.push(drv);
     }
   }
   c.note("unknown", unknown.length);
