@@ -45,6 +45,8 @@ const GEAR: Uint32Array = (() => {
   return t;
 })();
 
+const EMPTY = new Uint8Array(0);
+
 /** `bits` one-bits at the top of a 32-bit word (the gear hash's best-mixed bits). */
 function topMask(bits: number): number {
   return (((1 << bits) - 1) << (32 - bits)) | 0;
@@ -83,7 +85,7 @@ export class Chunker {
     // Normalization level 1: one bit harder before the average, one easier after.
     this.#maskS = topMask(bits + 1);
     this.#maskL = topMask(bits - 1);
-    this.#buf = new Uint8Array(this.maxSize);
+    this.#buf = EMPTY;
   }
 
   /**
@@ -95,6 +97,7 @@ export class Chunker {
     let p = 0;
     while (p < data.length) {
       const n = Math.min(this.maxSize - this.#len, data.length - p);
+      this.#reserve(this.#len + n);
       this.#buf.set(data.subarray(p, p + n), this.#len);
       this.#len += n;
       p += n;
@@ -107,11 +110,21 @@ export class Chunker {
   finish(): Uint8Array[] {
     if (this.#len === 0) return [];
     const last = this.#buf.subarray(0, this.#len);
-    this.#buf = new Uint8Array(this.maxSize);
+    this.#buf = EMPTY;
     this.#len = 0;
     this.#scanned = 0;
     this.#h = 0;
     return [last];
+  }
+
+  /** Grows the buffer (small blobs never pay for a maximum-size one). */
+  #reserve(n: number): void {
+    if (n <= this.#buf.length) return;
+    let size = Math.max(this.#buf.length * 2, 4096);
+    while (size < n) size *= 2;
+    const b = new Uint8Array(Math.min(size, this.maxSize));
+    b.set(this.#buf.subarray(0, this.#len));
+    this.#buf = b;
   }
 
   #scan(out: Uint8Array[]): void {
@@ -121,6 +134,7 @@ export class Chunker {
       out.push(this.#buf.subarray(0, cut));
       const next = new Uint8Array(this.maxSize);
       next.set(this.#buf.subarray(cut, this.#len));
+      // (the rest of a cut buffer is kept at full size: more data usually follows)
       this.#buf = next;
       this.#len -= cut;
       this.#scanned = 0;
