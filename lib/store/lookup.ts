@@ -41,16 +41,34 @@ export function parseStorePathArg(arg: string): StorePathArg {
   if (parts.includes("..")) {
     throw new Error(`${JSON.stringify(arg)}: ".." is not allowed`);
   }
-  return { storePath: StorePath.fromBaseName(parts[0]), sub: parts.slice(1) };
+  let storePath: StorePath;
+  try {
+    storePath = StorePath.fromBaseName(parts[0]);
+  } catch (e) {
+    throw new Error(
+      `${JSON.stringify(arg)} is not a valid store path: ${
+        (e as Error).message
+      }`,
+    );
+  }
+  return { storePath, sub: parts.slice(1) };
 }
 
-/** The PathInfo of `sp`; throws `NotFound` "<path> is not in the store" if missing. */
+/** A store path that has no PathInfo. */
+export class NotInStoreError extends Error {
+  constructor(readonly storePath: StorePath) {
+    super(`${storePath} is not in the store`);
+    this.name = "NotInStoreError";
+  }
+}
+
+/** The PathInfo of `sp`; throws {@linkcode NotInStoreError} ("<path> is not in the store") if missing. */
 export async function requirePathInfo(
   pathInfos: PathInfoService,
   sp: StorePath,
 ): Promise<PathInfo> {
   const info = await pathInfos.get(sp.digest);
-  if (!info) throw new ConnectError(`${sp} is not in the store`, Code.NotFound);
+  if (!info) throw new NotInStoreError(sp);
   return info;
 }
 
@@ -72,10 +90,7 @@ export async function entryAt(
     const e = cur.entry;
     const here = [arg.storePath.toString(), ...sub.slice(0, i)].join("/");
     if (e.case !== "directory") {
-      throw new ConnectError(
-        `path '${here}' is not a directory`,
-        Code.NotFound,
-      );
+      throw new Error(`path '${here}' is not a directory`);
     }
     const d = await directories.get(e.value.digest);
     if (!d) {
@@ -95,10 +110,7 @@ export async function entryAt(
     if (dd) cur = { entry: { case: "directory", value: dd } } as Entry;
     else if (ff) cur = { entry: { case: "file", value: ff } } as Entry;
     else if (ss) cur = { entry: { case: "symlink", value: ss } } as Entry;
-    else {throw new ConnectError(
-        `path '${display}' does not exist`,
-        Code.NotFound,
-      );}
+    else throw new Error(`path '${display}' does not exist`);
   }
   return sub.length === 0 ? renameEntry(root, "") : cur;
 }
