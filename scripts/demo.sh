@@ -15,6 +15,14 @@ SRC="${1:-/usr/share/doc}"
 echo "== snix store import $SRC"
 path="$(snix store import "$SRC")"
 echo "$path"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+nixpath="$(nix-store --store "$scratch" --add "$SRC")"
+echo "nix-store --add gives $nixpath"
+if [ "$path" != "$nixpath" ]; then
+  echo "demo: FAILED: store path differs from nix-store --add" >&2
+  exit 1
+fi
 
 echo "== snix store path-info --json $path"
 snix store path-info --json "$path"
