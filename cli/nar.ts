@@ -21,6 +21,7 @@ import process from "node:process";
 import type { CliContext } from "./context.ts";
 import { narChunks } from "../lib/nix/nar_writer.ts";
 import { narNodeFromPath } from "../lib/nix/nar_fs.ts";
+import { errorCode } from "../lib/runtime/sync_fs.ts";
 import { readNar } from "../lib/nix/nar_reader.ts";
 import {
   createHasher,
@@ -116,7 +117,7 @@ async function nodeFor(path: string) {
 }
 
 function fsError(e: unknown, path: string): Error {
-  const code = (e as NodeJS.ErrnoException)?.code;
+  const code = errorCode(e);
   if (code === "ENOENT") return new Error(`${path}: no such file or directory`);
   if (code === "EACCES" || code === "EPERM") {
     return new Error(`${path}: permission denied`);

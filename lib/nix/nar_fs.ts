@@ -1,117 +1,139 @@
 /**
  * A {@link NarNode} tree over the local file system (lstat-based, symlinks
- * are not followed), ready for {@link narStream}. Names stay raw bytes: paths
- * are handled as Buffers so names that are not valid UTF-8 survive on
- * runtimes that support byte paths (Bun, Node; Deno's node:fs decodes them
- * lossily).
+ * are not followed), ready for {@link narStream}. Names stay raw bytes, so
+ * names that are not valid UTF-8 survive on runtimes with byte paths (Bun,
+ * Node; Deno's paths are strings).
  *
- * Metadata and small files are read with the synchronous node:fs calls: for
- * files in the page cache one such call costs far less than an async round
- * trip, and many small files dominate typical trees. Large files are read
- * in 1 MiB chunks, one chunk per pull.
+ * Metadata and file contents are read with synchronous calls (through
+ * lib/runtime/sync_fs.ts, the fastest binding per runtime): for files in the
+ * page cache one such call costs far less than an async round trip, and many
+ * small files dominate typical trees. The writer reads file contents straight
+ * into its output buffers ({@link NarRegularNode.openSync}); `contents()`
+ * streams 256 KiB chunks, one per pull.
  *
  * @module
  */
-import * as fs from "node:fs";
 import { Buffer } from "node:buffer";
-import type { NarNode, SyncFileReader } from "./nar_writer.ts";
+import type { NarNode, NarRegularNode } from "./nar_writer.ts";
 import { NarError } from "./nar_common.ts";
+import { type SyncFs, syncFs as defaultFs } from "../runtime/sync_fs.ts";
 
 const READ_CHUNK = 256 * 1024;
-const SLASH = Buffer.from("/");
+const SLASH = 0x2f;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
 
-/** Builds the node for `fsPath` (lstat). Throws a clear `Error` for unsupported file types. */
-export function narNodeFromPath(fsPath: string | Uint8Array): Promise<NarNode> {
+/**
+ * Builds the node for `fsPath` (lstat). Rejects with a clear `Error` for
+ * unsupported file types (sockets, devices, fifos) and with the binding's
+ * error (`code` ENOENT, ...) when the path cannot be read.
+ */
+export function narNodeFromPath(
+  fsPath: string | Uint8Array,
+  fs: SyncFs = defaultFs,
+): Promise<NarNode> {
   try {
-    const p = typeof fsPath === "string"
-      ? Buffer.from(fsPath)
-      : Buffer.from(fsPath);
-    return Promise.resolve(nodeFor(p, fs.lstatSync(p)));
+    const p = typeof fsPath === "string" ? enc.encode(fsPath) : fsPath;
+    return Promise.resolve(nodeFor(fs, p));
   } catch (e) {
     return Promise.reject(e);
   }
 }
 
-function nodeFor(p: Buffer, st: fs.Stats): NarNode {
-  if (st.isFile()) {
-    const size = st.size;
-    return {
-      type: "regular",
-      executable: (st.mode & 0o100) !== 0,
-      size,
-      contents: () => Promise.resolve(fileStream(p, size)),
-      bytes: () => Promise.resolve(readSmall(p, size)),
-      openSync: () => openSync(p),
-    };
-  }
-  if (st.isSymbolicLink()) {
-    const t = fs.readlinkSync(p, { encoding: "buffer" });
-    return {
-      type: "symlink",
-      target: new Uint8Array(t.buffer, t.byteOffset, t.byteLength),
-    };
-  }
-  if (st.isDirectory()) {
-    return {
-      type: "directory",
-      entries: () => dirEntries(p),
-    };
-  }
-  throw new NarError(
-    `${
-      JSON.stringify(p.toString())
-    } has an unsupported file type (not a file, directory or symlink)`,
-  );
+function show(p: Uint8Array): string {
+  return JSON.stringify(dec.decode(p));
 }
 
-function openSync(p: Buffer): SyncFileReader {
-  const fd = fs.openSync(p, "r");
+function nodeFor(fs: SyncFs, p: Uint8Array): NarNode {
+  const st = fs.lstat(p);
+  switch (st.kind) {
+    case "file": {
+      const size = st.size;
+      const node: NarRegularNode = {
+        type: "regular",
+        executable: st.executable,
+        size,
+        contents: () => Promise.resolve(fileStream(fs, p, size)),
+        bytes: () => {
+          try {
+            const b = fs.readFile(p);
+            if (b.length !== size) {
+              throw changed(p, size, b.length > size ? "grew" : "shrank");
+            }
+            return Promise.resolve(b);
+          } catch (e) {
+            return Promise.reject(e);
+          }
+        },
+        openSync: () => fs.open(p),
+      };
+      return node;
+    }
+    case "symlink":
+      return { type: "symlink", target: fs.readlink(p) };
+    case "directory":
+      return { type: "directory", entries: () => dirEntries(fs, p) };
+    default:
+      throw new NarError(
+        `${
+          show(p)
+        } has an unsupported file type (not a file, directory or symlink)`,
+      );
+  }
+}
+
+/**
+ * A directory's entries, sorted by name bytes, each lstat-ed when reached.
+ * Iterable both ways: the NAR writer walks it synchronously (no await per
+ * entry); other consumers can use `for await`.
+ */
+function dirEntries(
+  fs: SyncFs,
+  dir: Uint8Array,
+): AsyncIterable<[Uint8Array, NarNode]> & Iterable<[Uint8Array, NarNode]> {
+  function* walk(): Generator<[Uint8Array, NarNode]> {
+    const names = fs.readdir(dir);
+    names.sort(Buffer.compare);
+    const prefix = new Uint8Array(dir.length + 1);
+    prefix.set(dir);
+    prefix[dir.length] = SLASH;
+    for (const name of names) {
+      const child = new Uint8Array(prefix.length + name.length);
+      child.set(prefix);
+      child.set(name, prefix.length);
+      yield [name, nodeFor(fs, child)];
+    }
+  }
   return {
-    read: (buf, offset, length, position) =>
-      fs.readSync(fd, buf, offset, length, position),
-    close: () => fs.closeSync(fd),
+    [Symbol.iterator]: walk,
+    async *[Symbol.asyncIterator]() {
+      yield* walk();
+    },
   };
 }
 
-function readSmall(p: Buffer, size: number): Uint8Array {
-  const b = fs.readFileSync(p);
-  if (b.length !== size) {
-    throw changed(p, size, b.length > size ? "grew" : "shrank");
-  }
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-}
-
-async function* dirEntries(dir: Buffer): AsyncGenerator<[Uint8Array, NarNode]> {
-  const names = fs.readdirSync(dir, { encoding: "buffer" });
-  names.sort(Buffer.compare);
-  const prefix = Buffer.concat([dir, SLASH]);
-  for (const name of names) {
-    const child = Buffer.concat([prefix, name]);
-    yield [
-      new Uint8Array(name.buffer, name.byteOffset, name.byteLength),
-      nodeFor(child, fs.lstatSync(child)),
-    ];
-  }
-}
-
-/** Streams a file's bytes in 1 MiB chunks; errors if it no longer has `size` bytes. */
-function fileStream(p: Buffer, size: number): ReadableStream<Uint8Array> {
-  let fd: number | undefined;
+/** Streams a file's bytes in 256 KiB chunks; errors if it no longer has `size` bytes. */
+function fileStream(
+  fs: SyncFs,
+  p: Uint8Array,
+  size: number,
+): ReadableStream<Uint8Array> {
+  let f: ReturnType<SyncFs["open"]> | undefined;
   let pos = 0;
   const close = () => {
-    if (fd !== undefined) fs.closeSync(fd);
-    fd = undefined;
+    f?.close();
+    f = undefined;
   };
   return new ReadableStream<Uint8Array>({
     start() {
-      fd = fs.openSync(p, "r");
+      f = fs.open(p);
     },
     pull(c) {
       try {
         const want = Math.min(READ_CHUNK, size - pos);
         if (want <= 0) {
           // Check we are at the end of the file, as lstat said.
-          const n = fs.readSync(fd!, new Uint8Array(1), 0, 1, pos);
+          const n = f!.read(new Uint8Array(1), 0, 1, pos);
           close();
           if (n !== 0) c.error(changed(p, size, "grew"));
           else c.close();
@@ -120,7 +142,7 @@ function fileStream(p: Buffer, size: number): ReadableStream<Uint8Array> {
         const buf = new Uint8Array(want);
         let got = 0;
         while (got < want) {
-          const n = fs.readSync(fd!, buf, got, want - got, pos + got);
+          const n = f!.read(buf, got, want - got, pos + got);
           if (n === 0) break;
           got += n;
         }
@@ -142,10 +164,8 @@ function fileStream(p: Buffer, size: number): ReadableStream<Uint8Array> {
   }, { highWaterMark: 0 });
 }
 
-function changed(p: Buffer, size: number, how: string): NarError {
+function changed(p: Uint8Array, size: number, how: string): NarError {
   return new NarError(
-    `${
-      JSON.stringify(p.toString())
-    } ${how} while being read (lstat said ${size} bytes)`,
+    `${show(p)} ${how} while being read (lstat said ${size} bytes)`,
   );
 }

@@ -226,10 +226,31 @@ class ChunkBuilder {
 }
 
 type Frame = {
-  iter: AsyncIterator<[Uint8Array, NarNode]>;
+  /** Set when the entries are also a synchronous iterable (no await per entry). */
+  sync: Iterator<[Uint8Array, NarNode]> | undefined;
+  iter: AsyncIterator<[Uint8Array, NarNode]> | undefined;
   prev: Uint8Array | undefined;
   path: Uint8Array[];
 };
+
+/** Opens a directory's entries, preferring a synchronous iterator when offered. */
+function openEntries(
+  node: Extract<NarNode, { type: "directory" }>,
+  path: Uint8Array[],
+): Frame {
+  const it = node.entries() as
+    & AsyncIterable<[Uint8Array, NarNode]>
+    & Partial<Iterable<[Uint8Array, NarNode]>>;
+  const sync = it[Symbol.iterator];
+  return sync
+    ? { sync: sync.call(it), iter: undefined, prev: undefined, path }
+    : {
+      sync: undefined,
+      iter: it[Symbol.asyncIterator](),
+      prev: undefined,
+      path,
+    };
+}
 
 /**
  * Serialises `root` as a NAR. The stream errors with a {@link NarError} if
@@ -272,7 +293,9 @@ export async function* narChunks(
       // Write `node` (for a directory: its opening; entries follow via the stack).
       switch (node.type) {
         case "regular":
-          yield* writeRegular(out, node, path);
+          if (!writeSmallSync(out, node, path)) {
+            yield* writeRegular(out, node, path);
+          }
           out.write(T_CLOSE);
           if (stack.length > 0) out.write(T_CLOSE); // closes the "entry"
           break;
@@ -292,11 +315,7 @@ export async function* narChunks(
             );
           }
           out.write(T_DIRECTORY);
-          stack.push({
-            iter: node.entries()[Symbol.asyncIterator](),
-            prev: undefined,
-            path,
-          });
+          stack.push(openEntries(node, path));
           break;
         default:
           throw new NarError(
@@ -310,7 +329,7 @@ export async function* narChunks(
       let next: [Uint8Array, NarNode] | undefined;
       while (stack.length > 0) {
         const top = stack[stack.length - 1];
-        const r = await top.iter.next();
+        const r = top.sync ? top.sync.next() : await top.iter!.next();
         if (!r.done) {
           next = r.value;
           const name = next[0];
@@ -345,8 +364,56 @@ export async function* narChunks(
     yield* out.drain();
   } finally {
     // On errors or early return, let open directory iterators clean up.
-    for (const f of stack) await f.iter.return?.().catch(() => {});
+    for (const f of stack) {
+      try {
+        f.sync?.return?.();
+        await f.iter?.return?.();
+      } catch {
+        // cleanup only
+      }
+    }
   }
+}
+
+/** Room for a small file's tokens around its contents (type, executable, contents, size, padding, closers). */
+const SMALL_OVERHEAD = 160;
+
+/**
+ * Fast path without any await: a file with `openSync` that fits in the
+ * current output buffer is read straight into it. Returns false (having
+ * written nothing) when the general path must be used.
+ */
+function writeSmallSync(
+  out: ChunkBuilder,
+  node: NarRegularNode,
+  path: Uint8Array[],
+): boolean {
+  const size = node.size;
+  if (
+    !node.openSync || !(size >= 0) ||
+    size + SMALL_OVERHEAD > out.buf.length - out.pos
+  ) return false;
+  if (!Number.isSafeInteger(size)) return false;
+  out.write(T_REGULAR);
+  if (node.executable) out.write(T_EXECUTABLE);
+  out.write(T_CONTENTS);
+  out.writeU64(size);
+  if (size > 0) {
+    const f = node.openSync();
+    try {
+      let got = 0;
+      while (got < size) {
+        const n = f.read(out.buf, out.pos, size - got, got);
+        if (n === 0) throw sizeMismatch(path, size, got);
+        got += n;
+        out.pos += n;
+      }
+    } finally {
+      f.close();
+    }
+  }
+  out.writePadding(size);
+  return true;
 }
 
 /** Writes a regular file node after `(`; yields chunks as the buffer fills. */

@@ -1,0 +1,167 @@
+/**
+ * Synchronous file-system calls for hot loops over many small files (NAR
+ * dumps of whole trees), picking the fastest binding per runtime: Deno's own
+ * `Deno.*` calls (its node:fs compatibility layer costs 5-20x more per call:
+ * ~21 us per lstat against ~3 us), node:fs elsewhere (Bun, Node).
+ *
+ * Paths are bytes. Under Deno they are decoded as UTF-8 (Deno's paths are
+ * strings, so names that are not UTF-8 cannot be reached there either way).
+ *
+ * @module
+ */
+import * as fs from "node:fs";
+import { Buffer } from "node:buffer";
+
+/** What {@link SyncFs.lstat} reports. */
+export interface SyncStat {
+  kind: "file" | "directory" | "symlink" | "other";
+  size: number;
+  /** Owner-executable bit. */
+  executable: boolean;
+}
+
+/** A file opened for sequential or positional reads. */
+export interface SyncFile {
+  /** Reads up to `length` bytes at `position` into `buf[offset..]`; 0 at the end. */
+  read(
+    buf: Uint8Array,
+    offset: number,
+    length: number,
+    position: number,
+  ): number;
+  /** Closes the file. */
+  close(): void;
+}
+
+/** The calls a tree walk needs. */
+export interface SyncFs {
+  /** lstat (symlinks not followed). */
+  lstat(path: Uint8Array): SyncStat;
+  /** Entry names of a directory (unsorted). */
+  readdir(path: Uint8Array): Uint8Array[];
+  /** A symlink's target bytes. */
+  readlink(path: Uint8Array): Uint8Array;
+  /** Opens a file for reading. */
+  open(path: Uint8Array): SyncFile;
+  /** Reads a whole (small) file. */
+  readFile(path: Uint8Array): Uint8Array;
+}
+
+function buf(p: Uint8Array): Buffer {
+  return Buffer.isBuffer(p)
+    ? p
+    : Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+}
+
+function u8(b: Buffer): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** node:fs binding (Bun, Node; byte paths work). */
+export const nodeSyncFs: SyncFs = {
+  lstat(path) {
+    const st = fs.lstatSync(buf(path));
+    return {
+      kind: st.isFile()
+        ? "file"
+        : st.isDirectory()
+        ? "directory"
+        : st.isSymbolicLink()
+        ? "symlink"
+        : "other",
+      size: st.size,
+      executable: (st.mode & 0o100) !== 0,
+    };
+  },
+  readdir(path) {
+    return fs.readdirSync(buf(path), { encoding: "buffer" }).map(u8);
+  },
+  readlink(path) {
+    return u8(fs.readlinkSync(buf(path), { encoding: "buffer" }));
+  },
+  open(path) {
+    const fd = fs.openSync(buf(path), "r");
+    return {
+      read: (b, offset, length, position) =>
+        fs.readSync(fd, b, offset, length, position),
+      close: () => fs.closeSync(fd),
+    };
+  },
+  readFile(path) {
+    return u8(fs.readFileSync(buf(path)));
+  },
+};
+
+// deno-lint-ignore no-explicit-any
+const DenoNs: any = (globalThis as any).Deno;
+
+function denoSyncFs(): SyncFs {
+  const dec = new TextDecoder();
+  const enc = new TextEncoder();
+  const str = (p: Uint8Array) => dec.decode(p);
+  return {
+    lstat(path) {
+      const st = DenoNs.lstatSync(str(path));
+      return {
+        kind: st.isFile
+          ? "file"
+          : st.isDirectory
+          ? "directory"
+          : st.isSymlink
+          ? "symlink"
+          : "other",
+        size: st.size,
+        executable: ((st.mode ?? 0) & 0o100) !== 0,
+      };
+    },
+    readdir(path) {
+      const out: Uint8Array[] = [];
+      for (const e of DenoNs.readDirSync(str(path))) {
+        out.push(enc.encode(e.name));
+      }
+      return out;
+    },
+    readlink(path) {
+      return enc.encode(DenoNs.readLinkSync(str(path)));
+    },
+    open(path) {
+      const f = DenoNs.openSync(str(path), { read: true });
+      let at = 0;
+      return {
+        read(b, offset, length, position) {
+          if (position !== at) {
+            f.seekSync(position, DenoNs.SeekMode.Start);
+            at = position;
+          }
+          const n = f.readSync(b.subarray(offset, offset + length)) ?? 0;
+          at += n;
+          return n;
+        },
+        close: () => f.close(),
+      };
+    },
+    readFile(path) {
+      return DenoNs.readFileSync(str(path));
+    },
+  };
+}
+
+/** The binding for the current runtime. */
+export const syncFs: SyncFs =
+  DenoNs?.lstatSync && DenoNs?.readDirSync && DenoNs?.openSync
+    ? denoSyncFs()
+    : nodeSyncFs;
+
+/** Errors from either binding carry `code` like node's (`ENOENT`, ...) where known. */
+export function errorCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown })?.code;
+  if (typeof code === "string") return code;
+  const name = (e as Error)?.name;
+  const byName: Record<string, string> = {
+    NotFound: "ENOENT",
+    PermissionDenied: "EACCES",
+    NotADirectory: "ENOTDIR",
+    IsADirectory: "EISDIR",
+  };
+  return name ? byName[name] : undefined;
+}
