@@ -27,16 +27,8 @@ const SMALL = `${BENCH}/small`;
 const DATA = `${BENCH}/snix-fuse-data`;
 const MNT = `${BENCH}/fuse-mnt`;
 const TMPFS = `${BENCH}/fuse-tmpfs`;
-const SNIX = [
-  "npx",
-  "-y",
-  "deno@2.9.6",
-  "run",
-  "-A",
-  `${ROOT}cli/main.ts`,
-  "--data-dir",
-  DATA,
-];
+// Run deno directly (not through npx) so that signals reach the mount process.
+const SNIX = [Deno.execPath(), "run", "-A", `${ROOT}cli/main.ts`, "--data-dir", DATA];
 
 async function sh(script: string): Promise<string> {
   const out = await new Deno.Command("bash", {
