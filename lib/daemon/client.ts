@@ -8,6 +8,7 @@
 import { connect } from "node:net";
 import {
   atLeast,
+  type ByteSink,
   Limits,
   Op,
   type ProtocolVersion,
@@ -72,7 +73,7 @@ export class DaemonClient {
   /** Does the handshake over streams. */
   static async handshake(
     readable: ReadableStream<Uint8Array>,
-    writable: WritableStream<Uint8Array>,
+    writable: WritableStream<Uint8Array> | ByteSink,
     minor: number,
     features: string[],
     destroy: () => void,

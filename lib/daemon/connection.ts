@@ -10,6 +10,7 @@
  */
 import {
   atLeast,
+  type ByteSink,
   Limits,
   opName,
   type ProtocolVersion,
@@ -100,7 +101,7 @@ function fmtValue(v: unknown): string {
  */
 export async function serveConnection(
   readable: ReadableStream<Uint8Array>,
-  writable: WritableStream<Uint8Array>,
+  writable: WritableStream<Uint8Array> | ByteSink,
   opts: ConnectionOptions,
 ): Promise<void> {
   const r = new WireReader(readable);

@@ -7,10 +7,12 @@
  */
 import type { Socket } from "node:net";
 
-/** The two directions of a socket as web streams. */
+import type { ByteSink } from "../wire/writer.ts";
+
+/** The two directions of a socket: a web stream to read, a direct sink to write. */
 export interface SocketStreams {
   readable: ReadableStream<Uint8Array>;
-  writable: WritableStream<Uint8Array>;
+  writable: ByteSink;
 }
 
 /** Wraps `socket`; the readable ends when the peer closes its side. */
@@ -58,7 +60,9 @@ export function socketStreams(
     },
   }, { highWaterMark, size: (c) => c.byteLength });
 
-  const writable = new WritableStream<Uint8Array>({
+  // A direct sink rather than a WritableStream: one call per chunk, no queue
+  // (measured: a WritableStream costs ~0.1 ms per small reply under Deno).
+  const writable: ByteSink = {
     write(chunk) {
       if (socket.destroyed) {
         return Promise.reject(new Error("connection closed"));
@@ -83,6 +87,6 @@ export function socketStreams(
     abort() {
       socket.destroy();
     },
-  });
+  };
   return { readable, writable };
 }
