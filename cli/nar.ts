@@ -151,9 +151,16 @@ function isPrefix(prefix: Uint8Array[], path: Uint8Array[]): boolean {
     samePath(prefix, path.slice(0, prefix.length));
 }
 
-/** Streams a NAR file (or stdin for "-") without loading it whole. */
+/**
+ * Streams a NAR file (or stdin for "-") without loading it whole. Two read
+ * buffers take turns: safe because readNar asks for the next chunk only after
+ * it has used up the previous one, and our consumers (ls, cat) are done with a
+ * chunk before they pull the next (cat writes synchronously).
+ */
 function narSource(file: string): ReadableStream<Uint8Array> {
   let fd: number | undefined;
+  const bufs = [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)];
+  let turn = 0;
   const owned = file !== "-";
   return new ReadableStream<Uint8Array>({
     start() {
@@ -164,7 +171,8 @@ function narSource(file: string): ReadableStream<Uint8Array> {
       }
     },
     async pull(c) {
-      const buf = new Uint8Array(READ_CHUNK);
+      const buf = bufs[turn];
+      turn ^= 1;
       while (true) {
         try {
           const n = fs.readSync(fd!, buf, 0, buf.length, null);

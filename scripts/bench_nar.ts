@@ -55,6 +55,8 @@ const denoRun = `'${deno}' run -A --no-check '${join(ROOT, "cli/main.ts")}'`;
 
 interface Result {
   seconds: number;
+  /** user + system CPU seconds (steadier than wall time on a shared machine). */
+  cpu: number;
   rssMiB: number;
   output: string;
 }
@@ -66,7 +68,7 @@ function measure(cmd: string, pipeToCat: boolean): Result {
     const timeFile = `/tmp/bench-nar-time-${process.pid}`;
     const out = pipeToCat ? "| cat >/dev/null" : "";
     const r = sh(
-      `set -o pipefail; /usr/bin/time -f '%e %M' -o ${timeFile} ${cmd} ${out}`,
+      `set -o pipefail; /usr/bin/time -f '%e %M %U %S' -o ${timeFile} ${cmd} ${out}`,
     );
     if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
     const [e, m] = fs.readFileSync(timeFile, "utf8").trim().split("\n").pop()!
@@ -92,7 +94,9 @@ const row = (name: string, r: Result) => {
   console.log(
     `${name.padEnd(28)} ${r.seconds.toFixed(2).padStart(6)} s ${
       mbs.toFixed(0).padStart(6)
-    } MB/s ${r.rssMiB.toFixed(0).padStart(5)} MiB RSS`,
+    } MB/s ${r.rssMiB.toFixed(0).padStart(5)} MiB RSS ${
+      r.cpu.toFixed(2).padStart(6)
+    } s CPU`,
   );
   return r;
 };
@@ -134,15 +138,40 @@ if (binHash.output !== nixHash.output || denoHash.output !== nixHash.output) {
     `hash mismatch: nix ${nixHash.output}, binary ${binHash.output}, deno ${denoHash.output}`,
   );
 }
-const ratio = (nix: Result, ours: Result) =>
-  (nix.seconds / ours.seconds).toFixed(2);
-console.log(
-  `ratios (nix time / snix time, >= 1.0 is as fast as Nix): dump binary ${
-    ratio(nixDump, binDump)
-  }, dump deno ${ratio(nixDump, denoDump)}, hash binary ${
-    ratio(nixHash, binHash)
-  }, hash deno ${ratio(nixHash, denoHash)}`,
+// Reading: list the whole NAR (nix nar ls loads the NAR into memory).
+const narFile = `${corpus}.nar`;
+if (!fs.existsSync(narFile)) {
+  sh(
+    `nix-store --dump '${corpus}' > '${narFile}.tmp' && mv '${narFile}.tmp' '${narFile}'`,
+  );
+}
+const nixLs = row(
+  "nix nar ls -R",
+  measure(
+    `nix --extra-experimental-features nix-command nar ls -R '${narFile}' /`,
+    true,
+  ),
 );
+const binLs = row(
+  "snix nar ls (binary)",
+  measure(`'${bin}' nar ls '${narFile}'`, true),
+);
+const ratio = (nix: Result, ours: Result) =>
+  `${(nix.seconds / ours.seconds).toFixed(2)} (CPU ${
+    (nix.cpu / ours.cpu).toFixed(2)
+  })`;
+console.log("ratios nix/snix, wall (CPU); >= 1.0 is as fast as Nix:");
+console.log(
+  `  dump binary ${ratio(nixDump, binDump)}, dump deno ${
+    ratio(nixDump, denoDump)
+  }`,
+);
+console.log(
+  `  hash binary ${ratio(nixHash, binHash)}, hash deno ${
+    ratio(nixHash, denoHash)
+  }`,
+);
+console.log(`  nar ls binary ${ratio(nixLs, binLs)}`);
 const maxRss = Math.max(
   binDump.rssMiB,
   denoDump.rssMiB,
