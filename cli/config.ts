@@ -11,7 +11,13 @@ import process from "node:process";
 import { parse as parseToml } from "smol-toml";
 
 /** Log levels, least to most verbose. */
-export const LOG_LEVELS = ["error", "warning", "info", "debug", "trace"] as const;
+export const LOG_LEVELS = [
+  "error",
+  "warning",
+  "info",
+  "debug",
+  "trace",
+] as const;
 /** A log level. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
@@ -65,7 +71,9 @@ const FILE_KEYS: Record<string, keyof GlobalFlags> = {
 };
 
 /** The default data directory: `/var/lib/snix` as root, else `$XDG_DATA_HOME/snix`. */
-export function defaultDataDir(env: Record<string, string | undefined>): string {
+export function defaultDataDir(
+  env: Record<string, string | undefined>,
+): string {
   const uid = typeof process.getuid === "function" ? process.getuid() : 0;
   if (uid === 0) return "/var/lib/snix";
   const xdg = env.XDG_DATA_HOME || join(env.HOME ?? "/tmp", ".local/share");
@@ -77,7 +85,9 @@ function readConfigFile(path: string): GlobalFlags {
   try {
     text = readFileSync(path, "utf8");
   } catch (e) {
-    throw new ConfigError(`--config: cannot read ${path}: ${(e as Error).message}`);
+    throw new ConfigError(
+      `--config: cannot read ${path}: ${(e as Error).message}`,
+    );
   }
   let raw: unknown;
   try {
@@ -85,7 +95,11 @@ function readConfigFile(path: string): GlobalFlags {
       ? JSON.parse(text)
       : parseToml(text);
   } catch (e) {
-    throw new ConfigError(`--config: ${path} is neither valid JSON nor TOML: ${(e as Error).message}`);
+    throw new ConfigError(
+      `--config: ${path} is neither valid JSON nor TOML: ${
+        (e as Error).message
+      }`,
+    );
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new ConfigError(`--config: ${path} must hold a table of settings`);
@@ -97,7 +111,9 @@ function readConfigFile(path: string): GlobalFlags {
       throw new ConfigError(`--config: ${path}: unknown setting "${k}"`);
     }
     if (typeof v !== "string") {
-      throw new ConfigError(`--config: ${path}: setting "${k}" must be a string`);
+      throw new ConfigError(
+        `--config: ${path}: setting "${k}" must be a string`,
+      );
     }
     out[key] = v;
   }
@@ -114,7 +130,9 @@ export function parseServiceAddr(option: string, value: string): ServiceAddr {
   if (value.startsWith("local://")) {
     const dir = value.slice("local://".length);
     if (!dir.startsWith("/")) {
-      throw new ConfigError(`${option}: "${value}": local:// needs an absolute path (local:///var/lib/snix)`);
+      throw new ConfigError(
+        `${option}: "${value}": local:// needs an absolute path (local:///var/lib/snix)`,
+      );
     }
     return { kind: "local", dir };
   }
@@ -127,16 +145,29 @@ export function parseServiceAddr(option: string, value: string): ServiceAddr {
       throw new ConfigError(`${option}: "${value}" is not a valid URL`);
     }
     if (!url.port) {
-      throw new ConfigError(`${option}: "${value}" needs a port (grpc+http://[::1]:8000)`);
+      throw new ConfigError(
+        `${option}: "${value}" needs a port (grpc+http://[::1]:8000)`,
+      );
     }
-    return { kind: "grpc", url: value, baseUrl: `${url.protocol}//${url.host}` };
+    return {
+      kind: "grpc",
+      url: value,
+      baseUrl: `${url.protocol}//${url.host}`,
+    };
   }
   if (value.startsWith("grpc+unix://")) {
     const socketPath = value.slice("grpc+unix://".length);
     if (!socketPath.startsWith("/")) {
-      throw new ConfigError(`${option}: "${value}": grpc+unix:// needs an absolute socket path (grpc+unix:///run/snix.sock)`);
+      throw new ConfigError(
+        `${option}: "${value}": grpc+unix:// needs an absolute socket path (grpc+unix:///run/snix.sock)`,
+      );
     }
-    return { kind: "grpc", url: value, baseUrl: "http://localhost", socketPath };
+    return {
+      kind: "grpc",
+      url: value,
+      baseUrl: "http://localhost",
+      socketPath,
+    };
   }
   throw new ConfigError(
     `${option}: unsupported address "${value}" (use memory://, local:///DIR, grpc+http://HOST:PORT or grpc+unix:///PATH)`,
@@ -154,7 +185,8 @@ export function resolveConfig(
   const configPath = flags.config ?? env.SNIX_CONFIG;
   const file = configPath ? readConfigFile(configPath) : {};
   const pick = (key: keyof GlobalFlags, envName?: string) =>
-    flags[key] ?? (envName ? env[envName] || undefined : undefined) ?? file[key];
+    flags[key] ?? (envName ? env[envName] || undefined : undefined) ??
+      file[key];
 
   const dataDir = pick("dataDir", "SNIX_DATA_DIR") ?? defaultDataDir(env);
   if (!dataDir.startsWith("/")) {
@@ -162,9 +194,15 @@ export function resolveConfig(
   }
   const logLevel = (pick("logLevel", "SNIX_LOG_LEVEL") ?? "info").toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
-    throw new ConfigError(`--log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(", ")}`);
+    throw new ConfigError(
+      `--log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(", ")}`,
+    );
   }
-  const addr = (key: keyof GlobalFlags, envName: string, option: string): ServiceAddr => {
+  const addr = (
+    key: keyof GlobalFlags,
+    envName: string,
+    option: string,
+  ): ServiceAddr => {
     const sources: [string | undefined, string][] = [
       [flags[key], option],
       [flags.remote, "--remote"],
@@ -174,13 +212,27 @@ export function resolveConfig(
       [file.remote, "remote (config file)"],
     ];
     const found = sources.find(([v]) => v !== undefined);
-    return found ? parseServiceAddr(found[1], found[0]!) : { kind: "local", dir: dataDir };
+    return found
+      ? parseServiceAddr(found[1], found[0]!)
+      : { kind: "local", dir: dataDir };
   };
   return {
     dataDir,
     logLevel: logLevel as LogLevel,
-    blobService: addr("blobServiceAddr", "BLOB_SERVICE_ADDR", "--blob-service-addr"),
-    directoryService: addr("directoryServiceAddr", "DIRECTORY_SERVICE_ADDR", "--directory-service-addr"),
-    pathInfoService: addr("pathInfoServiceAddr", "PATH_INFO_SERVICE_ADDR", "--path-info-service-addr"),
+    blobService: addr(
+      "blobServiceAddr",
+      "BLOB_SERVICE_ADDR",
+      "--blob-service-addr",
+    ),
+    directoryService: addr(
+      "directoryServiceAddr",
+      "DIRECTORY_SERVICE_ADDR",
+      "--directory-service-addr",
+    ),
+    pathInfoService: addr(
+      "pathInfoServiceAddr",
+      "PATH_INFO_SERVICE_ADDR",
+      "--path-info-service-addr",
+    ),
   };
 }

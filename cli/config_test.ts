@@ -24,22 +24,47 @@ Deno.test("config: --remote sets all three services", () => {
 
 Deno.test("config: config file (TOML and JSON) is below env", () => {
   const dir = Deno.makeTempDirSync();
-  Deno.writeTextFileSync(`${dir}/c.toml`, 'data-dir = "/toml/dir"\nlog-level = "debug"\n');
+  Deno.writeTextFileSync(
+    `${dir}/c.toml`,
+    'data-dir = "/toml/dir"\nlog-level = "debug"\n',
+  );
   Deno.writeTextFileSync(`${dir}/c.json`, '{"dataDir": "/json/dir"}');
-  assert.equal(resolveConfig({ config: `${dir}/c.toml` }, {}).dataDir, "/toml/dir");
-  assert.equal(resolveConfig({ config: `${dir}/c.toml` }, {}).logLevel, "debug");
-  assert.equal(resolveConfig({ config: `${dir}/c.json` }, {}).dataDir, "/json/dir");
   assert.equal(
-    resolveConfig({ config: `${dir}/c.toml` }, { SNIX_DATA_DIR: "/env" }).dataDir,
+    resolveConfig({ config: `${dir}/c.toml` }, {}).dataDir,
+    "/toml/dir",
+  );
+  assert.equal(
+    resolveConfig({ config: `${dir}/c.toml` }, {}).logLevel,
+    "debug",
+  );
+  assert.equal(
+    resolveConfig({ config: `${dir}/c.json` }, {}).dataDir,
+    "/json/dir",
+  );
+  assert.equal(
+    resolveConfig({ config: `${dir}/c.toml` }, { SNIX_DATA_DIR: "/env" })
+      .dataDir,
     "/env",
   );
   Deno.writeTextFileSync(`${dir}/bad.toml`, 'nonsense = "x"\n');
-  assert.throws(() => resolveConfig({ config: `${dir}/bad.toml` }, {}), /unknown setting "nonsense"/);
+  assert.throws(
+    () => resolveConfig({ config: `${dir}/bad.toml` }, {}),
+    /unknown setting "nonsense"/,
+  );
 });
 
 Deno.test("config: bad values name the option", () => {
-  assert.throws(() => resolveConfig({ dataDir: "rel" }, {}), (e) => e instanceof ConfigError && /--data-dir/.test(e.message));
+  assert.throws(
+    () => resolveConfig({ dataDir: "rel" }, {}),
+    (e) => e instanceof ConfigError && /--data-dir/.test(e.message),
+  );
   assert.throws(() => resolveConfig({ logLevel: "loud" }, {}), /--log-level/);
-  assert.throws(() => parseServiceAddr("--remote", "grpc+http://host"), /needs a port/);
-  assert.throws(() => resolveConfig({ remote: "ftp://x" }, {}), /--remote: unsupported/);
+  assert.throws(
+    () => parseServiceAddr("--remote", "grpc+http://host"),
+    /needs a port/,
+  );
+  assert.throws(
+    () => resolveConfig({ remote: "ftp://x" }, {}),
+    /--remote: unsupported/,
+  );
 });

@@ -4,7 +4,11 @@
  *
  * @module
  */
-import { configureSync, defaultTextFormatter, type LogLevel as TapeLevel } from "@logtape/logtape";
+import {
+  configureSync,
+  defaultTextFormatter,
+  type LogLevel as TapeLevel,
+} from "@logtape/logtape";
 import process from "node:process";
 import type { LogLevel } from "./config.ts";
 
@@ -15,10 +19,17 @@ export function configureLogging(level: LogLevel): void {
   if (configured) return;
   configured = true;
   configureSync({
-    sinks: { stderr: (record) => void process.stderr.write(defaultTextFormatter(record)) },
+    sinks: {
+      stderr: (record) =>
+        void process.stderr.write(defaultTextFormatter(record)),
+    },
     loggers: [
       { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
-      { category: ["snix"], sinks: ["stderr"], lowestLevel: level as TapeLevel },
+      {
+        category: ["snix"],
+        sinks: ["stderr"],
+        lowestLevel: level as TapeLevel,
+      },
     ],
   });
 }

@@ -7,7 +7,12 @@
 import { Command, CommanderError, Option } from "@commander-js/extra-typings";
 import process from "node:process";
 import { ConnectError } from "@connectrpc/connect";
-import { type Config, ConfigError, LOG_LEVELS, resolveConfig } from "./config.ts";
+import {
+  type Config,
+  ConfigError,
+  LOG_LEVELS,
+  resolveConfig,
+} from "./config.ts";
 import type { CliContext } from "./context.ts";
 import { openServices, type Services } from "./services.ts";
 import { configureLogging } from "./log.ts";
@@ -26,20 +31,38 @@ export function buildProgram(): Command {
     )
     .version(VERSION, "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
-    .option("--config <file>", "read settings from a JSON or TOML file (env SNIX_CONFIG)")
+    .option(
+      "--config <file>",
+      "read settings from a JSON or TOML file (env SNIX_CONFIG)",
+    )
     .option(
       "--data-dir <dir>",
       "embedded store data directory (env SNIX_DATA_DIR; default /var/lib/snix as root, else $XDG_DATA_HOME/snix)",
     )
     .addOption(
-      new Option("--log-level <level>", "log verbosity (env SNIX_LOG_LEVEL; default info)").choices(
+      new Option(
+        "--log-level <level>",
+        "log verbosity (env SNIX_LOG_LEVEL; default info)",
+      ).choices(
         LOG_LEVELS,
       ),
     )
-    .option("--remote <addr>", "use this store for all three services (grpc+http://HOST:PORT, grpc+unix:///PATH, memory://, local:///DIR)")
-    .option("--blob-service-addr <addr>", "blob service address (env BLOB_SERVICE_ADDR)")
-    .option("--directory-service-addr <addr>", "directory service address (env DIRECTORY_SERVICE_ADDR)")
-    .option("--path-info-service-addr <addr>", "path info service address (env PATH_INFO_SERVICE_ADDR)");
+    .option(
+      "--remote <addr>",
+      "use this store for all three services (grpc+http://HOST:PORT, grpc+unix:///PATH, memory://, local:///DIR)",
+    )
+    .option(
+      "--blob-service-addr <addr>",
+      "blob service address (env BLOB_SERVICE_ADDR)",
+    )
+    .option(
+      "--directory-service-addr <addr>",
+      "directory service address (env DIRECTORY_SERVICE_ADDR)",
+    )
+    .option(
+      "--path-info-service-addr <addr>",
+      "path info service address (env PATH_INFO_SERVICE_ADDR)",
+    );
 
   let config: Config | undefined;
   let services: Promise<Services> | undefined;
@@ -90,15 +113,31 @@ export function reportError(e: unknown): number {
 
 function codeName(code: number): string {
   const names = [
-    "ok", "canceled", "unknown", "invalid argument", "deadline exceeded", "not found",
-    "already exists", "permission denied", "resource exhausted", "failed precondition", "aborted",
-    "out of range", "unimplemented", "internal", "unavailable", "data loss", "unauthenticated",
+    "ok",
+    "canceled",
+    "unknown",
+    "invalid argument",
+    "deadline exceeded",
+    "not found",
+    "already exists",
+    "permission denied",
+    "resource exhausted",
+    "failed precondition",
+    "aborted",
+    "out of range",
+    "unimplemented",
+    "internal",
+    "unavailable",
+    "data loss",
+    "unauthenticated",
   ];
   return names[code] ?? `code ${code}`;
 }
 
 /** Runs the CLI with the process's arguments and exits. */
-export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+export async function main(
+  argv: string[] = process.argv.slice(2),
+): Promise<void> {
   const program = buildProgram();
   program.exitOverride();
   let code = 0;

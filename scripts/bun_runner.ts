@@ -34,7 +34,9 @@ function context(name: string): TestContext {
   return {
     name,
     async step(nameOrDef, fn) {
-      const def = typeof nameOrDef === "string" ? { name: nameOrDef, fn: fn! } : nameOrDef;
+      const def = typeof nameOrDef === "string"
+        ? { name: nameOrDef, fn: fn! }
+        : nameOrDef;
       if (def.ignore) return true;
       await def.fn(context(def.name));
       return true;
@@ -43,7 +45,10 @@ function context(name: string): TestContext {
 }
 
 // deno-lint-ignore no-explicit-any
-(globalThis as any).Deno ??= { test: register, env: { get: (k: string) => process.env[k] } };
+(globalThis as any).Deno ??= {
+  test: register,
+  env: { get: (k: string) => process.env[k] },
+};
 
 function collect(path: string, out: string[]) {
   if (statSync(path).isDirectory()) {
@@ -52,7 +57,9 @@ function collect(path: string, out: string[]) {
 }
 
 const files: string[] = [];
-for (const dir of process.argv.slice(2)) if (existsSync(dir)) collect(dir, files);
+for (const dir of process.argv.slice(2)) {
+  if (existsSync(dir)) collect(dir, files);
+}
 let passed = 0, failed = 0;
 for (const file of files) {
   const start = tests.length;
