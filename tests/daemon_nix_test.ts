@@ -214,6 +214,7 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(existsSync(sock), `daemon did not start: ${daemonLog}`);
+    assert.equal(statSync(sock).mode & 0o777, 0o660, "--socket-mode");
 
     try {
       await t.step(

@@ -662,3 +662,123 @@ Deno.test("daemon ops: old clients — 1.10 (no ultimate/sigs, errors for invali
     for (const c of [c10, c20, c22]) c.close();
   });
 });
+
+Deno.test("daemon ops: --read-only refuses every write with a clear error; reads and the connection go on", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "snix-daemon-ro-"));
+  const sock = join(dir, "sock");
+  const services = {
+    blobs: new MemoryBlobService(),
+    directories: new MemoryDirectoryService(),
+    pathInfos: new MemoryPathInfoService(),
+  };
+  const a = sourcePath("a", "read-only");
+  // Fill the store through a writable daemon first.
+  const rw = await listenUnix(sock, {
+    services,
+    daemonVersion: "t",
+    log: () => {},
+  });
+  const c0 = await DaemonClient.connect(sock, 34);
+  await addNar(c0, a);
+  c0.close();
+  await rw.close();
+  const ro = await listenUnix(sock, {
+    services,
+    daemonVersion: "t",
+    log: () => {},
+    readOnly: true,
+  });
+  try {
+    const c = await DaemonClient.connect(sock, 34);
+    const b = sourcePath("b", "refused");
+    await assert.rejects(addNar(c, b), /read-only/);
+    await assert.rejects(
+      c.call(Op.AddTextToStore, (w) => w.string("t").string("x").strings([])),
+      /read-only/,
+    );
+    await assert.rejects(
+      c.call(
+        Op.AddSignatures,
+        (w) => w.string(a.path.toString()).strings(["k:AAAA"]),
+      ),
+      /read-only/,
+    );
+    assert.equal(await c.isValidPath(b.path.toString()), false);
+    assert.equal(
+      (await c.queryPathInfo(a.path.toString()))!.narSize,
+      a.nar.length,
+    );
+    c.close();
+  } finally {
+    await ro.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("daemon ops: many connections at once", async () => {
+  await withDaemon(async ({ sock }) => {
+    const paths = Array.from(
+      { length: 8 },
+      (_, i) => sourcePath(`p${i}`, `contents ${i}`.repeat(100 * i)),
+    );
+    const clients = await Promise.all(
+      Array.from({ length: 16 }, () => DaemonClient.connect(sock, 34)),
+    );
+    // Half add paths while the other half query them, all interleaved.
+    await Promise.all(clients.map(async (c, k) => {
+      if (k < 8) await addNar(c, paths[k]);
+      for (let i = 0; i < 50; i++) {
+        const p = paths[(k + i) % 8];
+        const info = await c.queryPathInfo(p.path.toString());
+        if (info) assert.equal(info.narSize, p.nar.length);
+      }
+    }));
+    for (const p of paths) {
+      assert.equal(await clients[0].isValidPath(p.path.toString()), true);
+    }
+    for (const c of clients) c.close();
+  });
+});
+
+Deno.test("daemon ops: an existing socket file is replaced only with unlink; other files never", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "snix-daemon-sock-"));
+  const sock = join(dir, "sock");
+  const services = {
+    blobs: new MemoryBlobService(),
+    directories: new MemoryDirectoryService(),
+    pathInfos: new MemoryPathInfoService(),
+  };
+  try {
+    const d1 = await listenUnix(sock, {
+      services,
+      daemonVersion: "t",
+      log: () => {},
+      mode: 0o600,
+    });
+    await assert.rejects(
+      listenUnix(sock, { services, daemonVersion: "t", log: () => {} }),
+      /already exists \(use --unix-listen-unlink/,
+    );
+    const d2 = await listenUnix(sock, {
+      services,
+      daemonVersion: "t",
+      log: () => {},
+      unlink: true,
+    });
+    await d2.close();
+    await d1.close();
+    const file = join(dir, "file");
+    (await import("node:fs")).writeFileSync(file, "x");
+    await assert.rejects(
+      listenUnix(file, {
+        services,
+        daemonVersion: "t",
+        log: () => {},
+        unlink: true,
+      }),
+      /is not a socket; not removing it/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
