@@ -10,6 +10,9 @@
  * Anything else raises a {@link NarError} whose message carries the byte
  * offset of the offending token.
  *
+ * Speed: every token has a synchronous path taken when the current source
+ * chunk holds it whole (almost always); only chunk boundaries await.
+ *
  * @module
  */
 import {
@@ -66,7 +69,13 @@ const TAG = {
 };
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && compareBytes(a, b) === 0;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function pad8(n: number): number {
+  return (8 - (n % 8)) % 8;
 }
 
 /** A description for error messages, computed only when an error happens. */
@@ -76,11 +85,17 @@ function say(w: What): string {
   return typeof w === "string" ? w : w();
 }
 
-/** Buffered, offset-tracking reads over a ReadableStream. */
+/**
+ * Buffered, offset-tracking reads over a ReadableStream. `*Sync` methods
+ * return `undefined`/`false` when the buffered bytes do not suffice (the
+ * caller then awaits the async twin); both throw NarError on bad input.
+ */
 class Source {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #buf: Uint8Array = EMPTY;
   #pos = 0;
+  /** Rest of a chunk whose head was copied into a small joined buffer. */
+  #pending: Uint8Array | undefined;
   /** Bytes consumed so far. */
   offset = 0;
   done = false;
@@ -89,140 +104,235 @@ class Source {
     this.#reader = stream.getReader();
   }
 
-  /** Loads the next non-empty chunk; false at the end of the stream. */
-  async #more(): Promise<boolean> {
+  get avail(): number {
+    return this.#buf.length - this.#pos;
+  }
+
+  /** The next non-empty chunk, or undefined at the end of the stream. */
+  async #next(): Promise<Uint8Array | undefined> {
+    if (this.#pending) {
+      const p = this.#pending;
+      this.#pending = undefined;
+      return p;
+    }
     while (!this.done) {
       const r = await this.#reader.read();
       if (r.done) {
         this.done = true;
-        return false;
+        return undefined;
       }
-      if (r.value.length > 0) {
-        this.#buf = r.value;
-        this.#pos = 0;
-        return true;
-      }
+      if (r.value.length > 0) return r.value;
     }
-    return false;
+    return undefined;
   }
 
   truncated(what: What): NarError {
     return new NarError(`unexpected end of input in ${say(what)}`, this.offset);
   }
 
-  /** Exactly `n` bytes (a view into the source chunk when possible). */
-  async readExact(n: number, what: What): Promise<Uint8Array> {
-    const avail = this.#buf.length - this.#pos;
-    if (avail >= n) {
-      const r = this.#buf.subarray(this.#pos, this.#pos + n);
-      this.#pos += n;
-      this.offset += n;
-      return r;
+  /** Makes at least `n` (small) bytes contiguous at the read position. */
+  async fill(n: number, what: What): Promise<void> {
+    const have = this.avail;
+    if (have >= n) return;
+    if (have === 0) {
+      const c = await this.#next();
+      if (!c) throw this.truncated(what);
+      this.#buf = c;
+      this.#pos = 0;
+      if (c.length >= n) return;
     }
     const out = new Uint8Array(n);
-    let o = 0;
+    let o = this.avail;
+    out.set(this.#buf.subarray(this.#pos));
     while (o < n) {
-      if (this.#pos === this.#buf.length && !(await this.#more())) {
+      const c = await this.#next();
+      if (!c) {
+        this.#buf = out.subarray(0, o);
+        this.#pos = 0;
         throw this.truncated(what);
       }
-      const k = Math.min(n - o, this.#buf.length - this.#pos);
-      out.set(this.#buf.subarray(this.#pos, this.#pos + k), o);
+      const k = Math.min(n - o, c.length);
+      out.set(c.subarray(0, k), o);
       o += k;
-      this.#pos += k;
-      this.offset += k;
+      if (k < c.length) this.#pending = c.subarray(k);
     }
-    return out;
+    this.#buf = out;
+    this.#pos = 0;
   }
 
-  /** Up to `max` (> 0) bytes, at least one; a view into the source chunk. */
-  async readSome(max: number, what: What): Promise<Uint8Array> {
-    if (this.#pos === this.#buf.length && !(await this.#more())) {
-      throw this.truncated(what);
-    }
-    const k = Math.min(max, this.#buf.length - this.#pos);
-    const r = this.#buf.subarray(this.#pos, this.#pos + k);
-    this.#pos += k;
-    this.offset += k;
-    return r;
-  }
-
-  /** A u64 that must fit in 2^53 - 1. */
-  async readU64(what: What): Promise<number> {
-    const at = this.offset;
-    const b = await this.readExact(8, what);
-    const lo = (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
-    const hi = (b[4] | (b[5] << 8) | (b[6] << 16) | (b[7] << 24)) >>> 0;
+  #peekU64(what: What): number {
+    const b = this.#buf, p = this.#pos;
+    const lo =
+      (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24)) >>> 0;
+    const hi =
+      (b[p + 4] | (b[p + 5] << 8) | (b[p + 6] << 16) | (b[p + 7] << 24)) >>> 0;
     if (hi > 0x1f_ffff) {
       throw new NarError(
         `length ${(BigInt(hi) << 32n) | BigInt(lo)} in ${
           say(what)
         } is too large`,
-        at,
+        this.offset,
       );
     }
     return hi * 0x1_0000_0000 + lo;
   }
 
-  /** Reads and checks the zero padding after `len` bytes of a string. */
-  async readPadding(len: number, what: What): Promise<void> {
-    const p = (8 - (len % 8)) % 8;
-    if (p === 0) return;
-    const at = this.offset;
-    const b = await this.readExact(p, () => `padding of ${say(what)}`);
-    for (let i = 0; i < p; i++) {
-      if (b[i] !== 0) {
-        throw new NarError(`non-zero padding after ${say(what)}`, at + i);
-      }
-    }
+  #skip(n: number): void {
+    this.#pos += n;
+    this.offset += n;
   }
 
-  /** A length-prefixed string of at most `max` bytes (copied out). */
-  async readString(max: number, what: What): Promise<Uint8Array> {
-    const at = this.offset;
-    const len = await this.readU64(what);
+  /** A u64 (< 2^53) if 8 bytes are buffered. */
+  u64Sync(what: What): number | undefined {
+    if (this.avail < 8) return undefined;
+    const n = this.#peekU64(what);
+    this.#skip(8);
+    return n;
+  }
+
+  async u64(what: What): Promise<number> {
+    await this.fill(8, what);
+    return this.u64Sync(what)!;
+  }
+
+  #checkPadding(n: number, what: What): void {
+    const b = this.#buf, p = this.#pos;
+    for (let i = 0; i < n; i++) {
+      if (b[p + i] !== 0) {
+        throw new NarError(
+          `non-zero padding after ${say(what)}`,
+          this.offset + i,
+        );
+      }
+    }
+    this.#skip(n);
+  }
+
+  /** Checks the zero padding after a string of `len` bytes, if buffered. */
+  paddingSync(len: number, what: What): boolean {
+    const p = pad8(len);
+    if (p === 0) return true;
+    if (this.avail < p) return false;
+    this.#checkPadding(p, what);
+    return true;
+  }
+
+  async padding(len: number, what: What): Promise<void> {
+    await this.fill(pad8(len), () => `padding of ${say(what)}`);
+    this.paddingSync(len, what);
+  }
+
+  /**
+   * A length-prefixed string of at most `max` bytes (copied out), if it is
+   * buffered whole. Throws when the length exceeds `max`.
+   */
+  stringSync(max: number, what: What): Uint8Array | undefined {
+    if (this.avail < 8) return undefined;
+    const len = this.#peekU64(what);
     if (len > max) {
       throw new NarError(
         `${say(what)} is ${len} bytes long, at most ${max} allowed`,
-        at,
+        this.offset,
       );
     }
-    const s = (await this.readExact(len, what)).slice();
-    await this.readPadding(len, what);
+    const total = 8 + len + pad8(len);
+    if (this.avail < total) return undefined;
+    this.#skip(8);
+    const s = this.#buf.slice(this.#pos, this.#pos + len);
+    this.#skip(len);
+    this.#checkPadding(pad8(len), what);
     return s;
   }
 
-  /** Reads a keyword token and checks it is `tag`. */
-  async expect(tag: Uint8Array, context: What): Promise<void> {
-    const at = this.offset;
-    const len = await this.readU64(() =>
-      `token ${showBytes(tag)} ${say(context)}`
-    );
-    if (len !== tag.length) {
-      const got = len > MAX_TAG
-        ? "a longer string"
-        : showBytes(await this.readExact(len, () => `token ${say(context)}`));
+  async string(max: number, what: What): Promise<Uint8Array> {
+    await this.fill(8, what);
+    const len = this.#peekU64(what);
+    if (len > max) {
       throw new NarError(
-        `expected ${showBytes(tag)} ${say(context)}, got ${got}`,
-        at,
+        `${say(what)} is ${len} bytes long, at most ${max} allowed`,
+        this.offset,
       );
     }
-    const got = await this.readExact(
-      len,
-      () => `token ${showBytes(tag)} ${say(context)}`,
-    );
-    if (compareBytes(got, tag) !== 0) {
+    await this.fill(8 + len + pad8(len), what);
+    return this.stringSync(max, what)!;
+  }
+
+  /** Checks the next token is `tag`, if buffered; false when more bytes are needed. */
+  expectSync(tag: Uint8Array, context: What): boolean {
+    if (this.avail < 8) return false;
+    const at = this.offset;
+    const len = this.#peekU64(() => `token ${showBytes(tag)} ${say(context)}`);
+    if (len !== tag.length) {
+      if (len > MAX_TAG) {
+        throw new NarError(
+          `expected ${showBytes(tag)} ${say(context)}, got a longer string`,
+          at,
+        );
+      }
+      const got = this.stringSync(MAX_TAG, () => `token ${say(context)}`);
+      if (got === undefined) return false;
       throw new NarError(
         `expected ${showBytes(tag)} ${say(context)}, got ${showBytes(got)}`,
         at,
       );
     }
-    await this.readPadding(len, () => `token ${showBytes(tag)}`);
+    const total = 8 + len + pad8(len);
+    if (this.avail < total) return false;
+    const b = this.#buf, p = this.#pos + 8;
+    for (let i = 0; i < len; i++) {
+      if (b[p + i] !== tag[i]) {
+        throw new NarError(
+          `expected ${showBytes(tag)} ${say(context)}, got ${
+            showBytes(b.subarray(p, p + len))
+          }`,
+          at,
+        );
+      }
+    }
+    this.#skip(8 + len);
+    this.#checkPadding(pad8(len), () => `token ${showBytes(tag)}`);
+    return true;
+  }
+
+  async expect(tag: Uint8Array, context: What): Promise<void> {
+    const what = () => `token ${showBytes(tag)} ${say(context)}`;
+    await this.fill(8, what);
+    const len = this.#peekU64(what);
+    await this.fill(
+      8 + Math.min(len, MAX_TAG + 8) + pad8(Math.min(len, MAX_TAG + 8)),
+      what,
+    );
+    if (!this.expectSync(tag, context)) throw this.truncated(what);
+  }
+
+  /** Up to `max` (> 0) bytes, at least one; a view into the source chunk. */
+  someSync(max: number): Uint8Array | undefined {
+    const avail = this.avail;
+    if (avail === 0) return undefined;
+    const k = Math.min(max, avail);
+    const r = this.#buf.subarray(this.#pos, this.#pos + k);
+    this.#skip(k);
+    return r;
+  }
+
+  async some(max: number, what: What): Promise<Uint8Array> {
+    if (this.avail === 0) {
+      const c = await this.#next();
+      if (!c) throw this.truncated(what);
+      this.#buf = c;
+      this.#pos = 0;
+    }
+    return this.someSync(max)!;
   }
 
   /** Whether the stream has ended (no bytes left). */
   async atEnd(): Promise<boolean> {
-    if (this.#pos < this.#buf.length) return false;
-    return !(await this.#more());
+    if (this.avail > 0) return false;
+    const c = await this.#next();
+    if (!c) return true;
+    this.#buf = c;
+    this.#pos = 0;
+    return false;
   }
 
   async close(cancel: boolean): Promise<void> {
@@ -240,22 +350,25 @@ export async function* readNar(
   source: ReadableStream<Uint8Array>,
 ): AsyncGenerator<NarEvent> {
   const src = new Source(source);
+  const expect = (tag: Uint8Array, context: What): true | Promise<void> =>
+    src.expectSync(tag, context) || src.expect(tag, context);
+  const string = (max: number, what: What): Uint8Array | Promise<Uint8Array> =>
+    src.stringSync(max, what) ?? src.string(max, what);
   let ok = false;
   try {
-    const at = src.offset;
     let magic: Uint8Array;
     try {
-      magic = await src.readString(MAX_TAG, "the NAR header");
+      magic = await src.string(MAX_TAG, "the NAR header");
     } catch (e) {
       if (e instanceof NarError) {
-        throw new NarError(`input does not look like a NAR (${e.reason})`, at);
+        throw new NarError(`input does not look like a NAR (${e.reason})`, 0);
       }
       throw e;
     }
     if (!same(magic, TAG.magic)) {
       throw new NarError(
         `input does not look like a NAR (header ${showBytes(magic)})`,
-        at,
+        0,
       );
     }
 
@@ -266,39 +379,43 @@ export async function* readNar(
       // A node at `path`.
       const here = path;
       const where = () => `node ${showPath(here)}`;
-      await src.expect(TAG.open, () => `opening ${where()}`);
-      await src.expect(TAG.type, () => `in ${where()}`);
+      const r1 = expect(TAG.open, () => `opening ${where()}`);
+      if (r1 !== true) await r1;
+      const r2 = expect(TAG.type, () => `in ${where()}`);
+      if (r2 !== true) await r2;
       const typeAt = src.offset;
-      const type = await src.readString(MAX_TAG, () => `type of ${where()}`)
-        .catch(
-          (e) => {
-            if (e instanceof NarError && /bytes long/.test(e.message)) {
-              throw new NarError(
-                `unknown node type (too long) at ${where()}`,
-                typeAt,
-              );
-            }
-            throw e;
-          },
-        );
+      let type: Uint8Array;
+      try {
+        const t = string(MAX_TAG, () => `type of ${where()}`);
+        type = t instanceof Uint8Array ? t : await t;
+      } catch (e) {
+        if (e instanceof NarError && /bytes long/.test(e.message)) {
+          throw new NarError(
+            `unknown node type (too long) at ${where()}`,
+            typeAt,
+          );
+        }
+        throw e;
+      }
+      const isDirectory = same(type, TAG.directory);
       if (same(type, TAG.regular)) {
         const tagAt = src.offset;
-        let tag = await src.readString(MAX_TAG, () => `token in ${where()}`);
+        let t = string(MAX_TAG, () => `token in ${where()}`);
+        let tag = t instanceof Uint8Array ? t : await t;
         let executable = false;
         if (same(tag, TAG.executable)) {
           executable = true;
           const markAt = src.offset;
-          const mark = await src.readString(
-            MAX_TAG,
-            () => `executable marker of ${where()}`,
-          );
+          const m = string(MAX_TAG, () => `executable marker of ${where()}`);
+          const mark = m instanceof Uint8Array ? m : await m;
           if (mark.length !== 0) {
             throw new NarError(
               `executable marker of ${where()} is not empty`,
               markAt,
             );
           }
-          tag = await src.readString(MAX_TAG, () => `token in ${where()}`);
+          t = string(MAX_TAG, () => `token in ${where()}`);
+          tag = t instanceof Uint8Array ? t : await t;
         }
         if (!same(tag, TAG.contents)) {
           throw new NarError(
@@ -308,7 +425,8 @@ export async function* readNar(
             tagAt,
           );
         }
-        const size = await src.readU64(() => `size of ${where()}`);
+        const size = src.u64Sync(() => `size of ${where()}`) ??
+          await src.u64(() => `size of ${where()}`);
         let remaining = size;
         let pending: Promise<void> | undefined;
         const contentWhat = () => `contents of ${where()}`;
@@ -318,17 +436,20 @@ export async function* readNar(
               c.close();
               return;
             }
-            pending = src.readSome(
-              Math.min(remaining, MAX_CONTENT_CHUNK),
-              contentWhat,
-            ).then(
-              (chunk) => {
-                remaining -= chunk.length;
-                c.enqueue(chunk);
-                if (remaining === 0) c.close();
-              },
-            );
-            const p = pending;
+            const max = Math.min(remaining, MAX_CONTENT_CHUNK);
+            const chunk = src.someSync(max);
+            if (chunk) {
+              remaining -= chunk.length;
+              c.enqueue(chunk);
+              if (remaining === 0) c.close();
+              return;
+            }
+            const p = src.some(max, contentWhat).then((chunk) => {
+              remaining -= chunk.length;
+              c.enqueue(chunk);
+              if (remaining === 0) c.close();
+            });
+            pending = p;
             return p.finally(() => {
               if (pending === p) pending = undefined;
             });
@@ -338,25 +459,29 @@ export async function* readNar(
         if (pending) await pending.catch(() => {});
         // Skip whatever the consumer left unread.
         while (remaining > 0) {
-          const chunk = await src.readSome(
-            Math.min(remaining, MAX_CONTENT_CHUNK),
-            contentWhat,
-          );
+          const max = Math.min(remaining, MAX_CONTENT_CHUNK);
+          const chunk = src.someSync(max) ?? await src.some(max, contentWhat);
           remaining -= chunk.length;
         }
-        await src.readPadding(size, contentWhat);
-        await src.expect(TAG.close, () => `closing ${where()}`);
+        if (!src.paddingSync(size, contentWhat)) {
+          await src.padding(size, contentWhat);
+        }
+        const r3 = expect(TAG.close, () => `closing ${where()}`);
+        if (r3 !== true) await r3;
       } else if (same(type, TAG.symlink)) {
-        await src.expect(TAG.target, () => `in ${where()}`);
+        const r4 = expect(TAG.target, () => `in ${where()}`);
+        if (r4 !== true) await r4;
         const targetAt = src.offset;
-        const target = await src.readString(
+        const t = string(
           MAX_TARGET_LENGTH,
           () => `symlink target of ${where()}`,
         );
+        const target = t instanceof Uint8Array ? t : await t;
         validateSymlinkTarget(target, where, targetAt);
-        await src.expect(TAG.close, () => `closing ${where()}`);
+        const r5 = expect(TAG.close, () => `closing ${where()}`);
+        if (r5 !== true) await r5;
         yield { type: "symlink", path, target };
-      } else if (same(type, TAG.directory)) {
+      } else if (isDirectory) {
         if (path.length >= MAX_NAR_DEPTH) {
           throw new NarError(
             `directories nested deeper than ${MAX_NAR_DEPTH}`,
@@ -373,11 +498,12 @@ export async function* readNar(
       }
 
       // A file or symlink inside a directory: close its "entry".
-      if (!same(type, TAG.directory) && stack.length > 0) {
-        await src.expect(
+      if (!isDirectory && stack.length > 0) {
+        const r6 = expect(
           TAG.close,
-          () => `closing the entry ${showPath(path)}`,
+          () => `closing the entry ${showPath(here)}`,
         );
+        if (r6 !== true) await r6;
       }
       // Next entry of the innermost open directory, closing finished ones.
       let found = false;
@@ -385,18 +511,17 @@ export async function* readNar(
         const top = stack[stack.length - 1];
         const dirWhere = () => `directory ${showPath(top.path)}`;
         const tagAt = src.offset;
-        const tag = await src.readString(
-          MAX_TAG,
-          () => `entry of ${dirWhere()}`,
-        );
+        const t = string(MAX_TAG, () => `entry of ${dirWhere()}`);
+        const tag = t instanceof Uint8Array ? t : await t;
         if (same(tag, TAG.close)) {
           stack.pop();
           yield { type: "directory-end", path: top.path };
           if (stack.length > 0) {
-            await src.expect(
+            const r7 = expect(
               TAG.close,
               () => `closing the entry ${showPath(top.path)}`,
             );
+            if (r7 !== true) await r7;
           }
           continue;
         }
@@ -406,13 +531,13 @@ export async function* readNar(
             tagAt,
           );
         }
-        await src.expect(TAG.open, () => `opening an entry of ${dirWhere()}`);
-        await src.expect(TAG.name, () => `in an entry of ${dirWhere()}`);
+        const r8 = expect(TAG.open, () => `opening an entry of ${dirWhere()}`);
+        if (r8 !== true) await r8;
+        const r9 = expect(TAG.name, () => `in an entry of ${dirWhere()}`);
+        if (r9 !== true) await r9;
         const nameAt = src.offset;
-        const name = await src.readString(
-          MAX_NAME_LENGTH,
-          () => `entry name in ${dirWhere()}`,
-        );
+        const n = string(MAX_NAME_LENGTH, () => `entry name in ${dirWhere()}`);
+        const name = n instanceof Uint8Array ? n : await n;
         validateEntryName(name, () => showPath(top.path), nameAt);
         if (top.prev !== undefined) {
           const cmp = compareBytes(top.prev, name);
@@ -428,10 +553,11 @@ export async function* readNar(
           }
         }
         top.prev = name;
-        await src.expect(
+        const r10 = expect(
           TAG.node,
           () => `after the entry name ${showBytes(name)} in ${dirWhere()}`,
         );
+        if (r10 !== true) await r10;
         path = [...top.path, name];
         found = true;
         break;
