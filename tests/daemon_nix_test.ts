@@ -198,6 +198,8 @@ Deno.test({
         "nix-daemon",
         "-l",
         sock,
+        "--socket-mode",
+        "0660",
         "--log-wire",
       ],
       cwd: REPO,
@@ -211,11 +213,12 @@ Deno.test({
         const c of daemon.stderr.pipeThrough(new TextDecoderStream())
       ) daemonLog += c;
     })();
-    for (let i = 0; i < 200 && !existsSync(sock); i++) {
+    // The socket is ready (and chmod-ed) once the daemon says it listens.
+    for (let i = 0; i < 300 && !daemonLog.includes("listening on"); i++) {
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(existsSync(sock), `daemon did not start: ${daemonLog}`);
-    assert.equal(statSync(sock).mode & 0o777, 0o660, "--socket-mode");
+    assert.equal(statSync(sock).mode & 0o777, 0o660, `--socket-mode: ${daemonLog}`);
 
     try {
       await t.step(
