@@ -5,6 +5,46 @@
  *
  * @module
  */
-export type { BlobService, BlobWriter, ByteRange, ChunkMeta } from "./lib/castore/blob_service.ts";
-export type { DirectoryPutter, DirectoryService } from "./lib/castore/directory_service.ts";
+export type {
+  BlobService,
+  BlobWriter,
+  ByteRange,
+  ChunkMeta,
+} from "./lib/castore/blob_service.ts";
+export type {
+  DirectoryPutter,
+  DirectoryService,
+} from "./lib/castore/directory_service.ts";
 export type { PathInfoService } from "./lib/store/path_info_service.ts";
+
+// Nix formats (lib/nix): nixbase32, hashes, store paths, NAR, narinfo, signatures.
+export { decodeNixBase32, encodeNixBase32 } from "./lib/nix/nixbase32.ts";
+export {
+  createHasher,
+  type Hash,
+  type HashAlgo,
+  makeHash,
+  parseHash,
+  printHash,
+  printSri,
+  sha256,
+} from "./lib/nix/hash.ts";
+export {
+  makeFixedOutputPath,
+  makeSourcePath,
+  makeStorePath,
+  makeTextPath,
+  STORE_DIR,
+  StorePath,
+  validateStorePathName,
+} from "./lib/nix/store_path.ts";
+export { narChunks, type NarNode, narStream } from "./lib/nix/nar_writer.ts";
+export { NarError, type NarEvent, readNar } from "./lib/nix/nar_reader.ts";
+export { narNodeFromPath } from "./lib/nix/nar_fs.ts";
+export { type NarInfo, parseNarInfo, printNarInfo } from "./lib/nix/narinfo.ts";
+export {
+  fingerprint,
+  PublicKey,
+  SecretKey,
+  verifyAny,
+} from "./lib/nix/signature.ts";
