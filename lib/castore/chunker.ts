@@ -131,11 +131,9 @@ export class Chunker {
     for (;;) {
       const cut = this.#findCut();
       if (cut < 0) return;
-      out.push(this.#buf.subarray(0, cut));
-      const next = new Uint8Array(this.maxSize);
-      next.set(this.#buf.subarray(cut, this.#len));
-      // (the rest of a cut buffer is kept at full size: more data usually follows)
-      this.#buf = next;
+      // Hand out an exactly sized copy and keep the (reused) buffer.
+      out.push(this.#buf.slice(0, cut));
+      this.#buf.copyWithin(0, cut, this.#len);
       this.#len -= cut;
       this.#scanned = 0;
       this.#h = 0;
