@@ -14,9 +14,10 @@ import { join } from "node:path";
 import { MemoryBlobService } from "../lib/castore/memory_blob_service.ts";
 import { MemoryDirectoryService } from "../lib/castore/memory_directory_service.ts";
 import { MemoryPathInfoService } from "../lib/store/memory_path_info_service.ts";
-import { encodeBase16 } from "../lib/nix/hash.ts";
+import { encodeBase16, makeHash } from "../lib/nix/hash.ts";
 import { encodeNixBase32 } from "../lib/nix/nixbase32.ts";
 import {
+  makeFixedOutputPath,
   makeSourcePath,
   makeTextPath,
   type StorePath,
@@ -311,6 +312,71 @@ Deno.test("daemon ops: every op is answered and the connection stays usable", as
           );
           assert.equal(await r.readString(4096), expected.toString());
         },
+      ],
+      [
+        "AddToStore text (1.25+ framed)",
+        Op.AddToStore,
+        (w) => {
+          w.string("t2").string("text:sha256").strings([A]).bool(false);
+          w.u64(5).raw(new TextEncoder().encode("hello")).u64(0);
+        },
+        async () => {
+          const expected = makeTextPath(
+            createHash("sha256").update("hello").digest(),
+            "t2",
+            [a.path],
+          );
+          const info = await readValidPathInfo(r, c.version);
+          assert.equal(info.path, expected.toString());
+          assert.deepEqual(info.references, [A]);
+          assert.match(info.ca, /^text:sha256:/);
+        },
+      ],
+      [
+        "AddToStore flat (1.25+ framed)",
+        Op.AddToStore,
+        (w) => {
+          w.string("flat").string("fixed:sha256").strings([]).bool(false);
+          w.u64(3).raw(new Uint8Array([1, 2, 3])).u64(0);
+        },
+        async () => {
+          const h = createHash("sha256").update(new Uint8Array([1, 2, 3]))
+            .digest();
+          const expected = makeFixedOutputPath(
+            "flat",
+            makeHash("sha256", h),
+            false,
+          );
+          const info = await readValidPathInfo(r, c.version);
+          assert.equal(info.path, expected.toString());
+          assert.equal(info.ca, `fixed:sha256:${encodeNixBase32(h)}`);
+          assert.equal(
+            info.narHash,
+            encodeBase16(
+              createHash("sha256").update(narOfFile(new Uint8Array([1, 2, 3])))
+                .digest(),
+            ),
+          );
+        },
+      ],
+      [
+        "AddToStore NAR (1.25+ framed)",
+        Op.AddToStore,
+        (w) => {
+          w.string("a").string("fixed:r:sha256").strings([]).bool(false);
+          w.u64(a.nar.length).raw(a.nar).u64(0);
+        },
+        async () =>
+          assert.equal((await readValidPathInfo(r, c.version)).path, A),
+      ],
+      [
+        "AddToStore bad method",
+        Op.AddToStore,
+        (w) => {
+          w.string("x").string("fixed:r:sha999").strings([]).bool(false);
+          w.u64(3).raw(new Uint8Array([1, 2, 3])).u64(0);
+        },
+        /invalid hash algorithm/,
       ],
       [
         "AddSignatures",
@@ -659,6 +725,30 @@ Deno.test("daemon ops: old clients — 1.10 (no ultimate/sigs, errors for invali
     assert.equal(await c10.isValidPath(b.path.toString()), true);
     // 1.10 QueryValidPaths etc. still work; the ValidPathInfo reader at 1.16 matches what 1.20 sent.
     void readValidPathInfo;
+    // 1.20 AddToStore (old form): the NAR follows inline; flat hashing takes the file out of it.
+    for (
+      const [recursive, expected] of [
+        [1, a.path.toString()],
+        [
+          0,
+          makeFixedOutputPath(
+            "old",
+            makeHash(
+              "sha256",
+              createHash("sha256").update("from an old client").digest(),
+            ),
+            false,
+          ).toString(),
+        ],
+      ] as const
+    ) {
+      c20.w.u64(Op.AddToStore).string("old").bool(true).u64(recursive).string(
+        "sha256",
+      ).raw(a.nar);
+      await c20.w.flush();
+      await c20.processStderr();
+      assert.equal(await c20.r.readString(4096), expected);
+    }
     for (const c of [c10, c20, c22]) c.close();
   });
 });
