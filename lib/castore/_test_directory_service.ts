@@ -119,6 +119,52 @@ export function directoryServiceCases(
     },
   );
 
+  t(
+    "a wide and deep tree comes back in breadth-first order, each directory once",
+    async (svc) => {
+      // 3 levels of fan-out 6 with shared subtrees (identical leaves dedup)
+      const leaves = [0, 1, 2, 3, 4, 5].map((i) =>
+        dir({ files: [{ name: b(`f${i % 3}`), digest: EMPTY_BLOB, size: 0n }] })
+      );
+      const mids = [0, 1, 2, 3, 4, 5].map((i) =>
+        dir({
+          directories: [0, 1, 2].map((j) => link(`m${j}`, leaves[(i + j) % 6])),
+        })
+      );
+      const tops = [0, 1, 2, 3].map((i) =>
+        dir({
+          directories: [0, 1, 2].map((j) =>
+            link(`t${j}`, mids[(i * 2 + j) % 6])
+          ),
+        })
+      );
+      const root = dir({ directories: tops.map((d, i) => link(`r${i}`, d)) });
+      const all = [...leaves, ...mids, ...tops, root];
+      const digest = await putAll(svc, all);
+      // reference BFS
+      const byKey = new Map(
+        all.map((d) => [digestToString(directoryDigestSync(d)), d]),
+      );
+      const want: string[] = [];
+      const queue = [digestToString(digest)];
+      const seen = new Set(queue);
+      while (queue.length) {
+        const k = queue.shift()!;
+        want.push(k);
+        for (const e of byKey.get(k)!.directories) {
+          const c = digestToString(e.digest);
+          if (!seen.has(c)) {
+            seen.add(c);
+            queue.push(c);
+          }
+        }
+      }
+      const got = (await collect(svc.getRecursive(digest))).map(digestToString);
+      assert.deepEqual(got, want);
+      assert.equal(new Set(got).size, got.length);
+    },
+  );
+
   t("a single empty directory; repeats are deduplicated", async (svc) => {
     assert.deepEqual(await putAll(svc, [A]), directoryDigestSync(A));
     assert.deepEqual(await putAll(svc, [A, A, C]), directoryDigestSync(C));

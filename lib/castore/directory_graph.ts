@@ -164,20 +164,35 @@ export class GraphPutter implements DirectoryPutter {
 
 /**
  * The root and all directories below it: root first, breadth first, each
- * directory once. `get` must verify what it returns (DataLoss otherwise).
+ * directory once. `get` must verify what it returns (DataLoss otherwise);
+ * up to `prefetch` lookups run ahead of the consumer.
  * Throws `NotFound` if the root is missing and `DataLoss` if a child is.
  */
 export async function* traverseDirectories(
   root: Uint8Array,
   get: (digest: Uint8Array) => Promise<Directory | undefined>,
+  prefetch = 16,
 ): AsyncGenerator<Directory> {
   validateDigest(root, "directory digest");
   const queue: Uint8Array[] = [root];
+  // Lookups already started for queue[i] (up to `prefetch` ahead), in order.
+  const started: Promise<Directory | undefined>[] = [];
   const seen = new Set<string>([digestToHex(root)]);
+  let next = 0; // next queue index to start a lookup for
+  const fill = (i: number) => {
+    while (next < queue.length && next < i + prefetch) {
+      const p = get(queue[next]);
+      p.catch(() => {}); // awaited below, in order
+      started[next] = p;
+      next++;
+    }
+  };
   for (let i = 0; i < queue.length; i++) {
+    fill(i);
     const digest = queue[i];
+    const d = await started[i];
     queue[i] = undefined as unknown as Uint8Array; // let it be collected
-    const d = await get(digest);
+    started[i] = undefined as unknown as Promise<Directory | undefined>;
     if (!d) {
       if (i === 0) {
         throw new ConnectError(
