@@ -58,6 +58,11 @@ export class DaemonError extends Error {
   }
 }
 
+/** How long a cached PathInfo is trusted (signatures added by other processes show up after this). */
+export const CACHE_TTL_MS = 2000;
+/** How many PathInfos the daemon keeps cached. */
+const CACHE_ENTRIES = 50_000;
+
 /** A path whose NAR is stored and checked, waiting for its references. */
 export interface PendingPath {
   info: NixPathInfo;
@@ -72,6 +77,32 @@ export class DaemonStore {
   /** Wraps the services; with `readOnly`, every write is refused. */
   constructor(readonly services: DaemonServices, readonly readOnly = false) {}
 
+  /**
+   * Recently seen PathInfos by hash part. A path's record changes only when
+   * signatures are added, so a hit may miss signatures another process added
+   * in the last {@linkcode CACHE_TTL_MS}; misses are never cached (a path
+   * added elsewhere is seen at once).
+   */
+  #cache = new Map<string, { info: PathInfo; at: number }>();
+
+  #remember(info: PathInfo): PathInfo {
+    try {
+      const key = pathInfoStorePath(info).hashPart;
+      this.#cache.delete(key);
+      this.#cache.set(key, { info, at: Date.now() });
+      if (this.#cache.size > CACHE_ENTRIES) {
+        this.#cache.delete(this.#cache.keys().next().value!);
+      }
+    } catch {
+      // not cacheable
+    }
+    return info;
+  }
+
+  async #put(info: PathInfo): Promise<PathInfo> {
+    return this.#remember(await this.services.pathInfos.put(info));
+  }
+
   /** Throws unless writes are allowed. */
   checkWritable(what: string): void {
     if (this.readOnly) {
@@ -81,8 +112,17 @@ export class DaemonStore {
 
   /** The PathInfo of a store path (its name must match too), or undefined. */
   async pathInfo(sp: StorePath): Promise<PathInfo | undefined> {
-    const info = await this.services.pathInfos.get(sp.digest);
-    if (!info) return undefined;
+    const hit = this.#cache.get(sp.hashPart);
+    let info: PathInfo | undefined;
+    if (hit && Date.now() - hit.at < CACHE_TTL_MS) info = hit.info;
+    else {
+      info = await this.services.pathInfos.get(sp.digest);
+      if (!info) {
+        this.#cache.delete(sp.hashPart);
+        return undefined;
+      }
+      this.#remember(info);
+    }
     let stored: StorePath;
     try {
       stored = pathInfoStorePath(info);
@@ -255,7 +295,7 @@ export class DaemonStore {
           }
         }
         if (!ok) continue;
-        await this.services.pathInfos.put(p.pathInfo);
+        await this.#put(p.pathInfo);
         pending.splice(i--, 1);
         progress = true;
       }
@@ -272,7 +312,7 @@ export class DaemonStore {
     info: NixPathInfo,
     nar: ReadableStream<Uint8Array>,
   ): Promise<PathInfo> {
-    return await this.services.pathInfos.put(await this.ingest(info, nar));
+    return await this.#put(await this.ingest(info, nar));
   }
 
   /** Adds signatures to a valid path. */
@@ -282,7 +322,7 @@ export class DaemonStore {
     if (!info) throw new DaemonError(`path '${sp}' is not valid`);
     const nix = toNixPathInfo(info);
     const merged = [...new Set([...nix.sigs, ...sigs])];
-    await this.services.pathInfos.put(
+    await this.#put(
       fromNixPathInfo({ ...nix, sigs: merged }, info.entry!),
     );
   }
@@ -395,7 +435,7 @@ export class DaemonStore {
       references: refs,
       ca,
     });
-    return toNixPathInfo(await this.services.pathInfos.put(pi));
+    return toNixPathInfo(await this.#put(pi));
   }
 }
 
