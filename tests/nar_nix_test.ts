@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { makeCorpus } from "./corpus.ts";
 import { narChunks, narStream } from "../lib/nix/nar_writer.ts";
 import { narNodeFromPath } from "../lib/nix/nar_fs.ts";
+import { nodeSyncFs } from "../lib/runtime/sync_fs.ts";
 import { readNar } from "../lib/nix/nar_reader.ts";
 import { narNodeFromTree, readNarTree } from "../lib/nix/nar_memory.ts";
 import {
@@ -106,6 +107,15 @@ Deno.test("nar vs nix-store --dump: the corpus, byte for byte", async () => {
       name,
     );
   }
+  // The node:fs binding too (the Bun binary's), not only the runtime's fastest.
+  const viaNodeFs = new Uint8Array(
+    await new Response(narStream(await narNodeFromPath(corpus, nodeSyncFs)))
+      .arrayBuffer(),
+  );
+  assert.ok(
+    Buffer.from(viaNodeFs).equals(theirs),
+    "NAR bytes differ (node:fs binding)",
+  );
   for (const name of ["absolute-dangling", "relative-dir", "dot"]) {
     const p = join(corpus, "links", name);
     assert.ok(

@@ -16,7 +16,11 @@
 import { Buffer } from "node:buffer";
 import type { NarNode, NarRegularNode } from "./nar_writer.ts";
 import { NarError } from "./nar_common.ts";
-import { type SyncFs, syncFs as defaultFs } from "../runtime/sync_fs.ts";
+import {
+  type SyncDirent,
+  type SyncFs,
+  syncFs as defaultFs,
+} from "../runtime/sync_fs.ts";
 
 const READ_CHUNK = 256 * 1024;
 const SLASH = 0x2f;
@@ -44,8 +48,18 @@ function show(p: Uint8Array): string {
   return JSON.stringify(dec.decode(p));
 }
 
-function nodeFor(fs: SyncFs, p: Uint8Array): NarNode {
-  const st = fs.lstat(p);
+/**
+ * The node at `p`. `kind` (from the directory listing's d_type) saves the
+ * lstat for directories and symlinks; files always need it (size, mode).
+ */
+function nodeFor(
+  fs: SyncFs,
+  p: Uint8Array,
+  kind?: SyncDirent["kind"],
+): NarNode {
+  const st = kind === "directory" || kind === "symlink"
+    ? { kind, size: 0, executable: false }
+    : fs.lstat(p);
   switch (st.kind) {
     case "file": {
       const size = st.size;
@@ -92,16 +106,16 @@ function dirEntries(
   dir: Uint8Array,
 ): AsyncIterable<[Uint8Array, NarNode]> & Iterable<[Uint8Array, NarNode]> {
   function* walk(): Generator<[Uint8Array, NarNode]> {
-    const names = fs.readdir(dir);
-    names.sort(Buffer.compare);
+    const entries = fs.readdir(dir);
+    entries.sort((a, b) => Buffer.compare(a.name, b.name));
     const prefix = new Uint8Array(dir.length + 1);
     prefix.set(dir);
     prefix[dir.length] = SLASH;
-    for (const name of names) {
+    for (const { name, kind } of entries) {
       const child = new Uint8Array(prefix.length + name.length);
       child.set(prefix);
       child.set(name, prefix.length);
-      yield [name, nodeFor(fs, child)];
+      yield [name, nodeFor(fs, child, kind)];
     }
   }
   return {

@@ -33,12 +33,18 @@ export interface SyncFile {
   close(): void;
 }
 
+/** A directory entry: its name and, when the file system tells (d_type), its kind. */
+export interface SyncDirent {
+  name: Uint8Array;
+  kind: SyncStat["kind"] | undefined;
+}
+
 /** The calls a tree walk needs. */
 export interface SyncFs {
   /** lstat (symlinks not followed). */
   lstat(path: Uint8Array): SyncStat;
-  /** Entry names of a directory (unsorted). */
-  readdir(path: Uint8Array): Uint8Array[];
+  /** Entries of a directory (unsorted), with their kinds where known. */
+  readdir(path: Uint8Array): SyncDirent[];
   /** A symlink's target bytes. */
   readlink(path: Uint8Array): Uint8Array;
   /** Opens a file for reading. */
@@ -74,7 +80,24 @@ export const nodeSyncFs: SyncFs = {
     };
   },
   readdir(path) {
-    return fs.readdirSync(buf(path), { encoding: "buffer" }).map(u8);
+    // Byte names with d_type where the runtime supports both (Node); Bun
+    // ignores withFileTypes with the buffer encoding and returns plain names.
+    const list = fs.readdirSync(buf(path), {
+      encoding: "buffer",
+      withFileTypes: true,
+    }) as unknown as (Buffer | fs.Dirent<Buffer>)[];
+    return list.map((d) =>
+      Buffer.isBuffer(d) ? { name: u8(d), kind: undefined } : {
+        name: u8(d.name),
+        kind: d.isFile()
+          ? "file"
+          : d.isDirectory()
+          ? "directory"
+          : d.isSymbolicLink()
+          ? "symlink"
+          : undefined,
+      }
+    );
   },
   readlink(path) {
     return u8(fs.readlinkSync(buf(path), { encoding: "buffer" }));
@@ -115,9 +138,18 @@ function denoSyncFs(): SyncFs {
       };
     },
     readdir(path) {
-      const out: Uint8Array[] = [];
+      const out: SyncDirent[] = [];
       for (const e of DenoNs.readDirSync(str(path))) {
-        out.push(enc.encode(e.name));
+        out.push({
+          name: enc.encode(e.name),
+          kind: e.isFile
+            ? "file"
+            : e.isDirectory
+            ? "directory"
+            : e.isSymlink
+            ? "symlink"
+            : undefined,
+        });
       }
       return out;
     },
