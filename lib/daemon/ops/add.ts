@@ -144,7 +144,7 @@ const addToStoreNar: OpHandler = async (c) => {
   } else {
     await consuming(narCopy(c.r), work);
   }
-  last(c.w);
+  last(c);
 };
 
 const addMultipleToStore: OpHandler = async (c) => {
@@ -192,7 +192,7 @@ const addMultipleToStore: OpHandler = async (c) => {
     c.note("added", added.length);
     await framed.drain();
   }
-  last(c.w);
+  last(c);
 };
 
 const addToStore: OpHandler = async (c) => {
@@ -226,7 +226,7 @@ const addToStore: OpHandler = async (c) => {
       await framed.drain();
     }
     c.note("result", info.path.toString());
-    last(c.w);
+    last(c);
     c.w.string(info.path.toString());
     writeUnkeyedValidPathInfo(c.w, c.version, toWireInfo(info));
     return;
@@ -247,7 +247,7 @@ const addToStore: OpHandler = async (c) => {
     }
     return await c.store.addCa(baseName, method, algo, [], nar, true);
   });
-  last(c.w);
+  last(c);
   c.w.string(info.path.toString());
 };
 
@@ -266,7 +266,7 @@ const addTextToStore: OpHandler = async (c) => {
   });
   const info = await c.store.addCa(name, "text", "sha256", refs, src);
   c.note("result", info.path.toString());
-  last(c.w);
+  last(c);
   c.w.string(info.path.toString());
 };
 
@@ -276,7 +276,7 @@ const addSignatures: OpHandler = async (c) => {
   c.note("path", s);
   c.note("sigs", sigs.length);
   await c.store.addSignatures(parsePath(s), sigs);
-  last(c.w);
+  last(c);
   c.w.u64(1);
 };
 

@@ -42,7 +42,7 @@ const buildPaths: OpHandler = async (c) => {
     const why = await check(c, dp, new Map());
     if (why) throw new DaemonError(why);
   }
-  last(c.w);
+  last(c);
   c.w.u64(1);
 };
 
@@ -67,7 +67,7 @@ const buildPathsWithResults: OpHandler = async (c) => {
       ),
     });
   }
-  last(c.w);
+  last(c);
   c.w.u64(results.length);
   for (const res of results) writeKeyedBuildResult(c.w, c.version, res);
 };
@@ -100,7 +100,7 @@ const ensurePath: OpHandler = async (c) => {
   if (!(await c.store.isValid(parsePath(s)))) {
     throw new DaemonError(`path '${s}' is not valid and ${NO_BUILD}`);
   }
-  last(c.w);
+  last(c);
   c.w.u64(1);
 };
 
@@ -108,21 +108,21 @@ const queryDerivationOutputMap: OpHandler = async (c) => {
   const s = await readPathString(c.r);
   c.note("drv", s);
   const outs = await outputsOf(c, parsePath(s));
-  last(c.w);
+  last(c);
   c.w.stringMap(outs);
 };
 
 const queryDerivationOutputs: OpHandler = async (c) => {
   const s = await readPathString(c.r);
   const outs = await outputsOf(c, parsePath(s));
-  last(c.w);
+  last(c);
   writePathSet(c.w, [...outs.values()].filter((p) => p).map(parsePath));
 };
 
 const queryDerivationOutputNames: OpHandler = async (c) => {
   const s = await readPathString(c.r);
   const outs = await outputsOf(c, parsePath(s));
-  last(c.w);
+  last(c);
   c.w.stringSet(outs.keys());
 };
 
@@ -149,7 +149,7 @@ const queryRealisation: OpHandler = async (c) => {
     c.note("output", await c.r.readString(Limits.string, "output id"));
   }
   // No realisations are kept. In every form (empty set; optional "none") the answer is one 0.
-  last(c.w);
+  last(c);
   c.w.u64(0);
 };
 

@@ -14,6 +14,7 @@ import {
   type WireWriter,
   writeLast,
 } from "../../wire/mod.ts";
+import type { OpContext } from "../connection.ts";
 import { parsePath } from "../store.ts";
 
 /** Reads one store path string (bounded). */
@@ -37,9 +38,13 @@ export function parsePaths(list: string[]): StorePath[] {
   return list.map(parsePath);
 }
 
-/** Ends the side channel: `STDERR_LAST`. */
-export function last(w: WireWriter): void {
-  writeLast(w);
+/**
+ * Ends the side channel with `STDERR_LAST`; the reply follows. From here on
+ * an error cannot be reported to the client, so it ends the connection.
+ */
+export function last(c: OpContext): void {
+  writeLast(c.w);
+  c.replyStarted();
 }
 
 /** Writes a set of store paths. */

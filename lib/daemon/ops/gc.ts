@@ -23,13 +23,13 @@ import {
 
 const addTempRoot: OpHandler = async (c) => {
   c.note("path", await readPathString(c.r));
-  last(c.w);
+  last(c);
   c.w.u64(1);
 };
 
 const addIndirectRoot: OpHandler = async (c) => {
   c.note("link", await c.r.readString(Limits.path, "root link"));
-  last(c.w);
+  last(c);
   c.w.u64(1);
 };
 
@@ -43,13 +43,13 @@ const addPermRoot: OpHandler = async (c) => {
 };
 
 const syncWithGC: OpHandler = (c) => {
-  last(c.w);
+  last(c);
   c.w.u64(1);
   return Promise.resolve();
 };
 
 const findRoots: OpHandler = (c) => {
-  last(c.w);
+  last(c);
   c.w.u64(0);
   return Promise.resolve();
 };
@@ -74,13 +74,13 @@ const collectGarbage: OpHandler = async (c) => {
   }
   // Every path is live here: "return live" lists them all, the rest is empty.
   const live = action === 0 ? await c.store.allValidPaths() : [];
-  last(c.w);
+  last(c);
   writePathSet(c.w, live);
   c.w.u64(0).u64(0); // bytes freed, obsolete
 };
 
 const optimiseStore: OpHandler = (c) => {
-  last(c.w);
+  last(c);
   c.w.u64(1);
   return Promise.resolve();
 };
@@ -115,7 +115,7 @@ const verifyStore: OpHandler = async (c) => {
     }
   }
   for (const m of messages) writeNext(c.w, m + "\n");
-  last(c.w);
+  last(c);
   c.w.bool(errors);
 };
 
@@ -144,7 +144,7 @@ const setOptions: OpHandler = async (c) => {
     c.note("overrides", overrides.size);
   }
   // Settings concern building and substituting, which this daemon does not do.
-  last(c.w);
+  last(c);
 };
 
 /** Root, GC, maintenance and option handlers by op number. */

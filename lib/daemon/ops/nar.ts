@@ -15,8 +15,7 @@ const narFromPath: OpHandler = async (c) => {
   c.note("path", s);
   const nar = await c.store.nar(parsePath(s));
   if (!nar) throw new DaemonError(`path '${s}' is not valid`);
-  last(c.w);
-  c.replyStarted();
+  last(c);
   let n = 0;
   for await (const chunk of nar) {
     n += chunk.length;

@@ -30,7 +30,7 @@ const isValidPath: OpHandler = async (c) => {
   c.note("path", s);
   const valid = await c.store.isValid(parsePath(s));
   c.note("valid", valid);
-  last(c.w);
+  last(c);
   c.w.bool(valid);
 };
 
@@ -41,7 +41,7 @@ const queryValidPaths: OpHandler = async (c) => {
   const valid: StorePath[] = [];
   for (const p of parsePaths(list)) if (await c.store.isValid(p)) valid.push(p);
   c.note("valid", valid.length);
-  last(c.w);
+  last(c);
   writePathSet(c.w, valid);
 };
 
@@ -53,7 +53,7 @@ const queryPathInfo: OpHandler = async (c) => {
   if (!info && !atLeast(c.version, 17)) {
     throw new DaemonError(`path '${s}' is not valid`);
   }
-  last(c.w);
+  last(c);
   if (atLeast(c.version, 17)) c.w.bool(info !== undefined);
   if (info) {
     c.note("narSize", info.narSize);
@@ -66,7 +66,7 @@ const queryPathFromHashPart: OpHandler = async (c) => {
   c.note("hashPart", hashPart);
   const p = await c.store.pathFromHashPart(hashPart);
   c.note("path", p?.toString() ?? "");
-  last(c.w);
+  last(c);
   c.w.string(p ? p.toString() : "");
 };
 
@@ -75,7 +75,7 @@ const queryReferrers: OpHandler = async (c) => {
   c.note("path", s);
   const refs = await c.store.referrers(parsePath(s));
   c.note("referrers", refs.length);
-  last(c.w);
+  last(c);
   writePathSet(c.w, refs);
 };
 
@@ -84,7 +84,7 @@ const queryReferences: OpHandler = async (c) => {
   c.note("path", s);
   const info = await c.store.queryPathInfo(parsePath(s));
   if (!info) throw new DaemonError(`path '${s}' is not valid`);
-  last(c.w);
+  last(c);
   writePathSet(c.w, info.references);
 };
 
@@ -93,7 +93,7 @@ const queryPathHash: OpHandler = async (c) => {
   c.note("path", s);
   const info = await c.store.queryPathInfo(parsePath(s));
   if (!info) throw new DaemonError(`path '${s}' is not valid`);
-  last(c.w);
+  last(c);
   c.w.string(encodeBase16(info.narHash.digest));
 };
 
@@ -102,7 +102,7 @@ const queryDeriver: OpHandler = async (c) => {
   c.note("path", s);
   const info = await c.store.queryPathInfo(parsePath(s));
   if (!info) throw new DaemonError(`path '${s}' is not valid`);
-  last(c.w);
+  last(c);
   c.w.string(info.deriver?.toString() ?? "");
 };
 
@@ -115,33 +115,33 @@ const queryValidDerivers: OpHandler = async (c) => {
   if (info?.deriver && (await c.store.isValid(info.deriver))) {
     out.push(info.deriver);
   }
-  last(c.w);
+  last(c);
   writePathSet(c.w, out);
 };
 
 const queryAllValidPaths: OpHandler = async (c) => {
   const all = await c.store.allValidPaths();
   c.note("count", all.length);
-  last(c.w);
+  last(c);
   writePathSet(c.w, all);
 };
 
 // Substitutes: this daemon has no substituters, so nothing is substitutable.
 const hasSubstitutes: OpHandler = async (c) => {
   c.note("path", await readPathString(c.r));
-  last(c.w);
+  last(c);
   c.w.bool(false);
 };
 
 const querySubstitutablePaths: OpHandler = async (c) => {
   c.note("paths", await readPathStrings(c.r));
-  last(c.w);
+  last(c);
   c.w.u64(0);
 };
 
 const querySubstitutablePathInfo: OpHandler = async (c) => {
   c.note("path", await readPathString(c.r));
-  last(c.w);
+  last(c);
   c.w.u64(0);
 };
 
@@ -152,7 +152,7 @@ const querySubstitutablePathInfos: OpHandler = async (c) => {
   } else {
     c.note("paths", await readPathStrings(c.r));
   }
-  last(c.w);
+  last(c);
   c.w.u64(0);
 };
 
@@ -186,7 +186,7 @@ const queryMissing: OpHandler = async (c) => {
     }
   }
   c.note("unknown", unknown.length);
-  last(c.w);
+  last(c);
   c.w.u64(0); // willBuild
   c.w.u64(0); // willSubstitute
   writePathSet(c.w, unknown);
