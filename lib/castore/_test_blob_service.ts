@@ -5,10 +5,34 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
 import type { BlobService } from "./blob_service.ts";
 import { blake3Sync, digestToHex } from "./digest.ts";
 import { rejectsWith } from "./_test_directory_service.ts";
+
+/** A new temporary directory (works under Deno and Bun). */
+export function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** Runs a tool with `input` on stdin; returns its stdout (works under Deno and Bun). */
+export function runTool(
+  cmd: string,
+  args: string[],
+  input?: Uint8Array,
+): Uint8Array {
+  return new Uint8Array(execFileSync(cmd, args, { input, maxBuffer: 1 << 30 }));
+}
+
+/** BLAKE3 hex digest from the independent `b3sum` tool. */
+export function b3sum(data: Uint8Array): string {
+  return new TextDecoder().decode(runTool("b3sum", ["--no-names"], data))
+    .trim();
+}
 
 /** Deterministic pseudo-random bytes (xorshift32), so failures reproduce. */
 export function pseudoRandom(n: number, seed = 1): Uint8Array {

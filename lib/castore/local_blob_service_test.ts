@@ -8,12 +8,14 @@ import {
   pseudoRandom,
   putBlob,
   readAll,
+  runTool,
+  tempDir as makeTemp,
 } from "./_test_blob_service.ts";
 import { rejectsWith } from "./_test_directory_service.ts";
 import { blake3Sync, digestToString } from "./digest.ts";
 
 async function tempDir(): Promise<string> {
-  return await Deno.makeTempDir({ prefix: "castore-blob-" });
+  return await makeTemp("castore-blob-");
 }
 
 blobServiceCases("LocalBlobService", async () => {
@@ -176,11 +178,7 @@ Deno.test("LocalBlobService: layout on disk and the empty blob", async () => {
     await fs.stat(join(dir, "castore", "blobs", bh.slice(0, 2), bh));
     // chunk files are zstd frames that the zstd tool can read
     const c0 = (await svc.chunks(d))![0];
-    const out = await new Deno.Command("zstd", {
-      args: ["-dc", svc.chunkPath(c0.digest)],
-      stdout: "piped",
-    })
-      .output();
+    const out = { stdout: runTool("zstd", ["-dc", svc.chunkPath(c0.digest)]) };
     assert.ok(
       Buffer.from(out.stdout).equals(Buffer.from(big.subarray(0, c0.size))),
     );
@@ -201,7 +199,8 @@ Deno.test("LocalBlobService: open errors are one clear line", async () => {
       return true;
     },
   );
-  const f = await Deno.makeTempFile();
+  const f = join(await makeTemp("castore-f-"), "file");
+  await fs.writeFile(f, "");
   await assert.rejects(LocalBlobService.open(f), /is not a directory/);
   await fs.rm(f);
 });

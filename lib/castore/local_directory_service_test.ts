@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import { Code } from "@connectrpc/connect";
 import { LocalDirectoryService } from "./local_directory_service.ts";
+import { tempDir } from "./_test_blob_service.ts";
 import {
   directoryServiceCases,
   fixtures,
@@ -11,7 +12,7 @@ import { directoryDigestSync, encodeDirectory } from "./directory.ts";
 import { digestToString } from "./digest.ts";
 
 directoryServiceCases("LocalDirectoryService", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "castore-dir-" });
+  const dir = await tempDir("castore-dir-");
   return {
     svc: await LocalDirectoryService.open(dir),
     cleanup: () => fs.rm(dir, { recursive: true, force: true }),
@@ -19,7 +20,7 @@ directoryServiceCases("LocalDirectoryService", async () => {
 });
 
 Deno.test("LocalDirectoryService: persists, lists, and detects corruption as DataLoss", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "castore-dir-" });
+  const dir = await tempDir("castore-dir-");
   try {
     const { A, B, KEEP, COMPLICATED } = fixtures();
     const svc = await LocalDirectoryService.open(dir);
