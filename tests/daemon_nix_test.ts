@@ -218,7 +218,11 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(existsSync(sock), `daemon did not start: ${daemonLog}`);
-    assert.equal(statSync(sock).mode & 0o777, 0o660, `--socket-mode: ${daemonLog}`);
+    assert.equal(
+      statSync(sock).mode & 0o777,
+      0o660,
+      `--socket-mode: ${daemonLog}`,
+    );
 
     try {
       await t.step(
@@ -496,6 +500,35 @@ Deno.test({
             readFileSync(join(dir, "stdio.log"), "utf8"),
             /BuildPaths targets=\[".*-ia\.drv!\*"\]/,
           );
+        },
+      );
+
+      await t.step(
+        "a NAR that does not match its recorded hash is refused and not recorded",
+        async () => {
+          mkdirSync(join(src, "bad"));
+          writeFileSync(join(src, "bad", "f"), "original\n");
+          const B = (await ok(
+            env,
+            "nix-store",
+            "--store",
+            X,
+            "--add",
+            join(src, "bad"),
+          )).stdout;
+          // Change the file behind Nix's back: nix copy sends the NAR of what is on disk now.
+          chmodSync(X + B, 0o755);
+          chmodSync(join(X + B, "f"), 0o644);
+          writeFileSync(join(X + B, "f"), "tampered\n");
+          const copy = await run(env, "nix", "copy", "--from", X, "--to", S, B);
+          assert.notEqual(copy.code, 0);
+          assert.match(copy.stderr, /refusing .*-bad: .*(hash|mismatch)/i);
+          assert.equal(
+            (await run(env, "nix-store", "--store", S, "--check-validity", B))
+              .code,
+            1,
+          );
+          assert.match(daemonLog, /AddMultipleToStore .*error=/);
         },
       );
 
