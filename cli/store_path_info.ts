@@ -12,7 +12,10 @@ import process from "node:process";
 import type { CliContext } from "./context.ts";
 import { printSri } from "../lib/nix/hash.ts";
 import { parseStorePathArg, requirePathInfo } from "../lib/store/lookup.ts";
-import { toNixPathInfo } from "../lib/store/path_info.ts";
+import {
+  pathInfoToNarInfoText,
+  toNixPathInfo,
+} from "../lib/store/path_info.ts";
 
 /** The JSON object for one path, keys in Nix 2.8's order. */
 export function pathInfoJson(
@@ -39,6 +42,10 @@ export function storePathInfoCommand(ctx: CliContext): Command<any, any, any> {
     .description("show store paths' metadata (like nix path-info)")
     .argument("<store-paths...>", "/nix/store/<hash>-<name>")
     .option("--json", "print JSON in the format of nix path-info --json")
+    .option(
+      "--narinfo",
+      "print each path's narinfo text (as a binary cache serves it)",
+    )
     .action(async (args, opts) => {
       const parsed = args.map((a) => {
         const p = parseStorePathArg(a);
@@ -48,10 +55,15 @@ export function storePathInfoCommand(ctx: CliContext): Command<any, any, any> {
         return p.storePath;
       });
       const { pathInfos } = await ctx.services();
-      const out = [];
-      for (const sp of parsed) {
-        out.push(toNixPathInfo(await requirePathInfo(pathInfos, sp)));
+      const infos = [];
+      for (const sp of parsed) infos.push(await requirePathInfo(pathInfos, sp));
+      if (opts.narinfo) {
+        process.stdout.write(
+          infos.map((i) => pathInfoToNarInfoText(i)).join("\n"),
+        );
+        return;
       }
+      const out = infos.map((i) => toNixPathInfo(i));
       if (opts.json) {
         process.stdout.write(JSON.stringify(out.map(pathInfoJson)) + "\n");
       } else process.stdout.write(out.map((n) => `${n.path}\n`).join(""));

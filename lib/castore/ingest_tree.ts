@@ -252,6 +252,12 @@ async function fileContents(
   await ing.slot();
   const w = ing.writer();
   let closed = false;
+  const buffers = [
+    new Uint8Array(READ_SIZE),
+    new Uint8Array(READ_SIZE),
+    new Uint8Array(READ_SIZE),
+  ];
+  let turn = 0;
   const cleanup = async () => {
     if (closed) return;
     closed = true;
@@ -260,7 +266,10 @@ async function fileContents(
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
       try {
-        const buf = new Uint8Array(READ_SIZE);
+        // Buffers rotate: a chunk is hashed and written before the NAR
+        // writer asks for the chunk after next (it holds no chunk longer),
+        // so three buffers suffice and big files make no garbage.
+        const buf = buffers[turn++ % buffers.length];
         const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
         if (bytesRead === 0) {
           await cleanup();

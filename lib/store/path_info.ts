@@ -33,6 +33,7 @@ import {
   parseDigest,
 } from "../nix/hash.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
+import { type NarInfo, parseNarInfo, printNarInfo } from "../nix/narinfo.ts";
 
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder("utf-8", { fatal: true });
@@ -356,6 +357,62 @@ export function fromNixPathInfo(nix: NixPathInfo, entry: Entry): PathInfo {
     signatures: nix.sigs,
     ca: nix.ca,
   });
+}
+
+/** Where the NAR of a narinfo lives (for {@linkcode toNarInfo}). */
+export interface NarInfoLocation {
+  /** URL of the NAR, relative to the cache (default `nar/<nix32 nar hash>.nar`). */
+  url?: string;
+  /** Compression of that file (default `none`). */
+  compression?: string;
+}
+
+/** The narinfo fields of a (valid) PathInfo. */
+export function toNarInfo(
+  info: PathInfo,
+  where: NarInfoLocation = {},
+): NarInfo {
+  const nix = toNixPathInfo(info);
+  return {
+    storePath: nix.path,
+    url: where.url ?? `nar/${encodeNixBase32(nix.narHash.digest)}.nar`,
+    compression: where.compression ?? "none",
+    narHash: nix.narHash,
+    narSize: nix.narSize,
+    references: nix.references,
+    deriver: nix.deriver,
+    sigs: nix.sigs,
+    ca: nix.ca,
+    unknown: [],
+  };
+}
+
+/** A PathInfo as narinfo text, as Nix prints it. */
+export function pathInfoToNarInfoText(
+  info: PathInfo,
+  where: NarInfoLocation = {},
+): string {
+  return printNarInfo(toNarInfo(info, where));
+}
+
+/**
+ * A PathInfo from narinfo text and the castore root node holding the
+ * contents (URL, compression and file hash/size are not kept). Throws a clear
+ * `Error` for malformed text.
+ */
+export function pathInfoFromNarInfoText(text: string, entry: Entry): PathInfo {
+  const n = parseNarInfo(text);
+  return fromNixPathInfo({
+    path: n.storePath,
+    deriver: n.deriver,
+    narHash: n.narHash,
+    references: n.references,
+    registrationTime: 0,
+    narSize: n.narSize,
+    ultimate: false,
+    sigs: n.sigs,
+    ca: n.ca,
+  }, entry);
 }
 
 /** Byte equality. */

@@ -12,6 +12,8 @@ import {
   fromNixPathInfo,
   makePathInfo,
   parseCa,
+  pathInfoFromNarInfoText,
+  pathInfoToNarInfoText,
   toNixPathInfo,
   validatePathInfo,
 } from "./path_info.ts";
@@ -150,4 +152,24 @@ Deno.test("path info: local service, corrupt record, unwritable dir", async () =
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
   }
+});
+
+Deno.test("path info: narinfo text round trip", () => {
+  const i = info(A, [C, B]);
+  const text = pathInfoToNarInfoText(i);
+  assert.match(
+    text,
+    /^StorePath: \/nix\/store\/0mzfq2hgbcn68yjy6sj42ra4pfwcdj0p-a\nURL: nar\/.*\.nar\nCompression: none\n/,
+  );
+  assert.match(text, new RegExp(`References: ${B.baseName} ${C.baseName}\n`));
+  assert.match(
+    text,
+    /\nCA: fixed:r:sha256:07ikzqm5lc9wd9lr5qrdmapjcs1sbj57cn3wpm8v2x7a0k8a4z6g\n/,
+  );
+  const back = pathInfoFromNarInfoText(text, fileEntry);
+  assert.deepEqual(toNixPathInfo(back), toNixPathInfo(i));
+  assert.throws(
+    () => pathInfoFromNarInfoText("garbage\n", fileEntry),
+    /narinfo/,
+  );
 });
