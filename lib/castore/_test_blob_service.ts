@@ -188,6 +188,12 @@ export function blobServiceCases(
       Code.InvalidArgument,
       /offset/,
     );
+    const small = await putBlob(svc, data.subarray(0, 1000));
+    await rejectsWith(
+      svc.read(small, { offset: -5 }),
+      Code.InvalidArgument,
+      /offset/,
+    );
     await rejectsWith(
       svc.read(digest, { offset: 0, length: 1.5 }),
       Code.InvalidArgument,

@@ -265,6 +265,7 @@ export class LocalBlobService implements BlobService {
     range?: ByteRange,
   ): Promise<ReadableStream<Uint8Array> | undefined> {
     validateDigest(digest, "blob digest");
+    checkRange(range, 0); // reject a malformed range before anything is read
     const list = await this.#readList(digest);
     if (!list) {
       // A single-chunk blob (or missing).
