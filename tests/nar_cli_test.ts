@@ -172,6 +172,13 @@ Deno.test("snix nar: bad input gives one line on stderr and a non-zero exit", ()
     snix(["nar", "hash", join(work, "missing")]),
     /no such file or directory/,
   );
+  const withFifo = join(work, "with-fifo");
+  fs.mkdirSync(withFifo);
+  spawnSync("mkfifo", [join(withFifo, "pipe")]);
+  assertOneLineError(
+    snix(["nar", "dump", withFifo]),
+    /"[^"]*pipe" has an unsupported file type/,
+  );
 });
 
 Deno.test("snix nar dump | head: exits quietly when the reader goes away", () => {
