@@ -48,7 +48,7 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
       "--threads <n>",
       "reader loops on /dev/fuse (1-16)",
       intOption(1, 16),
-      4,
+      2,
     )
     .option(
       "--cache-mib <n>",

@@ -221,7 +221,7 @@ Deno.test({
     );
     const want = await shOk(`cd '${src}' && sha256sum big1 big2`);
     const name = baseName(await importPath(src, "big", s));
-    await withMount(s, { cacheBytes: 8 << 20 }, async (mnt) => {
+    await withMount(s, { cacheBytes: 32 << 20 }, async (mnt) => {
       const d = `${mnt}/${name}`;
       const runs = await Promise.all([
         shOk(`cd '${d}' && sha256sum big1 big2`),

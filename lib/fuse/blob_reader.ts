@@ -15,9 +15,11 @@ import { digestToHex } from "../castore/digest.ts";
 /** Segment size for blobs without chunks. */
 export const BLOCK_SIZE = 1 << 20;
 /** Longest single ranged read. */
-const MAX_SPAN = 4 << 20;
+const MAX_SPAN = 1 << 20;
+/** Most whole-file prefetches running at once. */
+const MAX_PREFETCHES = 8;
 /** How far ahead of a read to prefetch. */
-const PREFETCH = 2 << 20;
+const PREFETCH = 8 << 20;
 
 /** A piece of a blob, cached as a unit. */
 interface Segment {
@@ -78,11 +80,15 @@ export class BlobReader {
   #cache: LruBytes;
   #layouts = new Map<string, Promise<Layout>>();
   #inflight = new Map<string, Promise<Uint8Array>>();
+  #prefetches = 0;
+  #prefetchWindow: number;
 
   /** `cacheBytes` bounds the decompressed data kept in memory. */
   constructor(blobs: BlobService, cacheBytes = 128 << 20) {
     this.#blobs = blobs;
     this.#cache = new LruBytes(cacheBytes);
+    // Several sequential readers must not evict each other's prefetched data.
+    this.#prefetchWindow = Math.min(PREFETCH, Math.floor(cacheBytes / 16));
   }
 
   /** Bytes currently cached. */
@@ -105,6 +111,7 @@ export class BlobReader {
     size: number,
     offset: number,
     length: number,
+    readAhead = true,
   ): Promise<Uint8Array> {
     const end = Math.min(size, offset + length);
     if (offset >= end) return new Uint8Array(0);
@@ -115,10 +122,12 @@ export class BlobReader {
     while (last + 1 < segs.length && segs[last + 1].offset < end) last++;
     const parts = this.#fetch(digest, segs, first, last);
     // Prefetch the window after this read for sequential readers.
-    if (end < size) {
+    if (readAhead && end < size) {
       const p = last + 1;
       let q = p;
-      while (q + 1 < segs.length && segs[q + 1].offset < end + PREFETCH) q++;
+      while (
+        q + 1 < segs.length && segs[q + 1].offset < end + this.#prefetchWindow
+      ) q++;
       if (p < segs.length) {
         this.#fetch(digest, segs, p, q).forEach((x) => x.catch(() => {}));
       }
@@ -141,11 +150,27 @@ export class BlobReader {
     return out;
   }
 
+  /**
+   * Starts fetching the start of a blob (up to {@linkcode BLOCK_SIZE}) into
+   * the cache, unless cached, already coming, or too many prefetches run.
+   */
+  prefetch(digest: Uint8Array, size: number): void {
+    if (this.#prefetches >= MAX_PREFETCHES) return;
+    this.#prefetches++;
+    this.read(digest, size, 0, Math.min(size, BLOCK_SIZE), false)
+      .catch(() => {})
+      .finally(() => this.#prefetches--);
+  }
+
   #layout(digest: Uint8Array, size: number): Promise<Layout> {
     const hex = digestToHex(digest);
     let p = this.#layouts.get(hex);
     if (!p) {
       p = (async () => {
+        if (size <= BLOCK_SIZE) {
+          // One segment whatever the chunking: skip asking for chunks.
+          return { segments: [{ key: `${hex}:0`, offset: 0, size }], size };
+        }
         const chunks = await this.#blobs.chunks(digest);
         if (chunks === undefined) {
           throw new BlobReadError(`blob ${hex} is missing`);

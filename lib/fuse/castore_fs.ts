@@ -64,6 +64,13 @@ export interface CastoreFsOptions {
   cacheBytes?: number;
   /** Seconds the kernel may cache names and attributes (default one day). */
   entryTimeout?: number;
+  /**
+   * Answer OPEN (and OPENDIR unless `listRoot`) with ENOSYS, which makes the
+   * kernel open files and directories without asking us again and keep their
+   * page cache (the kernel's "zero-message open"): no OPEN/RELEASE round trips
+   * per file. Default true.
+   */
+  zeroMessageOpen?: boolean;
 }
 
 /** The services the file system reads. */
@@ -82,6 +89,8 @@ type Node =
     digest: Uint8Array;
     size: number;
     executable: boolean;
+    /** Where the file was first seen, for prefetching the files after it. */
+    seenIn?: { listing: Listing; index: number };
   }
   | { kind: "symlink"; ino: bigint; target: Uint8Array };
 
@@ -104,7 +113,13 @@ type Child =
   | { kind: "symlink"; name: Uint8Array; key: string; target: Uint8Array };
 
 const MTIME = 1;
-const LISTING_CACHE = 4096;
+const LISTING_CACHE = 32768;
+/** Directories fetched ahead of demand at once. */
+const DIR_PREFETCH_CONCURRENCY = 8;
+/** Files after a file being read in the same directory to fetch ahead. */
+const FILE_PREFETCH_AHEAD = 8;
+/** Largest file fetched ahead that way. */
+const FILE_PREFETCH_MAX = 1 << 20;
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder("utf-8", { fatal: true });
 const DOT = utf8.encode(".");
@@ -138,6 +153,9 @@ export class CastoreFs implements FuseFilesystem {
   #nextIno = 2n;
   #listings = new Map<string, Promise<Listing>>();
   #dirHandles = new Map<bigint, DirEntry[]>();
+  #entryCache = new Map<bigint, DirEntry[]>();
+  #dirPrefetchQueue: Uint8Array[] = [];
+  #dirPrefetching = 0;
   #nextFh = 1n;
 
   constructor(services: CastoreServices, options: CastoreFsOptions = {}) {
@@ -164,7 +182,11 @@ export class CastoreFs implements FuseFilesystem {
     return n;
   }
 
-  #childNode(parent: bigint, c: Child): Node {
+  #childNode(
+    parent: bigint,
+    c: Child,
+    seenIn?: { listing: Listing; index: number },
+  ): Node {
     switch (c.kind) {
       case "dir":
         return this.#intern(`${parent}/${c.key}`, (ino) => ({
@@ -182,6 +204,7 @@ export class CastoreFs implements FuseFilesystem {
             digest: c.digest,
             size: c.size,
             executable: c.executable,
+            seenIn,
           }),
         );
       case "symlink":
@@ -276,7 +299,12 @@ export class CastoreFs implements FuseFilesystem {
         });
       }
       children.sort((a, b) => compareBytes(a.name, b.name));
-      return { children, byName: new Map(children.map((c) => [c.key, c])) };
+      const listing = {
+        children,
+        byName: new Map(children.map((c) => [c.key, c])),
+      };
+      this.#prefetchDirs(listing);
+      return listing;
     })();
     p.catch(() => this.#listings.delete(hex));
     this.#listings.set(hex, p);
@@ -285,6 +313,47 @@ export class CastoreFs implements FuseFilesystem {
       if (oldest !== undefined) this.#listings.delete(oldest);
     }
     return p;
+  }
+
+  /**
+   * Fetches the subdirectories of a listed directory ahead of demand (a tree
+   * walk will want them), depth first in name order like `find`, a few at a
+   * time, while the listing cache has room.
+   */
+  #prefetchDirs(listing: Listing): void {
+    const q = this.#dirPrefetchQueue;
+    for (let i = listing.children.length - 1; i >= 0; i--) {
+      const c = listing.children[i];
+      if (c.kind === "dir" && q.length < LISTING_CACHE) q.push(c.digest);
+    }
+    while (
+      this.#dirPrefetching < DIR_PREFETCH_CONCURRENCY && q.length > 0 &&
+      this.#listings.size < LISTING_CACHE * 0.75
+    ) {
+      const d = q.pop()!;
+      if (this.#listings.has(digestToHex(d))) continue;
+      this.#dirPrefetching++;
+      this.#listing(d).catch(() => {}).finally(() => {
+        this.#dirPrefetching--;
+        this.#prefetchDirs({ children: [], byName: new Map() });
+      });
+    }
+  }
+
+  /** Starts fetching small files that follow `n` in its directory (tar, cp -r, diff -r read in order). */
+  #prefetchFiles(n: Node & { kind: "file" }): void {
+    if (!n.seenIn) return;
+    const { listing, index } = n.seenIn;
+    const end = Math.min(
+      listing.children.length,
+      index + 1 + FILE_PREFETCH_AHEAD,
+    );
+    for (let i = index + 1; i < end; i++) {
+      const c = listing.children[i];
+      if (c.kind === "file" && c.size > 0 && c.size <= FILE_PREFETCH_MAX) {
+        this.#reader.prefetch(c.digest, c.size);
+      }
+    }
   }
 
   /** The node of a store path's root entry, as a child of the mount root. */
@@ -357,7 +426,8 @@ export class CastoreFs implements FuseFilesystem {
     const listing = await this.#listing(p.digest);
     const c = listing.byName.get(bkey(name));
     if (!c) throw new FuseError(Errno.ENOENT);
-    return this.#attr(this.#childNode(p.ino, c));
+    const index = c.kind === "file" ? listing.children.indexOf(c) : 0;
+    return this.#attr(this.#childNode(p.ino, c, { listing, index }));
   }
 
   getattr(ino: bigint): Promise<Attr> {
@@ -375,7 +445,12 @@ export class CastoreFs implements FuseFilesystem {
     if (n.kind !== "file") {
       throw new FuseError(n.kind === "symlink" ? Errno.EINVAL : Errno.EISDIR);
     }
+    if (this.#zeroMessageOpen) throw new FuseError(Errno.ENOSYS);
     return Promise.resolve({ fh: 0n, flags: FOPEN_KEEP_CACHE });
+  }
+
+  get #zeroMessageOpen(): boolean {
+    return this.#opts.zeroMessageOpen ?? true;
   }
 
   async read(
@@ -386,6 +461,7 @@ export class CastoreFs implements FuseFilesystem {
   ): Promise<Uint8Array> {
     const n = this.#node(ino);
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
+    if (offset === 0) this.#prefetchFiles(n);
     try {
       return await this.#reader.read(n.digest, n.size, offset, size);
     } catch (e) {
@@ -410,23 +486,44 @@ export class CastoreFs implements FuseFilesystem {
       return { fh, flags: 0 };
     }
     if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
+    // The root listing must stay fresh, so with --list-root every directory
+    // is opened explicitly (the kernel's choice is global).
+    if (this.#zeroMessageOpen && !this.#opts.listRoot) {
+      throw new FuseError(Errno.ENOSYS);
+    }
+    const fh = this.#nextFh++;
+    this.#dirHandles.set(fh, await this.#dirEntries(n));
+    // A castore directory never changes: let the kernel cache its listing.
+    return { fh, flags: FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR };
+  }
+
+  /** `.`, `..` and the children of a directory node (the last few are kept). */
+  async #dirEntries(n: Node & { kind: "dir" }): Promise<DirEntry[]> {
+    const cached = this.#entryCache.get(n.ino);
+    if (cached) return cached;
+    const entries = await this.#buildDirEntries(n);
+    this.#entryCache.set(n.ino, entries);
+    if (this.#entryCache.size > 256) {
+      this.#entryCache.delete(this.#entryCache.keys().next().value!);
+    }
+    return entries;
+  }
+
+  async #buildDirEntries(n: Node & { kind: "dir" }): Promise<DirEntry[]> {
     const listing = await this.#listing(n.digest);
     const parent = this.#attr(this.#node(n.parent));
     const entries: DirEntry[] = [
       { name: DOT, attr: this.#attr(n), lookup: false },
       { name: DOTDOT, attr: parent, lookup: false },
     ];
-    for (const c of listing.children) {
+    listing.children.forEach((c, index) => {
       entries.push({
         name: c.name,
-        attr: this.#attr(this.#childNode(n.ino, c)),
+        attr: this.#attr(this.#childNode(n.ino, c, { listing, index })),
         lookup: true,
       });
-    }
-    const fh = this.#nextFh++;
-    this.#dirHandles.set(fh, entries);
-    // A castore directory never changes: let the kernel cache its listing.
-    return { fh, flags: FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR };
+    });
+    return entries;
   }
 
   async #rootEntries(): Promise<DirEntry[]> {
@@ -457,13 +554,16 @@ export class CastoreFs implements FuseFilesystem {
     return entries;
   }
 
-  readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]> {
-    const entries = this.#dirHandles.get(fh);
+  async readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]> {
+    let entries = this.#dirHandles.get(fh);
     if (!entries) {
-      if (ino === FUSE_ROOT_ID) throw new FuseError(Errno.EPERM);
-      throw new FuseError(Errno.EBADF);
+      // No handle: opened without OPENDIR (zero-message open).
+      const n = this.#node(ino);
+      if (n.kind === "root") throw new FuseError(Errno.EPERM);
+      if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
+      entries = await this.#dirEntries(n);
     }
-    return Promise.resolve(entries.slice(offset));
+    return entries.slice(offset);
   }
 
   releasedir(_ino: bigint, fh: bigint): void {

@@ -43,7 +43,11 @@ const ENOENT = 2;
 
 /** Options of a session. */
 export interface SessionOptions {
-  /** Number of reader loops (2-4 is plenty). */
+  /**
+   * Number of reader loops (default 2). Each loop hands a request over and
+   * reads the next at once, so one loop already keeps many requests in
+   * flight; more loops mostly add thread wake-ups on a small machine.
+   */
   threads?: number;
 }
 
@@ -58,6 +62,10 @@ export class FuseSession {
   #done: Promise<void> | undefined;
   /** Requests answered so far (for tests and stats). */
   requests = 0;
+  /** Requests received, by opcode (for diagnostics). */
+  readonly opCounts: Map<number, number> = new Map();
+  /** Milliseconds spent answering, by opcode (for diagnostics). */
+  readonly opTimes: Map<number, number> = new Map();
   /** Resolves once INIT has been answered. */
   readonly ready: Promise<void>;
   #readyResolve!: () => void;
@@ -71,7 +79,7 @@ export class FuseSession {
     this.#libc = libc;
     this.#fd = fd;
     this.#fs = fs;
-    this.#threads = Math.max(1, Math.min(16, options.threads ?? 4));
+    this.#threads = Math.max(1, Math.min(16, options.threads ?? 2));
     this.ready = new Promise((r) => this.#readyResolve = r);
   }
 
@@ -107,6 +115,7 @@ export class FuseSession {
         });
         continue;
       }
+      this.opCounts.set(h.opcode, (this.opCounts.get(h.opcode) ?? 0) + 1);
       // Copy the body: the reader reuses its buffer for the next request.
       const body = msg.slice(IN_HEADER_SIZE, Math.min(h.len, msg.byteLength));
       this.#dispatch(h, body);
@@ -115,13 +124,19 @@ export class FuseSession {
 
   #dispatch(h: InHeader, body: Uint8Array): void {
     let p: Promise<void> | void;
+    const t0 = performance.now();
+    const done = () => {
+      const t = this.opTimes.get(h.opcode) ?? 0;
+      this.opTimes.set(h.opcode, t + performance.now() - t0);
+    };
     try {
       p = this.#handle(h, body);
     } catch (e) {
       this.#fail(h, e);
-      return;
+      return done();
     }
-    if (p) p.catch((e) => this.#fail(h, e));
+    if (p) p.catch((e) => this.#fail(h, e)).finally(done);
+    else done();
   }
 
   #fail(h: InHeader, e: unknown): void {
@@ -299,7 +314,9 @@ export class FuseSession {
           : this.#ok(h.unique);
       }
       case Op.FLUSH:
-        return this.#ok(h.unique);
+        // Nothing to flush in a read-only file system; ENOSYS makes the
+        // kernel stop sending FLUSH on every close.
+        return this.#error(h.unique, Errno.ENOSYS);
       default:
         if (WRITE_OPS.has(h.opcode)) return this.#error(h.unique, Errno.EROFS);
         return this.#error(h.unique, Errno.ENOSYS);
@@ -368,27 +385,29 @@ export class FuseSession {
     const size = v.getUint32(16, true);
     const entries = await this.#fs.readdir(h.nodeid, fh, offset);
     const ttl = this.#fs.entryTimeout;
-    const [full, ov] = this.#reply(h.unique, size);
-    let o = OUT_HEADER_SIZE;
-    const end = OUT_HEADER_SIZE + size;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i];
+    // The kernel offers up to max_pages of room; allocate only what fits.
+    let used = 0;
+    let count = 0;
+    for (const e of entries) {
       const rec = (plus ? ENTRY_OUT_SIZE : 0) + direntSize(e.name.byteLength);
-      if (o + rec > end) break;
+      if (used + rec > size) break;
+      used += rec;
+      count++;
+    }
+    const [out, ov] = this.#reply(h.unique, used);
+    let o = OUT_HEADER_SIZE;
+    for (let i = 0; i < count; i++) {
+      const e = entries[i];
       const type = (e.attr.mode >> 12) & 0xf;
       if (plus) {
         if (e.lookup) {
           writeEntryOut(ov, o, e.attr, { entrySec: ttl, attrSec: ttl });
-        } else {
-          // `.` and `..`: no lookup reference for the kernel (nodeid 0).
-          full.fill(0, o, o + ENTRY_OUT_SIZE);
         }
+        // `.` and `..` keep an all-zero entry (nodeid 0): no lookup reference.
         o += ENTRY_OUT_SIZE;
       }
-      o += writeDirent(full, ov, o, e.attr.ino, offset + i + 1, type, e.name);
+      o += writeDirent(out, ov, o, e.attr.ino, offset + i + 1, type, e.name);
     }
-    const out = full.subarray(0, o);
-    new DataView(out.buffer, out.byteOffset).setUint32(0, o, true);
     this.#write(out);
   }
 }
