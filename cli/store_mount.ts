@@ -57,6 +57,10 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
       128,
     )
     .option(
+      "--explicit-open",
+      "answer every OPEN/OPENDIR (default: the kernel opens without asking and keeps its cache)",
+    )
+    .option(
       "--force-unmount-stale",
       "clear a stale mount left by a crashed `store mount` (lazy unmount) instead of failing",
     )
@@ -66,6 +70,7 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
       const fs = new CastoreFs(services, {
         listRoot: opts.listRoot ?? false,
         showXattr: opts.showXattr ?? false,
+        zeroMessageOpen: !opts.explicitOpen,
         cacheBytes: opts.cacheMib * (1 << 20),
       });
       const { fd, mountpoint } = mountFuse(c, mnt, {

@@ -161,6 +161,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "fuse: --explicit-open answers OPEN/OPENDIR/RELEASE itself",
+  ignore,
+}, async () => {
+  const s = memoryServices();
+  const src = await Deno.makeTempDir({ prefix: "snix-fuse-src-" });
+  try {
+    await makeTree(src);
+    const tree = baseName(await importPath(src, "tree", s));
+    await withMount(s, { zeroMessageOpen: false }, async (mnt) => {
+      await shOk(`diff -r --no-dereference '${src}' '${mnt}/${tree}'`);
+      await shOk(
+        `cmp '${src}/a/b/c/random.bin' '${mnt}/${tree}/a/b/c/random.bin'`,
+      );
+    });
+  } finally {
+    await Deno.remove(src, { recursive: true });
+  }
+});
+
+Deno.test({
   name: "fuse: --show-xattr exposes castore digests, otherwise no xattrs",
   ignore,
 }, async () => {
