@@ -61,6 +61,8 @@ export function storeDaemonCommand(ctx: CliContext): Command<any, any, any> {
       graceOption,
       5,
     )
+    // Usage errors go to main's handler (exit 2), not commander's exit(1).
+    .exitOverride()
     .action(async (opts) => {
       const listen = opts.listenAddress ??
         [parseListenAddress(DEFAULT_LISTEN_ADDRESS)];

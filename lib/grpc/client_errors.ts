@@ -11,12 +11,40 @@ export function isNotFound(e: unknown): boolean {
   return e instanceof ConnectError && e.code === Code.NotFound;
 }
 
-/** Re-throws `e` as a ConnectError; transport failures name `peer`. */
+/** System error codes that mean the peer cannot be reached (or went away). */
+const UNREACHABLE = new Set([
+  "ECONNREFUSED",
+  "ENOENT",
+  "ECONNRESET",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "EACCES",
+  "ENOTSOCK",
+  "EADDRNOTAVAIL",
+]);
+
+/**
+ * Re-throws `e` as a ConnectError. Failures to reach the peer become
+ * `Unavailable` naming `peer`; errors the server sent pass through.
+ */
 export function rethrowFrom(peer: string, e: unknown): never {
   const ce = ConnectError.from(e);
+  if (ce.isWireError) throw ce;
+  const sysCode = systemCode(e);
+  if (sysCode && UNREACHABLE.has(sysCode)) {
+    throw new ConnectError(
+      `cannot reach ${peer}: ${ce.rawMessage}`,
+      Code.Unavailable,
+      undefined,
+      undefined,
+      e,
+    );
+  }
   if (
-    ce.code === Code.Unavailable ||
-    ce.code === Code.Unknown && !(e instanceof ConnectError)
+    ce.code === Code.Unavailable || ce.code === Code.Unknown ||
+    ce.code === Code.Internal
   ) {
     throw new ConnectError(
       `${peer}: ${ce.rawMessage}`,
@@ -27,6 +55,17 @@ export function rethrowFrom(peer: string, e: unknown): never {
     );
   }
   throw ce;
+}
+
+/** The first string `code` (errno name) along the `cause` chain of `e`. */
+function systemCode(e: unknown): string | undefined {
+  let c: unknown = e;
+  for (let i = 0; c && i < 5; i++) {
+    const code = (c as { code?: unknown }).code;
+    if (typeof code === "string") return code;
+    c = (c as { cause?: unknown }).cause;
+  }
+  return undefined;
 }
 
 /** `DataLoss` for a reply that breaks the protocol's promises. */

@@ -148,39 +148,71 @@ export async function startStoreServer(
     interceptors: [logServerErrors],
   });
 
-  const servers: http2.Http2Server[] = [];
-  const sessions = new Set<http2.ServerHttp2Session>();
-  const socketFiles: string[] = [];
-  const addresses: string[] = [];
-
-  const makeServer = () => {
-    const server = http2.createServer({ settings: HTTP2_SETTINGS }, handler);
-    server.on("session", (session) => {
-      sessions.add(session);
-      session.once("close", () => sessions.delete(session));
-      // A broken peer must not take the process down.
-      session.on(
-        "error",
-        (e) =>
-          log.debug("HTTP/2 session error: {message}", { message: String(e) }),
-      );
-      widenSessionWindow(session);
-    });
-    server.on(
-      "sessionError",
+  // One HTTP/2 server, fed by our own net.Servers: Deno's http2
+  // `server.close()` and `session.close()/destroy()` send GOAWAY, and Deno's
+  // HTTP/2 client (nghttp2) can abort on a GOAWAY arriving on a session with
+  // closed streams (assertion in find_stream_on_goaway_func). Owning the raw
+  // sockets lets shutdown close idle connections without a GOAWAY.
+  const h2 = http2.createServer({ settings: HTTP2_SETTINGS }, handler);
+  interface Conn {
+    socket: net.Socket;
+    active: number;
+  }
+  const conns = new Set<Conn>();
+  let accepting: Conn | undefined;
+  let draining = false;
+  h2.on("session", (session) => {
+    const conn = accepting; // 'session' is emitted within emit("connection")
+    // A broken peer must not take the process down.
+    session.on(
+      "error",
       (e) =>
         log.debug("HTTP/2 session error: {message}", { message: String(e) }),
     );
-    server.on(
+    session.on("stream", (stream) => {
+      if (!conn) return;
+      conn.active++;
+      stream.once("close", () => {
+        conn.active--;
+        if (draining && conn.active === 0) conn.socket.destroy();
+      });
+    });
+    widenSessionWindow(session);
+  });
+  h2.on(
+    "sessionError",
+    (e) => log.debug("HTTP/2 session error: {message}", { message: String(e) }),
+  );
+  const onConnection = (socket: net.Socket) => {
+    socket.on(
       "error",
-      (e) => log.warn("server error: {message}", { message: String(e) }),
+      (e) => log.debug("connection error: {message}", { message: String(e) }),
     );
-    return server;
+    if (draining) {
+      socket.destroy();
+      return;
+    }
+    const conn: Conn = { socket, active: 0 };
+    conns.add(conn);
+    socket.once("close", () => conns.delete(conn));
+    accepting = conn;
+    try {
+      h2.emit("connection", socket);
+    } finally {
+      accepting = undefined;
+    }
   };
 
+  const servers: net.Server[] = [];
+  const socketFiles: string[] = [];
+  const addresses: string[] = [];
   try {
     for (const addr of listen) {
-      const server = makeServer();
+      const server = net.createServer(onConnection);
+      server.on(
+        "error",
+        (e) => log.warn("listener error: {message}", { message: String(e) }),
+      );
       servers.push(server);
       if (addr.kind === "unix") {
         await prepareSocketPath(addr.path, opts.unlinkStaleSocket ?? false);
@@ -212,21 +244,23 @@ export async function startStoreServer(
     shutdown(graceMs = 5000) {
       closing ??= (async () => {
         serving = false;
+        draining = true;
         const closed = servers.map((s) =>
           new Promise<void>((resolve) => s.close(() => resolve()))
         );
-        for (const s of sessions) s.close();
+        // Idle connections close now, busy ones when their last call ends.
+        for (const c of conns) if (c.active === 0) c.socket.destroy();
         const deadline = Date.now() + graceMs;
-        while (sessions.size > 0 && Date.now() < deadline) {
+        while (conns.size > 0 && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 20));
         }
-        if (sessions.size > 0) {
+        if (conns.size > 0) {
           log.warn("{n} connection(s) still busy after {ms} ms; cancelling", {
-            n: sessions.size,
+            n: conns.size,
             ms: graceMs,
           });
           shutdownController.abort();
-          for (const s of sessions) s.destroy();
+          for (const c of conns) c.socket.destroy();
         }
         await Promise.race([
           Promise.all(closed),
@@ -252,7 +286,7 @@ function widenSessionWindow(session: http2.ServerHttp2Session): void {
 }
 
 function listenOn(
-  server: http2.Http2Server,
+  server: net.Server,
   where: string | net.ListenOptions,
 ): Promise<void> {
   return new Promise((resolve, reject) => {
