@@ -71,11 +71,13 @@ function measure(cmd: string, pipeToCat: boolean): Result {
       `set -o pipefail; /usr/bin/time -f '%e %M %U %S' -o ${timeFile} ${cmd} ${out}`,
     );
     if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
-    const [e, m] = fs.readFileSync(timeFile, "utf8").trim().split("\n").pop()!
+    const [e, m, u, sy] = fs.readFileSync(timeFile, "utf8").trim().split("\n")
+      .pop()!
       .split(" ");
     fs.rmSync(timeFile, { force: true });
     const res = {
       seconds: Number(e),
+      cpu: Number(u) + Number(sy),
       rssMiB: Number(m) / 1024,
       output: r.stdout.trim(),
     };
