@@ -53,6 +53,14 @@ function timed(script: string, env: Record<string, string> = {}): number {
   return (performance.now() - t0) / 1000;
 }
 
+/** CPU seconds of a process and its reaped children (/proc/PID/stat utime+stime+cutime+cstime). */
+function cpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  return ticks / 100; // USER_HZ
+}
+
 async function waitFor(path: string, what: string) {
   for (let i = 0; i < 300 && !fs.existsSync(path); i++) {
     await new Promise((r) => setTimeout(r, 100));
@@ -143,20 +151,34 @@ try {
   type Row = [string, number, number, string];
   const rows: Row[] = [];
 
+  const pids = [children[0].pid!, children[1].pid!];
+  /** Runs f; returns its result and the CPU seconds each daemon spent meanwhile. */
+  const cpu = async <T>(
+    f: () => Promise<T> | T,
+  ): Promise<[T, number, number]> => {
+    const before = pids.map(cpuSeconds);
+    const r = await f();
+    await new Promise((res) => setTimeout(res, 300)); // let nix-daemon reap its workers
+    const after = pids.map(cpuSeconds);
+    return [r, after[0] - before[0], after[1] - before[1]];
+  };
+
   // 1. nix copy --to.
-  for (const d of [ours, peer]) {
-    const t = timed(
-      `nix copy --no-check-sigs --from ${X} --to unix://${d.sock} ${top}`,
-    );
-    (d as { copy?: number }).copy = t;
-  }
-  const copyO = (ours as { copy?: number }).copy!,
-    copyP = (peer as { copy?: number }).copy!;
+  const copyCmd = (sock: string) =>
+    `nix copy --no-check-sigs --from ${X} --to unix://${sock} ${top}`;
+  const [copyO, cpuCopyO] = await cpu(() => timed(copyCmd(ours.sock)));
+  const [copyP, , cpuCopyP] = await cpu(() => timed(copyCmd(peer.sock)));
   rows.push([
     `nix copy --to (${totalMiB.toFixed(0)} MiB, ${all.length} paths), MiB/s`,
     totalMiB / copyO,
     totalMiB / copyP,
     "higher",
+  ]);
+  rows.push([
+    "  daemon CPU seconds during that copy",
+    cpuCopyO,
+    cpuCopyP,
+    "lower",
   ]);
 
   // 2. QueryPathInfo rate.
@@ -206,12 +228,15 @@ try {
     c.close();
     return biggest.narSize / 2 ** 20 / s;
   };
+  const [narO, cpuNarO] = await cpu(() => narRate(ours.sock));
+  const [narP, , cpuNarP] = await cpu(() => narRate(peer.sock));
   rows.push([
     `NarFromPath MiB/s (${(biggest.narSize / 2 ** 20).toFixed(0)} MiB NAR)`,
-    await narRate(ours.sock),
-    await narRate(peer.sock),
+    narO,
+    narP,
     "higher",
   ]);
+  rows.push(["  daemon CPU seconds for that NAR", cpuNarO, cpuNarP, "lower"]);
 
   // 4. nix store cat through ssh-ng (stand-in ssh, --stdio daemons, start-up included).
   fs.mkdirSync(join(tmp, "bin"));
@@ -250,12 +275,18 @@ try {
     }  ratio (snix/nix)`,
   );
   for (const [m, o, p, better] of rows) {
+    const digits = Math.abs(o) < 100 ? 2 : 0;
     console.log(
-      `${m.padEnd(62)} ${o.toFixed(1).padStart(10)} ${
-        p.toFixed(1).padStart(10)
+      `${m.padEnd(62)} ${o.toFixed(digits).padStart(10)} ${
+        p.toFixed(digits).padStart(10)
       }  ${(o / p).toFixed(2)} (${better} is better)`,
     );
   }
+  const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3)
+    .join(" ");
+  console.log(
+    `(load average at the end: ${load}; ${navigator.hardwareConcurrency} CPUs, shared)`,
+  );
 } finally {
   for (const c of children) c.kill("SIGTERM");
   await new Promise((r) => setTimeout(r, 500));
