@@ -269,14 +269,16 @@ Deno.test("store cli: kill -9 during import at random moments, then verify is cl
     const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
     const deadline = performance.now() + 25_000;
     let loops = 0;
+    let killed = 0;
     for (; loops < 20 && performance.now() < deadline; loops++) {
       const child = command(data, ["store", "import", corpus]).spawn();
       await new Promise((r) => setTimeout(r, rand() * full));
       try {
         child.kill("SIGKILL");
       } catch { /* already exited */ }
-      await child.output();
+      if ((await child.output()).signal === "SIGKILL") killed++;
     }
+    assert.ok(killed >= 3, `only ${killed} of ${loops} imports were killed`);
     assert.ok(loops >= 5, `only ${loops} kill loops ran`);
     const v = await snix(data, "store", "verify");
     assert.equal(v.code, 0, `verify after kill -9: ${v.out}${v.err}`);
