@@ -1,0 +1,371 @@
+/**
+ * gRPC benchmark (not a test): `snix store daemon` on a fresh local data
+ * directory, driven from this process over TCP and a unix socket, against
+ * the same local backend opened in-process.
+ *
+ * Measured:
+ * - blob Read throughput of one large blob: local in-process, GrpcBlobService
+ *   (chunk-aware, parallel, verified) over grpc+unix and TCP, and one raw
+ *   Read stream (the server assembles the chunks) over grpc+unix;
+ * - blob Put throughput over grpc+unix;
+ * - PathInfo Get rate at concurrency 1 and 32 (grpc+unix);
+ * - recursive Directory Get of a 10k-directory tree (fresh client, no cache),
+ *   over grpc+unix, against local in-process.
+ *
+ * Usage: deno run -A scripts/bench_grpc.ts [--blob-mib N] [--seconds S]
+ *
+ * @module
+ */
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { create } from "@bufbuild/protobuf";
+import { createClient } from "@connectrpc/connect";
+import {
+  type Directory,
+  DirectorySchema,
+  EntrySchema,
+} from "../proto/gen/snix/castore/protos/castore_pb.ts";
+import { BlobService as BlobServiceDesc } from "../proto/gen/snix/castore/protos/rpc_blobstore_pb.ts";
+import type { BlobService } from "../lib/castore/blob_service.ts";
+import { LocalBlobService } from "../lib/castore/local_blob_service.ts";
+import { LocalDirectoryService } from "../lib/castore/local_directory_service.ts";
+import {
+  directoryDigestSync,
+  directorySize,
+} from "../lib/castore/directory.ts";
+import { makePathInfo } from "../lib/store/path_info.ts";
+import { StorePath } from "../lib/nix/store_path.ts";
+import { encodeNixBase32 } from "../lib/nix/nixbase32.ts";
+import { GrpcBlobService } from "../lib/grpc/blob_client.ts";
+import { GrpcDirectoryService } from "../lib/grpc/directory_client.ts";
+import { GrpcPathInfoService } from "../lib/grpc/path_info_client.ts";
+import { openGrpcChannel } from "../lib/grpc/transport.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const args = process.argv.slice(2);
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const blobMiB = Number(opt("--blob-mib", "128"));
+const seconds = Number(opt("--seconds", "3"));
+const enc = new TextEncoder();
+
+function pseudoRandom(n: number, seed: number): Uint8Array {
+  const out = new Uint8Array(n);
+  const v = new Uint32Array(out.buffer, 0, n >>> 2);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < v.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    v[i] = x >>> 0;
+  }
+  return out;
+}
+
+async function drain(
+  s: ReadableStream<Uint8Array> | undefined,
+): Promise<number> {
+  if (!s) throw new Error("missing blob");
+  let n = 0;
+  for await (const p of s) n += p.length;
+  return n;
+}
+
+async function timeIt<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const r = await fn();
+  return [r, (performance.now() - t0) / 1000];
+}
+
+/** Best of `runs` read throughputs, MB/s. */
+async function readRate(
+  label: string,
+  runs: number,
+  read: () => Promise<number>,
+): Promise<number> {
+  let best = 0;
+  for (let i = 0; i < runs; i++) {
+    const [n, s] = await timeIt(read);
+    best = Math.max(best, n / s / 1e6);
+  }
+  console.log(`  ${label.padEnd(44)} ${best.toFixed(0).padStart(6)} MB/s`);
+  return best;
+}
+
+function startDaemon(
+  dataDir: string,
+  sock: string,
+): Promise<{ tcp: string; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [
+    "run",
+    "-A",
+    join(ROOT, "cli/main.ts"),
+    "--data-dir",
+    dataDir,
+    "store",
+    "daemon",
+    "-l",
+    "127.0.0.1:0",
+    "-l",
+    `unix:${sock}`,
+  ], { stdio: ["ignore", "ignore", "pipe"] });
+  return new Promise((resolve, reject) => {
+    let text = "";
+    child.stderr!.on("data", (d: Uint8Array) => {
+      text += new TextDecoder().decode(d);
+      const m = text.match(/listening on (\S+)/);
+      if (m) {
+        resolve({
+          tcp: m[1],
+          stop: () =>
+            new Promise<void>((r) => {
+              child.once("exit", () => r());
+              child.kill("SIGTERM");
+            }),
+        });
+      }
+    });
+    child.once(
+      "exit",
+      (code) => reject(new Error(`daemon exited (${code}): ${text}`)),
+    );
+  });
+}
+
+async function putBlob(
+  blobs: BlobService,
+  data: Uint8Array,
+): Promise<Uint8Array> {
+  const w = blobs.put();
+  for (let o = 0; o < data.length; o += 1 << 20) {
+    await w.write(data.subarray(o, o + (1 << 20)));
+  }
+  return await w.close();
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(join(os.tmpdir(), "snix-bench-grpc-"));
+  const sock = join(dir, "daemon.sock");
+  console.log(
+    `bench_grpc: ${blobMiB} MiB blob, data dir ${dir}, ${os.cpus().length} CPUs`,
+  );
+  const daemon = await startDaemon(join(dir, "data"), sock);
+  const unixUrl = `grpc+unix://${sock}`;
+  const tcpUrl = `grpc+http://${daemon.tcp}`;
+  try {
+    // --- blobs -----------------------------------------------------------
+    const data = pseudoRandom(blobMiB << 20, 42);
+    const unixBlobs = GrpcBlobService.connect(unixUrl);
+    const [digest, putSecs] = await timeIt(() => putBlob(unixBlobs, data));
+    console.log("blob:");
+    console.log(
+      `  ${"Put over grpc+unix".padEnd(44)} ${
+        (data.length / putSecs / 1e6).toFixed(0).padStart(6)
+      } MB/s`,
+    );
+    const chunks = await unixBlobs.chunks(digest);
+    console.log(`  (${chunks?.length} chunks)`);
+    const local = await LocalBlobService.open(join(dir, "data"));
+    const localRate = await readRate(
+      "Read local in-process",
+      3,
+      async () => drain(await local.read(digest)),
+    );
+    const unixRate = await readRate(
+      "Read GrpcBlobService grpc+unix (chunked)",
+      3,
+      async () => drain(await unixBlobs.read(digest)),
+    );
+    const tcpBlobs = GrpcBlobService.connect(tcpUrl);
+    const tcpRate = await readRate(
+      "Read GrpcBlobService grpc+http TCP (chunked)",
+      3,
+      async () => drain(await tcpBlobs.read(digest)),
+    );
+    const channel = openGrpcChannel(unixUrl);
+    const raw = createClient(BlobServiceDesc, channel.transport);
+    await readRate(
+      "Read one raw stream grpc+unix (unverified)",
+      3,
+      async () => {
+        let n = 0;
+        for await (const m of raw.read({ digest })) n += m.data.length;
+        return n;
+      },
+    );
+    console.log(
+      `  ratio grpc/local: unix ${(unixRate / localRate).toFixed(2)}x, tcp ${
+        (tcpRate / localRate).toFixed(2)
+      }x`,
+    );
+    channel.close();
+    await tcpBlobs.close();
+
+    // --- path infos --------------------------------------------------------
+    const pis = GrpcPathInfoService.connect(unixUrl);
+    const small = enc.encode("bench\n");
+    const fileDigest = await putBlob(unixBlobs, small);
+    const entry = create(EntrySchema, {
+      entry: {
+        case: "file",
+        value: {
+          name: enc.encode("x"),
+          digest: fileDigest,
+          size: BigInt(small.length),
+        },
+      },
+    });
+    const N = 1000;
+    const keys: Uint8Array[] = [];
+    const [, putPiSecs] = await timeIt(async () => {
+      for (let i = 0; i < N; i++) {
+        const d = pseudoRandom(20, i + 7);
+        const sp = StorePath.fromBaseName(`${encodeNixBase32(d)}-bench-${i}`);
+        keys.push(sp.digest);
+        await pis.put(
+          makePathInfo({
+            entry,
+            storePath: sp,
+            narSize: 120,
+            narSha256: new Uint8Array(32),
+          }),
+        );
+      }
+    });
+    console.log("path info:");
+    console.log(
+      `  ${"Put, concurrency 1".padEnd(44)} ${
+        (N / putPiSecs).toFixed(0).padStart(6)
+      } /s`,
+    );
+    for (const conc of [1, 32]) {
+      let done = 0;
+      const until = performance.now() + seconds * 1000;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: conc }, async (_, w) => {
+        let i = w;
+        while (performance.now() < until) {
+          const got = await pis.get(keys[i++ % N]);
+          if (!got) throw new Error("missing path info");
+          done++;
+        }
+      }));
+      const rate = done / ((performance.now() - t0) / 1000);
+      console.log(
+        `  ${`Get, concurrency ${conc}`.padEnd(44)} ${
+          rate.toFixed(0).padStart(6)
+        } /s`,
+      );
+    }
+    await pis.close();
+
+    // --- directories ---------------------------------------------------------
+    // root -> 100 directories -> 99 directories each (10,000 below the root),
+    // every leaf holding one distinct file entry.
+    const dirs = GrpcDirectoryService.connect(unixUrl);
+    const putter = dirs.put();
+    const mids: { name: string; digest: Uint8Array; size: bigint }[] = [];
+    let total = 0;
+    const [, putDirSecs] = await timeIt(async () => {
+      for (let m = 0; m < 100; m++) {
+        const leaves: { name: Uint8Array; digest: Uint8Array; size: bigint }[] =
+          [];
+        for (let l = 0; l < 99; l++) {
+          const leaf = create(DirectorySchema, {
+            files: [{
+              name: enc.encode(`f${m}-${l}`),
+              digest: fileDigest,
+              size: BigInt(small.length),
+            }],
+          });
+          await putter.put(leaf);
+          total++;
+          leaves.push({
+            name: enc.encode(`l${String(l).padStart(3, "0")}`),
+            digest: directoryDigestSync(leaf),
+            size: directorySize(leaf),
+          });
+        }
+        const mid: Directory = create(DirectorySchema, { directories: leaves });
+        await putter.put(mid);
+        total++;
+        mids.push({
+          name: `m${String(m).padStart(3, "0")}`,
+          digest: directoryDigestSync(mid),
+          size: directorySize(mid),
+        });
+      }
+      const root = create(DirectorySchema, {
+        directories: mids.map((m) => ({
+          name: enc.encode(m.name),
+          digest: m.digest,
+          size: m.size,
+        })),
+      });
+      await putter.put(root);
+      total++;
+      return await putter.close();
+    });
+    const rootDigest = await (async () => {
+      const root = create(DirectorySchema, {
+        directories: mids.map((m) => ({
+          name: enc.encode(m.name),
+          digest: m.digest,
+          size: m.size,
+        })),
+      });
+      return directoryDigestSync(root);
+    })();
+    await dirs.close();
+    console.log("directories:");
+    console.log(
+      `  ${`Put ${total} directories (one stream)`.padEnd(44)} ${
+        putDirSecs.toFixed(2).padStart(6)
+      } s`,
+    );
+    const localDirs = await LocalDirectoryService.open(join(dir, "data"));
+    const [nLocal, localSecs] = await timeIt(async () => {
+      let n = 0;
+      for await (const _ of localDirs.getRecursive(rootDigest)) n++;
+      return n;
+    });
+    console.log(
+      `  ${`recursive Get local in-process (${nLocal})`.padEnd(44)} ${
+        localSecs.toFixed(2).padStart(6)
+      } s`,
+    );
+    for (
+      const [label, url] of [["grpc+unix", unixUrl], ["grpc+http TCP", tcpUrl]]
+    ) {
+      const fresh = GrpcDirectoryService.connect(url);
+      const [n, secs] = await timeIt(async () => {
+        let n = 0;
+        for await (const _ of fresh.getRecursive(rootDigest)) n++;
+        return n;
+      });
+      const [, cachedSecs] = await timeIt(async () => {
+        for await (const _ of fresh.getRecursive(rootDigest));
+      });
+      console.log(
+        `  ${`recursive Get ${label} (${n}, verified)`.padEnd(44)} ${
+          secs.toFixed(2).padStart(6)
+        } s` +
+          ` (cached again: ${cachedSecs.toFixed(2)} s)`,
+      );
+      await fresh.close();
+    }
+    await unixBlobs.close();
+    await local.close?.();
+    await localDirs.close?.();
+  } finally {
+    await daemon.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
