@@ -1,11 +1,21 @@
 /**
- * Random-access reads of castore blobs for the FUSE file system: a blob is
- * cut into segments (its chunks as the BlobService lists them, or fixed
- * 1 MiB blocks when the service has no finer granularity); missing segments
- * are fetched with one ranged `read` per contiguous run and kept in a
- * bounded LRU cache of decompressed bytes, so the kernel's many small READs
- * of one region cost one backend read. A sequential reader gets the next
- * window prefetched.
+ * Random-access reads of castore blobs for the FUSE file system.
+ *
+ * A blob is cut into segments: its chunks as the BlobService lists them, or
+ * fixed 1 MiB blocks when the service has no finer granularity. Segments
+ * live in a bounded LRU cache of decompressed bytes, so the kernel's many
+ * READs of one region cost one backend read.
+ *
+ * Missing segments come from a *sequential stream*: one ranged `read` from
+ * the first missing segment to the end of the blob, consumed only as far as
+ * readers want (plus a prefetch window) and parked otherwise. A sequential
+ * reader thus costs one backend read per file (the backend pipelines its
+ * chunk loads, and a remote one needs a single RPC), and the next READ finds
+ * its data already arriving. A READ outside every stream's reach starts a
+ * new one (a few per blob, a bounded number overall, least recently used
+ * parked ones are cancelled). If a stream fails, the segment it failed on
+ * fails; the other segments it owed are fetched one by one, so one bad
+ * chunk fails only the reads that touch it.
  *
  * @module
  */
@@ -14,12 +24,15 @@ import { digestToHex } from "../castore/digest.ts";
 
 /** Segment size for blobs without chunks. */
 export const BLOCK_SIZE = 1 << 20;
-/** Longest single ranged read. */
-const MAX_SPAN = 1 << 20;
+/** How far beyond the last wanted byte a stream may read ahead. */
+const PREFETCH = 8 << 20;
+/** A stream serves a READ starting at most this far beyond its position. */
+const REACH = 16 << 20;
+/** Streams per blob, and overall. */
+const STREAMS_PER_BLOB = 4;
+const MAX_STREAMS = 64;
 /** Most whole-file prefetches running at once. */
 const MAX_PREFETCHES = 8;
-/** How far ahead of a read to prefetch. */
-const PREFETCH = 8 << 20;
 
 /** A piece of a blob, cached as a unit. */
 interface Segment {
@@ -30,6 +43,8 @@ interface Segment {
 
 /** A blob's segments, ordered by offset. */
 interface Layout {
+  hex: string;
+  digest: Uint8Array;
   segments: Segment[];
   size: number;
 }
@@ -40,6 +55,41 @@ export class BlobReadError extends Error {
     super(message);
     this.name = "BlobReadError";
   }
+}
+
+interface Waiter {
+  promise: Promise<Uint8Array>;
+  resolve: (b: Uint8Array) => void;
+  reject: (e: unknown) => void;
+}
+
+function waiter(): Waiter {
+  let resolve!: (b: Uint8Array) => void, reject!: (e: unknown) => void;
+  const promise = new Promise<Uint8Array>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/** One ranged read of a blob, consumed segment by segment. */
+interface SeqStream {
+  layout: Layout;
+  /** Index of the segment being filled. */
+  seg: number;
+  /** Byte offset in the blob of the next byte the stream delivers. */
+  pos: number;
+  /** The stream may read up to this offset before parking. */
+  wantedUpTo: number;
+  /** Segments someone waits for that this stream is to deliver. */
+  owed: Set<number>;
+  buf?: Uint8Array;
+  filled: number;
+  wake?: () => void;
+  dead: boolean;
+  lastUsed: number;
+  cancel?: () => void;
 }
 
 /** A byte-bounded LRU map (insertion order of a Map is the recency order). */
@@ -79,7 +129,10 @@ export class BlobReader {
   #blobs: BlobService;
   #cache: LruBytes;
   #layouts = new Map<string, Promise<Layout>>();
-  #inflight = new Map<string, Promise<Uint8Array>>();
+  /** Segments on their way, by key. */
+  #waiters = new Map<string, Waiter>();
+  #streams = new Map<string, SeqStream[]>();
+  #streamCount = 0;
   #prefetches = 0;
   #prefetchWindow: number;
 
@@ -96,9 +149,9 @@ export class BlobReader {
     return this.#cache.bytes;
   }
 
-  /** Forgets what is known about a blob's layout (on the last close of a file). */
-  dropLayout(digest: Uint8Array): void {
-    this.#layouts.delete(digestToHex(digest));
+  /** Backend streams currently open. */
+  get openStreams(): number {
+    return this.#streamCount;
   }
 
   /**
@@ -120,18 +173,12 @@ export class BlobReader {
     const first = findSegment(segs, offset);
     let last = first;
     while (last + 1 < segs.length && segs[last + 1].offset < end) last++;
-    const parts = this.#fetch(digest, segs, first, last);
-    // Prefetch the window after this read for sequential readers.
-    if (readAhead && end < size) {
-      const p = last + 1;
-      let q = p;
-      while (
-        q + 1 < segs.length && segs[q + 1].offset < end + this.#prefetchWindow
-      ) q++;
-      if (p < segs.length) {
-        this.#fetch(digest, segs, p, q).forEach((x) => x.catch(() => {}));
-      }
-    }
+    const parts = this.#want(
+      layout,
+      first,
+      last,
+      readAhead ? this.#prefetchWindow : 0,
+    );
     const datas = await Promise.all(parts);
     if (first === last) {
       const s = segs[first];
@@ -162,6 +209,213 @@ export class BlobReader {
       .finally(() => this.#prefetches--);
   }
 
+  /** Promises for segments first..last; missing ones are requested from a stream. */
+  #want(
+    layout: Layout,
+    first: number,
+    last: number,
+    ahead: number,
+  ): Promise<Uint8Array>[] {
+    const segs = layout.segments;
+    const out: Promise<Uint8Array>[] = [];
+    const missing: number[] = [];
+    for (let i = first; i <= last; i++) {
+      const key = segs[i].key;
+      const cached = this.#cache.get(key);
+      if (cached) {
+        out.push(Promise.resolve(cached));
+        continue;
+      }
+      let w = this.#waiters.get(key);
+      if (!w) {
+        w = waiter();
+        this.#waiters.set(key, w);
+        missing.push(i);
+      }
+      out.push(w.promise);
+    }
+    const lastEnd = segs[last].offset + segs[last].size;
+    const st = missing.length > 0
+      ? this.#streamFor(layout, missing[0])
+      : this.#findStream(layout, first);
+    if (st) {
+      for (const i of missing) st.owed.add(i);
+      st.wantedUpTo = Math.max(
+        st.wantedUpTo,
+        Math.min(layout.size, lastEnd + ahead),
+      );
+      st.lastUsed = performance.now();
+      st.wake?.();
+    }
+    return out;
+  }
+
+  /** A live stream that will reach segment `i` soon, if any. */
+  #findStream(layout: Layout, i: number): SeqStream | undefined {
+    const off = layout.segments[i].offset;
+    for (const st of this.#streams.get(layout.hex) ?? []) {
+      if (!st.dead && st.seg <= i && off < st.pos + REACH) return st;
+    }
+    return undefined;
+  }
+
+  #streamFor(layout: Layout, i: number): SeqStream {
+    const found = this.#findStream(layout, i);
+    if (found) return found;
+    const list = this.#streams.get(layout.hex) ?? [];
+    if (list.length >= STREAMS_PER_BLOB) this.#evictParked(list);
+    if (this.#streamCount >= MAX_STREAMS) {
+      this.#evictParked([...this.#streams.values()].flat());
+    }
+    const st: SeqStream = {
+      layout,
+      seg: i,
+      pos: layout.segments[i].offset,
+      wantedUpTo: 0,
+      owed: new Set(),
+      filled: 0,
+      dead: false,
+      lastUsed: performance.now(),
+    };
+    list.push(st);
+    this.#streams.set(layout.hex, list);
+    this.#streamCount++;
+    this.#pump(st);
+    return st;
+  }
+
+  /** Cancels the least recently used stream of `list` that owes nothing. */
+  #evictParked(list: SeqStream[]): void {
+    let victim: SeqStream | undefined;
+    for (const st of list) {
+      if (
+        !st.dead && st.owed.size === 0 &&
+        (!victim || st.lastUsed < victim.lastUsed)
+      ) victim = st;
+    }
+    if (victim) this.#kill(victim);
+  }
+
+  #kill(st: SeqStream): void {
+    if (st.dead) return;
+    st.dead = true;
+    st.cancel?.();
+    st.wake?.();
+  }
+
+  #remove(st: SeqStream): void {
+    st.dead = true;
+    const list = this.#streams.get(st.layout.hex);
+    const i = list?.indexOf(st) ?? -1;
+    if (list && i >= 0) {
+      list.splice(i, 1);
+      this.#streamCount--;
+      if (list.length === 0) this.#streams.delete(st.layout.hex);
+    }
+  }
+
+  #deliver(layout: Layout, i: number, data: Uint8Array): void {
+    const key = layout.segments[i].key;
+    this.#cache.set(key, data);
+    const w = this.#waiters.get(key);
+    if (w) {
+      this.#waiters.delete(key);
+      w.resolve(data);
+    }
+  }
+
+  #fail(layout: Layout, i: number, e: unknown): void {
+    const key = layout.segments[i].key;
+    const w = this.#waiters.get(key);
+    if (w) {
+      this.#waiters.delete(key);
+      w.reject(e);
+    }
+  }
+
+  async #pump(st: SeqStream): Promise<void> {
+    const { layout } = st;
+    const segs = layout.segments;
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    try {
+      const stream = await this.#blobs.read(layout.digest, {
+        offset: st.pos,
+        length: layout.size - st.pos,
+      });
+      if (!stream) throw new BlobReadError(`blob ${layout.hex} is missing`);
+      reader = stream.getReader();
+      const r = reader;
+      st.cancel = () => void r.cancel().catch(() => {});
+      while (st.seg < segs.length) {
+        if (st.dead) return;
+        if (st.pos >= st.wantedUpTo) {
+          await new Promise<void>((wake) => st.wake = wake);
+          st.wake = undefined;
+          continue;
+        }
+        const { value, done } = await r.read();
+        if (done) {
+          throw new BlobReadError(
+            `blob ${layout.hex}: stream ended at byte ${st.pos} of ${layout.size}`,
+          );
+        }
+        let p = 0;
+        while (p < value.byteLength) {
+          if (st.seg >= segs.length) {
+            throw new BlobReadError(
+              `blob ${layout.hex}: read returned too many bytes`,
+            );
+          }
+          const s = segs[st.seg];
+          const need = s.size - st.filled;
+          if (st.filled === 0 && value.byteLength - p >= s.size) {
+            // A whole segment in one piece: keep a view, no copy.
+            this.#complete(st, value.subarray(p, p + s.size));
+            p += s.size;
+            continue;
+          }
+          st.buf ??= new Uint8Array(s.size);
+          const n = Math.min(need, value.byteLength - p);
+          st.buf.set(value.subarray(p, p + n), st.filled);
+          st.filled += n;
+          p += n;
+          if (st.filled === s.size) this.#complete(st, st.buf);
+        }
+      }
+    } catch (e) {
+      if (!st.dead || st.owed.size > 0) this.#broken(st, e);
+    } finally {
+      this.#remove(st);
+      if (st.seg < segs.length) reader?.cancel().catch(() => {});
+    }
+  }
+
+  #complete(st: SeqStream, data: Uint8Array): void {
+    this.#deliver(st.layout, st.seg, data);
+    st.owed.delete(st.seg);
+    st.pos += data.byteLength;
+    st.seg++;
+    st.buf = undefined;
+    st.filled = 0;
+  }
+
+  /** The stream failed at its current segment: fail that, refetch the rest it owed one by one. */
+  #broken(st: SeqStream, e: unknown): void {
+    const { layout } = st;
+    st.dead = true;
+    if (st.seg < layout.segments.length) this.#fail(layout, st.seg, e);
+    for (const i of st.owed) {
+      if (i === st.seg) continue;
+      const s = layout.segments[i];
+      if (!this.#waiters.has(s.key)) continue;
+      this.#readRange(layout, s.offset, s.size).then(
+        (data) => this.#deliver(layout, i, data),
+        (err) => this.#fail(layout, i, err),
+      );
+    }
+    st.owed.clear();
+  }
+
   #layout(digest: Uint8Array, size: number): Promise<Layout> {
     const hex = digestToHex(digest);
     let p = this.#layouts.get(hex);
@@ -169,7 +423,12 @@ export class BlobReader {
       p = (async () => {
         if (size <= BLOCK_SIZE) {
           // One segment whatever the chunking: skip asking for chunks.
-          return { segments: [{ key: `${hex}:0`, offset: 0, size }], size };
+          return {
+            hex,
+            digest,
+            segments: [{ key: `${hex}:0`, offset: 0, size }],
+            size,
+          };
         }
         const chunks = await this.#blobs.chunks(digest);
         if (chunks === undefined) {
@@ -200,11 +459,11 @@ export class BlobReader {
             });
           }
         }
-        return { segments, size };
+        return { hex, digest, segments, size };
       })();
       p.catch(() => this.#layouts.delete(hex));
       this.#layouts.set(hex, p);
-      // The layout map only needs to cover open files; keep it bounded.
+      // The layout map only needs to cover files in use; keep it bounded.
       if (this.#layouts.size > 4096) {
         const oldest = this.#layouts.keys().next().value;
         if (oldest !== undefined) this.#layouts.delete(oldest);
@@ -213,88 +472,19 @@ export class BlobReader {
     return p;
   }
 
-  /** Promises for segments first..last, starting backend reads for missing runs. */
-  #fetch(
-    digest: Uint8Array,
-    segs: Segment[],
-    first: number,
-    last: number,
-  ): Promise<Uint8Array>[] {
-    const out: Promise<Uint8Array>[] = [];
-    let runStart = -1;
-    const flush = (upTo: number) => {
-      if (runStart < 0) return;
-      this.#fetchRun(digest, segs, runStart, upTo);
-      for (let j = runStart; j <= upTo; j++) {
-        out[j - first] = this.#inflight.get(segs[j].key)!;
-      }
-      runStart = -1;
-    };
-    for (let i = first; i <= last; i++) {
-      const s = segs[i];
-      const cached = this.#cache.get(s.key);
-      if (cached) {
-        flush(i - 1);
-        out[i - first] = Promise.resolve(cached);
-        continue;
-      }
-      const inflight = this.#inflight.get(s.key);
-      if (inflight) {
-        flush(i - 1);
-        out[i - first] = inflight;
-        continue;
-      }
-      if (runStart < 0) runStart = i;
-      else if (s.offset + s.size - segs[runStart].offset > MAX_SPAN) {
-        flush(i - 1);
-        runStart = i;
-      }
-    }
-    flush(last);
-    return out;
-  }
-
-  /** One ranged read for segments a..b; registers a promise per segment. */
-  #fetchRun(digest: Uint8Array, segs: Segment[], a: number, b: number): void {
-    const start = segs[a].offset;
-    const end = segs[b].offset + segs[b].size;
-    const all = this.#readRange(digest, start, end - start);
-    for (let i = a; i <= b; i++) {
-      const s = segs[i];
-      const p = all.then(
-        (buf) => buf.subarray(s.offset - start, s.offset - start + s.size),
-        // A bad chunk fails the whole run: retry each segment on its own
-        // so that only the bad one fails.
-        (e) =>
-          a === b
-            ? Promise.reject(e)
-            : this.#readRange(digest, s.offset, s.size),
-      ).then((piece) => {
-        this.#cache.set(s.key, piece);
-        return piece;
-      });
-      this.#inflight.set(s.key, p);
-      p.catch(() => {}).finally(() => {
-        if (this.#inflight.get(s.key) === p) this.#inflight.delete(s.key);
-      });
-    }
-  }
-
   async #readRange(
-    digest: Uint8Array,
+    layout: Layout,
     offset: number,
     length: number,
   ): Promise<Uint8Array> {
-    const stream = await this.#blobs.read(digest, { offset, length });
-    if (!stream) {
-      throw new BlobReadError(`blob ${digestToHex(digest)} is missing`);
-    }
+    const stream = await this.#blobs.read(layout.digest, { offset, length });
+    if (!stream) throw new BlobReadError(`blob ${layout.hex} is missing`);
     const buf = new Uint8Array(length);
     let pos = 0;
     for await (const piece of stream) {
       if (pos + piece.byteLength > length) {
         throw new BlobReadError(
-          `blob ${digestToHex(digest)}: read returned too many bytes`,
+          `blob ${layout.hex}: read returned too many bytes`,
         );
       }
       buf.set(piece, pos);
@@ -302,9 +492,7 @@ export class BlobReader {
     }
     if (pos !== length) {
       throw new BlobReadError(
-        `blob ${
-          digestToHex(digest)
-        }: got ${pos} of ${length} bytes at offset ${offset}`,
+        `blob ${layout.hex}: got ${pos} of ${length} bytes at offset ${offset}`,
       );
     }
     return buf;
