@@ -12,8 +12,11 @@
  * ```
  *
  * Directory entries come strictly sorted by their raw name bytes. Output is
- * coalesced into large chunks (many small files become one chunk) while big
- * file contents pass through without copying.
+ * coalesced into 256 KiB chunks (many small files become one chunk); file
+ * contents are read straight into those chunks when the node offers a
+ * synchronous reader, and big chunks of streamed contents pass through
+ * without copying. With `reuseBuffers` the same few buffers serve the whole
+ * NAR.
  *
  * @module
  */
@@ -36,7 +39,11 @@ export type NarNode =
   | { type: "symlink"; target: Uint8Array }
   | {
     type: "directory";
-    /** The entries, strictly sorted by name bytes (checked). */
+    /**
+     * The entries, strictly sorted by name bytes (checked). When the returned
+     * object is also a synchronous `Iterable`, the writer iterates it that
+     * way (no await per entry).
+     */
     entries: () => AsyncIterable<[name: Uint8Array, node: NarNode]>;
   };
 
