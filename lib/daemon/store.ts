@@ -83,7 +83,7 @@ export class DaemonStore {
    * in the last {@linkcode CACHE_TTL_MS}; misses are never cached (a path
    * added elsewhere is seen at once).
    */
-  #cache = new Map<string, { info: PathInfo; at: number }>();
+  #cache = new Map<string, { info: PathInfo; at: number; nix?: NixPathInfo }>();
 
   #remember(info: PathInfo): PathInfo {
     try {
@@ -135,7 +135,10 @@ export class DaemonStore {
   /** Nix's ValidPathInfo fields for a path, or undefined if it is not valid. */
   async queryPathInfo(sp: StorePath): Promise<NixPathInfo | undefined> {
     const info = await this.pathInfo(sp);
-    return info ? toNixPathInfo(info) : undefined;
+    if (!info) return undefined;
+    const entry = this.#cache.get(sp.hashPart);
+    if (entry?.info === info) return entry.nix ??= toNixPathInfo(info);
+    return toNixPathInfo(info);
   }
 
   /** Whether a path is valid. */
