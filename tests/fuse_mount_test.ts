@@ -15,6 +15,7 @@ import { importPath } from "../lib/store/import_path.ts";
 import { entryName } from "../lib/store/path_info.ts";
 import type { PathInfo } from "../proto/gen/snix/store/protos/pathinfo_pb.ts";
 import { sh, shOk, skipFuse, withMount } from "./fuse_helpers.ts";
+import { makeCorpus } from "./corpus.ts";
 
 const ignore = skipFuse();
 
@@ -60,9 +61,20 @@ Deno.test({
     const doc = baseName(
       await importPath("/usr/share/doc/bash", "bash-doc", s),
     );
+    const corpusDir = `${src}-corpus`;
+    makeCorpus(corpusDir);
+    const corpus = baseName(await importPath(corpusDir, "corpus", s));
     await withMount(s, {}, async (mnt) => {
       await shOk(`diff -r --no-dereference '${src}' '${mnt}/${tree}'`);
       await shOk(`diff -r '/usr/share/doc/bash' '${mnt}/${doc}'`);
+      // The shared test corpus (odd names, deep chains, all symlink kinds, a 5 MiB file).
+      await shOk(`diff -r --no-dereference '${corpusDir}' '${mnt}/${corpus}'`);
+      const sums = (d: string) =>
+        `cd '${d}' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum`;
+      assert.equal(
+        await shOk(sums(`${mnt}/${corpus}`)),
+        await shOk(sums(corpusDir)),
+      );
       const modes = await shOk(
         `cd '${mnt}/${tree}' && stat -c '%n %A %s %Y %U' a a/hello.txt a/empty-file a/b/run.sh a/link-to-hello empty`,
       );
@@ -110,6 +122,7 @@ Deno.test({
       assert.match(await shOk(`stat -f -c %T '${mnt}'`), /fuse/);
     });
   } finally {
+    await Deno.remove(`${src}-corpus`, { recursive: true }).catch(() => {});
     await Deno.remove(src, { recursive: true });
   }
 });
