@@ -440,7 +440,11 @@ export class LocalBlobService implements BlobService {
 class LocalBlobWriter implements BlobWriter {
   #svc: LocalBlobService;
   #chunker: Chunker;
+  // The whole blob's hash is fed chunk by chunk (the same bytes in the same
+  // order). The first chunk is held back until a second one exists: a blob
+  // of one chunk has that chunk's digest, so small blobs are hashed once.
   #hasher = createBlake3();
+  #first: Uint8Array | undefined;
   #chunks: ChunkMeta[] = [];
   #dirs = new Set<string>();
   #inflight = new Set<Promise<void>>();
@@ -464,6 +468,13 @@ class LocalBlobWriter implements BlobWriter {
 
   async #store(chunk: Uint8Array): Promise<void> {
     const digest = blake3Sync(chunk);
+    if (this.#chunks.length === 0) {
+      this.#first = chunk;
+    } else {
+      if (this.#first) this.#hasher.update(this.#first);
+      this.#first = undefined;
+      this.#hasher.update(chunk);
+    }
     this.#chunks.push({ digest, size: chunk.length });
     while (this.#inflight.size >= WRITE_CONCURRENCY) {
       await Promise.race(this.#inflight);
@@ -482,7 +493,6 @@ class LocalBlobWriter implements BlobWriter {
 
   async write(data: Uint8Array): Promise<void> {
     this.#check();
-    this.#hasher.update(data);
     for (const c of this.#chunker.push(data)) await this.#store(c);
   }
 
@@ -497,8 +507,10 @@ class LocalBlobWriter implements BlobWriter {
       for (const c of rest) await this.#store(c);
       await Promise.all(this.#inflight);
       if (this.#error !== undefined) throw this.#error;
-      const digest = this.#hasher.digest();
-      if (this.#chunks.length === 1) {
+      const single = this.#chunks.length === 1;
+      const digest = single ? this.#chunks[0].digest : this.#hasher.digest();
+      this.#first = undefined;
+      if (single) {
         // The single chunk is the blob; make its rename durable.
         for (const d of this.#dirs) await fsyncDir(d);
       } else {
@@ -514,6 +526,7 @@ class LocalBlobWriter implements BlobWriter {
 
   async abort(): Promise<void> {
     if (this.#state === "open") this.#state = "aborted";
+    this.#first = undefined;
     await Promise.allSettled(this.#inflight);
   }
 }
