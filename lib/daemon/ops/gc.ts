@@ -13,7 +13,7 @@ import { bytesEqual } from "../../store/path_info.ts";
 import { hashNar } from "../../store/nar_calculation.ts";
 import { Limits, Op, writeNext } from "../../wire/mod.ts";
 import { type OpHandler, UnsupportedOpError } from "../connection.ts";
-import { DaemonError, parsePath } from "../store.ts";
+import { DaemonError } from "../store.ts";
 import {
   last,
   readPathString,
@@ -159,12 +159,3 @@ export const gcOps: [number, OpHandler][] = [
   [Op.VerifyStore, verifyStore],
   [Op.SetOptions, setOptions],
 ];
-
-/** Validates a path argument without failing the op (for logs). */
-export function tryParse(s: string): string {
-  try {
-    return parsePath(s).toString();
-  } catch {
-    return s;
-  }
-}
