@@ -48,3 +48,19 @@ export {
   SecretKey,
   verifyAny,
 } from "./lib/nix/signature.ts";
+
+// Nix worker protocol (lib/wire: codec; lib/daemon: server and a small client).
+export {
+  FramedSink,
+  framedSource,
+  Op,
+  type ProtocolVersion,
+  readValidPathInfo,
+  type ValidPathInfo,
+  WireError,
+  WireReader,
+  WireWriter,
+  writeValidPathInfo,
+} from "./lib/wire/mod.ts";
+export { listenUnix, type RunningDaemon, serveStreams } from "./lib/daemon/server.ts";
+export { DaemonClient, DaemonReplyError } from "./lib/daemon/client.ts";
