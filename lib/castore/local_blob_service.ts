@@ -493,7 +493,11 @@ class LocalBlobWriter implements BlobWriter {
 
   async write(data: Uint8Array): Promise<void> {
     this.#check();
-    for (const c of this.#chunker.push(data)) await this.#store(c);
+    // Feed big writes in slices, so only a few chunks exist at once.
+    for (let o = 0; o < data.length; o += 1 << 20) {
+      const part = data.subarray(o, o + (1 << 20));
+      for (const c of this.#chunker.push(part)) await this.#store(c);
+    }
   }
 
   async close(): Promise<Uint8Array> {
