@@ -62,5 +62,9 @@ export {
   WireWriter,
   writeValidPathInfo,
 } from "./lib/wire/mod.ts";
-export { listenUnix, type RunningDaemon, serveStreams } from "./lib/daemon/server.ts";
+export {
+  listenUnix,
+  type RunningDaemon,
+  serveStreams,
+} from "./lib/daemon/server.ts";
 export { DaemonClient, DaemonReplyError } from "./lib/daemon/client.ts";
