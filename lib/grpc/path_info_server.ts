@@ -67,6 +67,7 @@ export function pathInfoServer(
     async put(info: PathInfo) {
       if (opts.readOnly) throw readOnlyError("PathInfoService.Put");
       validatePathInfo(info);
+      checkSignatures(info);
       await requireRootPresent(info.entry!, blobs, directories);
       return await pathInfos.put(info);
     },
@@ -91,6 +92,26 @@ export function pathInfoServer(
       }
     },
   };
+}
+
+/** Signatures must be named ed25519 signatures (64 bytes), as Nix's narinfo has them. */
+function checkSignatures(info: PathInfo): void {
+  info.narinfo?.signatures.forEach((sig, i) => {
+    if (sig.name.length === 0 || sig.name.includes(":")) {
+      throw new ConnectError(
+        `signature ${i}: key name ${
+          JSON.stringify(sig.name)
+        } must be non-empty without ':'`,
+        Code.InvalidArgument,
+      );
+    }
+    if (sig.data.length !== 64) {
+      throw new ConnectError(
+        `signature ${i} (${sig.name}): must be 64 bytes (ed25519), got ${sig.data.length}`,
+        Code.InvalidArgument,
+      );
+    }
+  });
 }
 
 function checkNode(entry: Entry): void {

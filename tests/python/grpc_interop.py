@@ -266,6 +266,8 @@ def bad(**kw):
             p.entry.directory.digest = v
         elif k == "sha":
             p.narinfo.nar_sha256 = v
+        elif k == "sig":
+            p.narinfo.signatures.add(name="cache.example.org-1", data=v)
         elif k == "refs":
             p.references.extend(v)
             p.narinfo.reference_names.extend(["00bgd045z0d4icpbc2yyz4gx48ak44la-x"] * len(v))
@@ -281,6 +283,10 @@ expect_code(lambda: pis.Put(bad(sha=b"\0" * 31)), grpc.StatusCode.INVALID_ARGUME
             "PathInfo Put with a 31-byte nar_sha256")
 expect_code(lambda: pis.Put(bad(refs=[b"\0" * 19])), grpc.StatusCode.INVALID_ARGUMENT,
             "PathInfo Put with a 19-byte reference")
+expect_code(lambda: pis.Put(bad(sig=b"\0" * 10)), grpc.StatusCode.INVALID_ARGUMENT,
+            "PathInfo Put with a 10-byte signature")
+check(pis.Put(bad(sig=b"\1" * 64)).narinfo.signatures[0].data == b"\1" * 64,
+      "PathInfo Put keeps a 64-byte signature")
 expect_code(lambda: pis.Put(ppb.PathInfo()), grpc.StatusCode.INVALID_ARGUMENT, "PathInfo Put empty")
 expect_code(lambda: pis.CalculateNAR(castore_pb2.Entry(directory=castore_pb2.DirectoryEntry(
     name=b"x", digest=missing, size=0))), grpc.StatusCode.NOT_FOUND, "CalculateNAR of a missing tree")
