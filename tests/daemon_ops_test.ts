@@ -152,7 +152,7 @@ function rawExchange(
     s.on("connect", () => {
       s.write(bytes);
       if (!keepOpen) s.end();
-      else setTimeout(() => s.destroy(), 300);
+      else setTimeout(() => s.destroy(), 80);
     });
   });
 }
@@ -871,4 +871,31 @@ Deno.test("daemon ops: an existing socket file is replaced only with unlink; oth
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+Deno.test("daemon faults: random arguments after every op number never take the daemon down", async () => {
+  const fc = (await import("fast-check")).default;
+  const { encode } = await import("../lib/wire/test_util.ts");
+  await withDaemon(async ({ sock }) => {
+    const a = sourcePath("a", "survivor");
+    const good = await DaemonClient.connect(sock, 34);
+    await addNar(good, a);
+    const handshake = await encode((w) =>
+      w.u64(0x6e697863).u64(0x126).u64(0).u64(0)
+    );
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 50 }),
+        fc.uint8Array({ maxLength: 300 }),
+        fc.boolean(),
+        async (op, junk, keepOpen) => {
+          const bytes = await encode((w) => w.raw(handshake).u64(op).raw(junk));
+          await rawExchange(sock, bytes, keepOpen);
+          assert.equal(await good.isValidPath(a.path.toString()), true);
+        },
+      ),
+      { numRuns: 40 },
+    );
+    good.close();
+  });
 });
