@@ -122,6 +122,7 @@ function fsError(e: unknown, path: string): Error {
   if (code === "EACCES" || code === "EPERM") {
     return new Error(`${path}: permission denied`);
   }
+  if (code === "EILSEQ") return e as Error;
   if (code) return new Error(`${path}: ${code} (${(e as Error).message})`);
   return e as Error;
 }

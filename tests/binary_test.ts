@@ -109,3 +109,19 @@ Deno.test("binary: snix nar dump /usr/share/doc equals nix-store --dump", async 
   assert.equal(ours.size, theirs.size);
   assert.equal(ours.hex, theirs.hex);
 });
+
+Deno.test("binary: names that are not UTF-8 dump like nix-store --dump", async () => {
+  build();
+  // Deno cannot create such names (its paths are strings): python3 does.
+  const dir = join(work, "non-utf8");
+  const r = spawnSync("python3", [
+    "-c",
+    "import os,sys; d=sys.argv[1].encode(); os.makedirs(d+b'/sub\\xfe'); open(d+b'/a\\xffb','w').write('x'); os.symlink(b'\\xff', d+b'/sub\\xfe/l')",
+    dir,
+  ]);
+  assert.equal(r.status, 0, String(r.stderr));
+  const ours = await sha256Of(bin, ["nar", "dump", dir]);
+  const theirs = await sha256Of("nix-store", ["--dump", dir]);
+  assert.equal(ours.code, 0);
+  assert.equal(ours.hex, theirs.hex);
+});

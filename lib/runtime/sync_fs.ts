@@ -124,7 +124,22 @@ function denoSyncFs(): SyncFs {
   const str = (p: Uint8Array) => dec.decode(p);
   return {
     lstat(path) {
-      const st = DenoNs.lstatSync(str(path));
+      const p = str(path);
+      let st;
+      try {
+        st = DenoNs.lstatSync(p);
+      } catch (e) {
+        if (p.includes("\uFFFD") && errorCode(e) === "ENOENT") {
+          const err = new Error(
+            `${
+              JSON.stringify(p)
+            }: the name is not valid UTF-8, which Deno cannot address ` +
+              "(the Bun-built snix binary can)",
+          );
+          throw Object.assign(err, { code: "EILSEQ" });
+        }
+        throw e;
+      }
       return {
         kind: st.isFile
           ? "file"
