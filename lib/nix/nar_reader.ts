@@ -13,6 +13,8 @@
  * Speed: every token has a synchronous path taken when the current source
  * chunk holds it whole (almost always); only chunk boundaries await.
  *
+ * Our own code: no maintained npm package implements this Nix format.
+ *
  * @module
  */
 import {

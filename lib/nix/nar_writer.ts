@@ -18,6 +18,8 @@
  * without copying. With `reuseBuffers` the same few buffers serve the whole
  * NAR.
  *
+ * Our own code: no maintained npm package implements this Nix format.
+ *
  * @module
  */
 import {

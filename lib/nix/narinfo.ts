@@ -3,6 +3,8 @@
  * and printed in the order and encodings Nix itself writes, so a narinfo
  * produced by Nix prints back byte for byte.
  *
+ * Our own code: no maintained npm package implements this Nix format.
+ *
  * @module
  */
 import { type Hash, parseHash, printHash } from "./hash.ts";

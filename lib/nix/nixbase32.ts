@@ -7,6 +7,8 @@
  * most significant first, so the *last* character holds the lowest 5 bits of
  * the first byte.
  *
+ * Our own code: no maintained npm package implements this Nix format.
+ *
  * @module
  */
 
