@@ -6,6 +6,7 @@
  * signatures verify in both directions.
  */
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
@@ -354,5 +355,60 @@ Deno.test("narinfo from nix copy prints back identically; signatures verify both
     bad.status,
     0,
     "nix accepted a signature from an untrusted key",
+  );
+});
+
+Deno.test("nar vs nix-store --dump: random trees (fast-check)", async () => {
+  type T =
+    | { t: "f"; data: Uint8Array; x: boolean }
+    | { t: "l"; target: string }
+    | { t: "d"; entries: [string, T][] };
+  // Names: printable ASCII and some unicode, no "/" and not "." or "..".
+  const name = fc.string({
+    unit: fc.constantFrom(..."abcXYZ09 -_.~'\"%é日😀".split("")),
+    minLength: 1,
+    maxLength: 8,
+  }).filter((n) => n !== "." && n !== "..");
+  const tree: fc.Arbitrary<T> = fc.letrec<{ t: T }>((tie) => ({
+    t: fc.oneof(
+      { depthSize: "small", withCrossShrink: true },
+      fc.record({
+        t: fc.constant("f" as const),
+        data: fc.uint8Array({ maxLength: 100 }),
+        x: fc.boolean(),
+      }),
+      fc.record({ t: fc.constant("l" as const), target: name }),
+      fc.record({
+        t: fc.constant("d" as const),
+        entries: fc.uniqueArray(fc.tuple(name, tie("t")), {
+          maxLength: 5,
+          selector: ([n]) => n,
+        }),
+      }),
+    ),
+  })).t;
+  const write = (p: string, t: T) => {
+    if (t.t === "f") {
+      fs.writeFileSync(p, t.data);
+      fs.chmodSync(p, t.x ? 0o755 : 0o644);
+    } else if (t.t === "l") fs.symlinkSync(t.target, p);
+    else {
+      fs.mkdirSync(p);
+      for (const [n, c] of t.entries) write(join(p, n), c);
+    }
+  };
+  let i = 0;
+  await fc.assert(
+    fc.asyncProperty(tree, async (t) => {
+      const p = join(work, `random-${i++}`);
+      write(p, t);
+      try {
+        const theirs = nix("nix-store", ["--dump", p]);
+        assert.ok(Buffer.from(await narBytes(p)).equals(theirs));
+      } finally {
+        fs.rmSync(p, { recursive: true, force: true });
+      }
+    }),
+    { numRuns: 40 },
   );
 });
