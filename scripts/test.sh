@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, the runtime-agnostic library tests under Bun,
+# The whole test suite: setup, every library unit test (lib/) under Bun,
 # then everything under Deno. The last line is the combined count
 # `N passed, M failed`.
 set -uo pipefail
@@ -8,7 +8,7 @@ bash scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
-npx -y bun@1 scripts/bun_runner.ts lib/nix lib/wire 2>&1 | grep -v 'nodedir' | tee "$log"
+npx -y bun@1 scripts/bun_runner.ts lib 2>&1 | grep -v 'nodedir' | tee "$log"
 bun_rc=${PIPESTATUS[0]}
 bun_line="$(grep -E '^bun: [0-9]+ passed, [0-9]+ failed' "$log" | tail -1)"
 bun_pass=$(echo "$bun_line" | sed -E 's/^bun: ([0-9]+) passed.*/\1/')
