@@ -68,3 +68,21 @@ export {
   serveStreams,
 } from "./lib/daemon/server.ts";
 export { DaemonClient, DaemonReplyError } from "./lib/daemon/client.ts";
+
+// gRPC (lib/grpc): the store server and clients implementing the seams.
+export {
+  createStoreRoutes,
+  startStoreServer,
+  type StoreBackends,
+  type StoreServer,
+  type StoreServerOptions,
+} from "./lib/grpc/server.ts";
+export { GrpcBlobService } from "./lib/grpc/blob_client.ts";
+export { GrpcDirectoryService } from "./lib/grpc/directory_client.ts";
+export { GrpcPathInfoService } from "./lib/grpc/path_info_client.ts";
+export {
+  type GrpcAddress,
+  type GrpcChannel,
+  openGrpcChannel,
+  parseGrpcAddress,
+} from "./lib/grpc/transport.ts";
