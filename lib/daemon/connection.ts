@@ -105,7 +105,7 @@ export async function serveConnection(
   opts: ConnectionOptions,
 ): Promise<void> {
   const r = new WireReader(readable);
-  const w = new WireWriter(writable);
+  const w = new WireWriter(writable, 256 << 10);
   let version: ProtocolVersion;
   try {
     version = await handshake(r, w, opts);

@@ -154,7 +154,13 @@ export class WireWriter {
     const chunks = this.#pending;
     this.#pending = [];
     if (this.#len > 0) {
-      chunks.push(this.#buf.slice(0, this.#len));
+      if (this.#len < 16 << 10) chunks.push(this.#buf.slice(0, this.#len));
+      else {
+        // Hand the filled buffer over (the sink may keep it) and start a new one.
+        chunks.push(this.#buf.subarray(0, this.#len));
+        this.#buf = new Uint8Array(this.bufferSize);
+        this.#view = new DataView(this.#buf.buffer);
+      }
       this.#len = 0;
     }
     for (const c of chunks) {
@@ -165,14 +171,22 @@ export class WireWriter {
 
   /** Flushes, then sends `b` directly (for large data such as NAR chunks). */
   async write(b: Uint8Array): Promise<void> {
-    if (b.length < 4096) {
-      this.raw(b);
-      if (this.#len >= this.bufferSize / 2 || this.#pending.length > 0) {
-        await this.flush();
-      }
+    // Coalesce: copying into the batch buffer is far cheaper than a socket
+    // write per chunk (measured ~50 µs per write under Deno's node:net).
+    if (
+      this.#len + b.length <= this.#buf.length && this.#pending.length === 0
+    ) {
+      this.#buf.set(b, this.#len);
+      this.#len += b.length;
+      if (this.#len >= this.#buf.length - 4096) await this.flush();
       return;
     }
     await this.flush();
+    if (b.length < this.#buf.length) {
+      this.#buf.set(b, 0);
+      this.#len = b.length;
+      return;
+    }
     this.#written += b.length;
     await this.#out.write(b);
   }
