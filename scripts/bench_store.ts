@@ -45,22 +45,62 @@ function warm(path: string): void {
   ]);
 }
 
-/** Runs a shell command; returns seconds and stdout. */
-function timed(cmd: string): { secs: number; out: string } {
+/** What one run of a command cost. */
+interface Cost {
+  /** Wall-clock seconds. */
+  secs: number;
+  /** CPU seconds (user + system) of the command and everything it ran. */
+  cpu: number;
+  /** Peak RSS of the biggest process in it, KiB. */
+  rssKiB: number;
+  out: string;
+}
+
+/** Runs a shell command under /usr/bin/time; returns its costs and stdout. */
+function timed(cmd: string): Cost {
+  const tf = join(SCRATCH, "time.txt");
   const t = performance.now();
-  const r = spawnSync("bash", ["-c", cmd], {
+  const r = spawnSync("/usr/bin/time", [
+    "-f",
+    "%U %S %M",
+    "-o",
+    tf,
+    "bash",
+    "-c",
+    cmd,
+  ], {
     encoding: "utf8",
     maxBuffer: 1 << 24,
   });
   const secs = (performance.now() - t) / 1000;
   if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
-  return { secs, out: r.stdout.trim() };
+  const [u, sy, m] = fs.readFileSync(tf, "utf8").trim().split("\n").pop()!
+    .split(" ").map(Number);
+  return { secs, cpu: u + sy, rssKiB: m, out: r.stdout.trim() };
 }
 
-function best(n: number, fn: () => number): number {
-  let b = Infinity;
-  for (let i = 0; i < n; i++) b = Math.min(b, fn());
-  return b;
+/** The fastest (by wall clock) of `n` runs. */
+function best(n: number, fn: () => Cost): Cost {
+  let b: Cost | undefined;
+  for (let i = 0; i < n; i++) {
+    const c = fn();
+    if (!b || c.secs < b.secs) b = c;
+  }
+  return b!;
+}
+
+/** "snix X s (Y MiB/s, Z CPU s)" */
+function describe(c: Cost, bytes: number): string {
+  return `${c.secs.toFixed(2)} s (${mib(bytes / c.secs)} MiB/s, ${
+    c.cpu.toFixed(2)
+  } CPU s)`;
+}
+
+/** Wall and CPU ratios (theirs / ours: > 1 means snix is faster). */
+function ratios(ours: Cost, theirs: Cost): string {
+  return `ratio ${(theirs.secs / ours.secs).toFixed(2)}x wall, ${
+    (theirs.cpu / ours.cpu).toFixed(2)
+  }x CPU`;
 }
 
 const snixCmd = (dataDir: string, rest: string) =>
@@ -96,7 +136,7 @@ try {
       rm(data);
       const r = timed(snixCmd(data, `store import "${mixed}"`));
       path = r.out;
-      return r.secs;
+      return r;
     });
     const theirs = best(RUNS, () => {
       const store = join(SCRATCH, "nixbench");
@@ -106,15 +146,15 @@ try {
         throw new Error(`store paths differ: snix ${path}, nix ${r.out}`);
       }
       rm(store);
-      return r.secs;
+      return r;
     });
     report(
-      `import mixed (${mib(narSize)} MiB NAR): snix ${ours.toFixed(2)} s (${
-        mib(narSize / ours)
-      } MiB/s), ` +
-        `nix-store --add ${theirs.toFixed(2)} s (${
-          mib(narSize / theirs)
-        } MiB/s); ratio ${(theirs / ours).toFixed(2)}x (target >= 1.0)`,
+      `import mixed (${mib(narSize)} MiB NAR): snix ${
+        describe(ours, narSize)
+      }, ` +
+        `nix-store --add ${describe(theirs, narSize)}; ${
+          ratios(ours, theirs)
+        } (target >= 1.0)`,
     );
     if (ONLY.has("export")) {
       const sum = (cmd: string) =>
@@ -127,20 +167,17 @@ try {
       }
       const e1 = best(
         RUNS,
-        () =>
-          timed(`${snixCmd(data, `store export ${path}`)} > /dev/null`).secs,
+        () => timed(`${snixCmd(data, `store export ${path}`)} > /dev/null`),
       );
       const e2 = best(
         RUNS,
-        () => timed(`nix-store --dump "${mixed}" > /dev/null`).secs,
+        () => timed(`nix-store --dump "${mixed}" > /dev/null`),
       );
       report(
-        `export mixed: snix ${e1.toFixed(2)} s (${
-          mib(narSize / e1)
-        } MiB/s), nix-store --dump ${e2.toFixed(2)} s ` +
-          `(${mib(narSize / e2)} MiB/s); ratio ${
-            (e2 / e1).toFixed(2)
-          }x (target >= 1.0)`,
+        `export mixed: snix ${describe(e1, narSize)}, nix-store --dump ${
+          describe(e2, narSize)
+        }; ` +
+          `${ratios(e1, e2)} (target >= 1.0)`,
       );
     }
     rm(data);
@@ -152,32 +189,12 @@ try {
     warm(big);
     const data = join(SCRATCH, "rss");
     rm(data);
-    // peak RSS of the child as getrusage reports it (KiB on Linux)
-    const r = spawnSync("/usr/bin/python3", [
-      "-c",
-      "import resource,subprocess,sys,time; t=time.time(); r=subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); " +
-      "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.time()-t)",
-      DENO,
-      "run",
-      "-A",
-      "--quiet",
-      join(ROOT, "cli/main.ts"),
-      "--data-dir",
-      data,
-      "store",
-      "import",
-      join(big, "big"),
-    ], { encoding: "utf8" });
-    const [code, kib, secs] = r.stdout.trim().split(" ").map(Number);
-    if (code !== 0) {
-      throw new Error(`import of the big file failed: ${r.stderr}`);
-    }
+    const r = timed(snixCmd(data, `store import "${join(big, "big")}"`));
     report(
       `peak RSS importing a 2 GiB file: ${
-        mib(kib * 1024)
-      } MiB (target < 200 MiB), ${secs.toFixed(1)} s (${
-        mib(2 ** 31 / secs)
-      } MiB/s)`,
+        mib(r.rssKiB * 1024)
+      } MiB (target < 200 MiB); ` +
+        describe(r, 2 ** 31),
     );
     rm(data);
   }
