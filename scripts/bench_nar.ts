@@ -179,5 +179,6 @@ const maxRss = Math.max(
   denoDump.rssMiB,
   binHash.rssMiB,
   denoHash.rssMiB,
+  binLs.rssMiB,
 );
 console.log(`peak RSS of snix: ${maxRss.toFixed(0)} MiB (target < 100 MiB)`);
