@@ -117,7 +117,7 @@ const LISTING_CACHE = 32768;
 /** Directories fetched ahead of demand at once. */
 const DIR_PREFETCH_CONCURRENCY = 8;
 /** Files after a file being read in the same directory to fetch ahead. */
-const FILE_PREFETCH_AHEAD = 8;
+const FILE_PREFETCH_AHEAD = 32;
 /** Largest file fetched ahead that way. */
 const FILE_PREFETCH_MAX = 1 << 20;
 const utf8 = new TextEncoder();
