@@ -27,12 +27,11 @@ function spawnMount(
   mnt: string,
   extra: string[] = [],
   prefix: string[] = [],
+  runtime: string[] = [Deno.execPath(), "run", "-A"],
 ): Running {
   const cmd = [
     ...prefix,
-    Deno.execPath(),
-    "run",
-    "-A",
+    ...runtime,
     MAIN,
     "--data-dir",
     dataDir,
@@ -243,3 +242,46 @@ Deno.test(
     });
   },
 );
+
+/** The bun binary (found through npx once), or undefined if Bun is not available. */
+async function bunPath(): Promise<string | undefined> {
+  try {
+    const out = await new Deno.Command("npx", {
+      args: ["-y", "bun@1", "-e", "console.log(process.execPath)"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const p = new TextDecoder().decode(out.stdout).trim();
+    return out.code === 0 && p ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test({
+  name: "fuse cli under Bun: serves the data dir, SIGTERM unmounts",
+  ignore,
+}, async () => {
+  const bun = await bunPath();
+  if (!bun) {
+    console.warn(
+      "Bun is not available (npx -y bun@1); skipping the Bun mount test",
+    );
+    return;
+  }
+  await withDataDir(async (dataDir, mnt, n) => {
+    const r = spawnMount(dataDir, mnt, ["--threads", "2"], [], [bun]);
+    try {
+      await waitMounted(r, mnt);
+      await shOk(`diff -r --no-dereference '${n.src}' '${mnt}/${n.tree}'`);
+      r.child.kill("SIGTERM");
+      assert.equal((await r.child.status).code, 0, await r.stderr());
+      assert.equal(isMounted(mnt), false);
+    } finally {
+      try {
+        r.child.kill("SIGKILL");
+      } catch { /* already gone */ }
+      await r.child.status;
+    }
+  });
+});
