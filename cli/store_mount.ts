@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { getLogger } from "@logtape/logtape";
+import process from "node:process";
 import type { CliContext } from "./context.ts";
 import { libc } from "../lib/runtime/libc.ts";
 import { onTermination } from "../lib/runtime/signals.ts";
@@ -32,7 +33,7 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
   return new Command("mount")
     .description(
       "mount the store read-only with FUSE: MNT/<hash>-<name> for every store path\n" +
-        "(needs root; stops and unmounts on SIGINT/SIGTERM)",
+        "(needs root; SIGINT/SIGTERM unmount (lazily if busy) and exit once unused; a second signal exits at once)",
     )
     .argument("<mountpoint>", "an existing directory to mount on")
     .option(
@@ -81,7 +82,17 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
       const running = session.run();
       let stopping = false;
       const removeHandlers = onTermination((sig) => {
-        if (stopping) return;
+        if (stopping) {
+          // A second signal while a lazily unmounted mount is still in use.
+          log.warning(
+            "{signal} again: exiting while {mountpoint} is still in use",
+            {
+              signal: sig,
+              mountpoint,
+            },
+          );
+          process.exit(0);
+        }
         stopping = true;
         try {
           const how = unmountFuse(c, mountpoint);
