@@ -266,7 +266,6 @@ async function listNar(
       ]);
     } else line = concatBytes([longPrefix("dr-xr-xr-x", 0), display, NL]);
     out.buffer(line);
-    if (ev.type === "regular") await ev.contents.cancel();
     if (out.pending > 64 * 1024) await out.flush();
   }
   await out.flush();
@@ -285,10 +284,8 @@ async function catNar(file: string, pathArg: string): Promise<void> {
   const out = new StdoutWriter();
   let found = false;
   for await (const ev of readNar(narSource(file))) {
-    if (!samePath(ev.path, path) || ev.type === "directory-end") {
-      if (ev.type === "regular") await ev.contents.cancel();
-      continue;
-    }
+    // Unread contents are skipped by the reader.
+    if (!samePath(ev.path, path) || ev.type === "directory-end") continue;
     if (ev.type !== "regular") {
       throw new Error(
         `path ${

@@ -432,32 +432,43 @@ export async function* readNar(
         let remaining = size;
         let pending: Promise<void> | undefined;
         const contentWhat = () => `contents of ${where()}`;
-        const contents = new ReadableStream<Uint8Array>({
-          pull(c) {
-            if (remaining === 0) {
-              c.close();
-              return;
-            }
-            const max = Math.min(remaining, MAX_CONTENT_CHUNK);
-            const chunk = src.someSync(max);
-            if (chunk) {
-              remaining -= chunk.length;
-              c.enqueue(chunk);
-              if (remaining === 0) c.close();
-              return;
-            }
-            const p = src.some(max, contentWhat).then((chunk) => {
-              remaining -= chunk.length;
-              c.enqueue(chunk);
-              if (remaining === 0) c.close();
-            });
-            pending = p;
-            return p.finally(() => {
-              if (pending === p) pending = undefined;
-            });
+        const makeContents = () =>
+          new ReadableStream<Uint8Array>({
+            pull(c) {
+              if (remaining === 0) {
+                c.close();
+                return;
+              }
+              const max = Math.min(remaining, MAX_CONTENT_CHUNK);
+              const chunk = src.someSync(max);
+              if (chunk) {
+                remaining -= chunk.length;
+                c.enqueue(chunk);
+                if (remaining === 0) c.close();
+                return;
+              }
+              const p = src.some(max, contentWhat).then((chunk) => {
+                remaining -= chunk.length;
+                c.enqueue(chunk);
+                if (remaining === 0) c.close();
+              });
+              pending = p;
+              return p.finally(() => {
+                if (pending === p) pending = undefined;
+              });
+            },
+          }, { highWaterMark: 0 });
+        // Created on first access: listings that never look at contents pay nothing.
+        let contents: ReadableStream<Uint8Array> | undefined;
+        yield {
+          type: "regular",
+          path,
+          executable,
+          size,
+          get contents() {
+            return contents ??= makeContents();
           },
-        }, { highWaterMark: 0 });
-        yield { type: "regular", path, executable, size, contents };
+        };
         if (pending) await pending.catch(() => {});
         // Skip whatever the consumer left unread.
         while (remaining > 0) {
