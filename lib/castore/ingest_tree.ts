@@ -7,13 +7,17 @@
  * {@linkcode NarNode} of the tree, so the same single pass also yields the
  * tree's NAR serialisation: {@linkcode ingestTreeWithNar} hands every NAR
  * chunk to a callback (e.g. a SHA-256 hasher, as `nix-store --add` needs)
- * without reading any file twice. Memory stays flat: one directory listing
+ * without reading any file twice. File system calls are synchronous on
+ * purpose: with a warm cache they take microseconds, while each async call
+ * costs a thread-pool round trip that left the walk mostly waiting (measured
+ * on the 1 GiB mixed corpus: 11.5 s and 6.8 CPU s async, see the report of
+ * the store layer). Memory stays flat: one directory listing
  * per level of the current path and one read buffer.
  *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import * as fsp from "node:fs/promises";
+import * as fs from "node:fs";
 import type { Stats } from "node:fs";
 import { basename } from "node:path";
 import { Buffer } from "node:buffer";
@@ -170,17 +174,17 @@ function fileEntry(
  * its castore entry, settled once its contents are stored. Symlink targets
  * are read here because the NAR writer needs them synchronously.
  */
-async function makeNode(
+function makeNode(
   ing: TreeIngester,
   path: Buffer,
   name: Uint8Array,
   st: Stats,
   done: (e: Pending) => void,
-): Promise<NarNode> {
+): NarNode {
   if (st.isSymbolicLink()) {
     let target: Buffer;
     try {
-      target = await fsp.readlink(path, { encoding: "buffer" });
+      target = fs.readlinkSync(path, { encoding: "buffer" });
     } catch (e) {
       throw fsError(e, "cannot read symlink", path);
     }
@@ -224,7 +228,7 @@ function fileNode(
       ? async () => {
         let data: Uint8Array;
         try {
-          data = await fsp.readFile(path);
+          data = fs.readFileSync(path);
         } catch (e) {
           throw fsError(e, "cannot read", path);
         }
@@ -243,9 +247,9 @@ async function fileContents(
   path: Buffer,
   settle: (digest: Promise<Uint8Array>) => void,
 ): Promise<ReadableStream<Uint8Array>> {
-  let fh: fsp.FileHandle;
+  let fd: number;
   try {
-    fh = await fsp.open(path, "r");
+    fd = fs.openSync(path, "r");
   } catch (e) {
     throw fsError(e, "cannot open", path);
   }
@@ -258,10 +262,12 @@ async function fileContents(
     new Uint8Array(READ_SIZE),
   ];
   let turn = 0;
-  const cleanup = async () => {
+  const cleanup = () => {
     if (closed) return;
     closed = true;
-    await fh.close().catch(() => {});
+    try {
+      fs.closeSync(fd);
+    } catch { /* nothing to do */ }
   };
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -270,9 +276,9 @@ async function fileContents(
         // writer asks for the chunk after next (it holds no chunk longer),
         // so three buffers suffice and big files make no garbage.
         const buf = buffers[turn++ % buffers.length];
-        const { bytesRead } = await fh.read(buf, 0, READ_SIZE, null);
+        const bytesRead = fs.readSync(fd, buf, 0, READ_SIZE, null);
         if (bytesRead === 0) {
-          await cleanup();
+          cleanup();
           settle(ing.finish(w));
           ing.tick(0, true);
           controller.close();
@@ -285,7 +291,7 @@ async function fileContents(
         ing.tick(bytesRead, false);
         controller.enqueue(chunk);
       } catch (e) {
-        await cleanup();
+        cleanup();
         controller.error(
           (e as NodeJS.ErrnoException)?.code
             ? fsError(e, "cannot read", path)
@@ -293,8 +299,8 @@ async function fileContents(
         );
       }
     },
-    async cancel() {
-      await cleanup();
+    cancel() {
+      cleanup();
     },
   }, { highWaterMark: 0 });
 }
@@ -310,7 +316,7 @@ function dirNode(
     entries: async function* () {
       let names: Buffer[];
       try {
-        names = await fsp.readdir(path, { encoding: "buffer" });
+        names = fs.readdirSync(path, { encoding: "buffer" });
       } catch (e) {
         throw fsError(e, "cannot list directory", path);
       }
@@ -320,13 +326,13 @@ function dirNode(
         const childPath = Buffer.concat([path, SLASH, child]);
         let st: Stats;
         try {
-          st = await fsp.lstat(childPath);
+          st = fs.lstatSync(childPath);
         } catch (e) {
           throw fsError(e, "cannot stat", childPath);
         }
         let entry: Pending | undefined;
         const childName = new Uint8Array(child);
-        const node = await makeNode(
+        const node = makeNode(
           ing,
           childPath,
           childName,
@@ -385,14 +391,14 @@ export async function ingestTreeWithNar(
   const path = Buffer.from(fsPath);
   let st: Stats;
   try {
-    st = await fsp.lstat(path);
+    st = fs.lstatSync(path);
   } catch (e) {
     throw fsError(e, "cannot import", path);
   }
   let root: Pending | undefined;
   let entry: Entry;
   try {
-    const node = await makeNode(
+    const node = makeNode(
       ing,
       path,
       new TextEncoder().encode(basename(fsPath)),
