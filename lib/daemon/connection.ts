@@ -77,8 +77,9 @@ export class UnsupportedOpError extends Error {
   }
 }
 
+/** An error's message on one line. */
 function describe(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
+  return (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, " ");
 }
 
 function fmtValue(v: unknown): string {
@@ -141,7 +142,9 @@ export async function serveConnection(
       w,
       version,
       store: opts.store,
-      note: (k, v) => void notes.push(`${k}=${fmtValue(v)}`),
+      note: opts.logWire
+        ? (k, v) => void notes.push(`${k}=${fmtValue(v)}`)
+        : () => {},
       replyStarted: () => void (started = true),
       log: (m) => opts.log(`connection ${opts.id}: ${m}`),
     };
