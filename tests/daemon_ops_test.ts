@@ -589,6 +589,13 @@ Deno.test("daemon faults: wrong hash or size is refused and not recorded; the co
       /refusing .*-a/,
     );
     assert.equal(await c.isValidPath(a.path.toString()), false);
+    // A content address that does not yield the path is refused too.
+    const liar = { ...a, path: sourcePath("liar", "other contents").path };
+    await assert.rejects(
+      addNar(c, liar),
+      /content address fixed:r:sha256:.* yields .*-liar, not this path/,
+    );
+    assert.equal(await c.isValidPath(liar.path.toString()), false);
     const refd = sourcePath("r", "x", [sourcePath("nothere", "y").path]);
     await assert.rejects(addNar(c, refd), /reference .*-nothere is not valid/);
     await addNar(c, a);

@@ -24,6 +24,7 @@ import {
   type HashAlgo,
   isHashAlgo,
   makeHash,
+  sha256,
 } from "../nix/hash.ts";
 import { decodeNixBase32, encodeNixBase32 } from "../nix/nixbase32.ts";
 import {
@@ -277,7 +278,53 @@ export class DaemonStore {
       throw new DaemonError(`refusing ${info.path}: ${(e as Error).message}`);
     }
     rememberNar(res.entry, res);
+    await this.#checkCa(info, res.entry);
     return fromNixPathInfo({ ...info, narSize: res.narSize }, res.entry);
+  }
+
+  /**
+   * Checks a claimed content address against the contents just stored, for
+   * the common kinds (`fixed:r:sha256`, as `nix-store --add` makes; and
+   * `text:sha256`, derivations and `toFile`): the hash must be the contents'
+   * and the store path the one it yields. Other kinds are kept as claimed.
+   */
+  async #checkCa(info: NixPathInfo, entry: Entry): Promise<void> {
+    if (!info.ca) return;
+    const refs = info.references.filter((r) => !r.equals(info.path));
+    const self = refs.length !== info.references.length;
+    const bad = (why: string) =>
+      new DaemonError(
+        `refusing ${info.path}: content address ${info.ca} ${why}`,
+      );
+    let expected: StorePath;
+    if (info.ca.startsWith("fixed:r:sha256:")) {
+      const h = info.ca.slice("fixed:r:sha256:".length);
+      if (h !== encodeNixBase32(info.narHash.digest)) {
+        throw bad("does not match the NAR hash");
+      }
+      expected = makeFixedOutputPath(
+        info.path.name,
+        info.narHash,
+        true,
+        refs,
+        self,
+      );
+    } else if (info.ca.startsWith("text:sha256:")) {
+      const e = entry.entry;
+      if (e.case !== "file" || e.value.executable || self) {
+        throw bad("needs a single regular file without self-reference");
+      }
+      const s = await this.services.blobs.read(e.value.digest);
+      if (!s) throw bad("cannot be checked: contents missing");
+      const h = encodeNixBase32(await sha256(s));
+      if (h !== info.ca.slice("text:sha256:".length)) {
+        throw bad("does not match the contents");
+      }
+      expected = makeTextPath(decodeNixBase32(h), info.path.name, refs);
+    } else return;
+    if (!expected.equals(info.path)) {
+      throw bad(`yields ${expected}, not this path`);
+    }
   }
 
   /**
