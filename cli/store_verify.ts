@@ -38,6 +38,11 @@ export function storeVerifyCommand(ctx: CliContext): Command<any, any, any> {
         `checked ${report.blobs} blobs, ${report.directories} directories, ${report.paths} store paths: ` +
           `${n === 0 ? "no problems" : `${n} problem${n === 1 ? "" : "s"}`}\n`,
       );
+      if (!report.listed) {
+        process.stdout.write(
+          "(this backend cannot list its blobs and directories: only what the store paths reach was checked)\n",
+        );
+      }
       if (n > 0) {
         throw new Error(
           `store verification found ${n} problem${n === 1 ? "" : "s"}`,

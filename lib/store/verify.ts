@@ -40,6 +40,8 @@ export interface VerifyReport {
   paths: number;
   /** Bytes of blob data read back. */
   bytes: number;
+  /** Whether every stored blob and directory was listed (else only what PathInfos reach was checked). */
+  listed: boolean;
   problems: VerifyProblem[];
 }
 
@@ -78,6 +80,7 @@ export async function verifyStore(
     directories: 0,
     paths: 0,
     bytes: 0,
+    listed: false,
     problems: [],
   };
   const problem = (
@@ -143,6 +146,8 @@ export async function verifyStore(
       tick();
     }
   }
+
+  report.listed = !!lb.listBlobs && !!ld.listDirectories;
 
   // 3. every PathInfo: closure complete, NAR hash as recorded
   const lp = pathInfos as PathInfoService & Listable;
