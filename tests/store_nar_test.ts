@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MemoryBlobService } from "../lib/castore/memory_blob_service.ts";
 import { MemoryDirectoryService } from "../lib/castore/memory_directory_service.ts";
+import { LocalBlobService } from "../lib/castore/local_blob_service.ts";
+import { LocalDirectoryService } from "../lib/castore/local_directory_service.ts";
 import { ingestNar } from "../lib/castore/ingest_nar.ts";
 import { renderNar } from "../lib/castore/render_nar.ts";
 import { MemoryPathInfoService } from "../lib/store/memory_path_info_service.ts";
@@ -48,7 +50,7 @@ const DOC_SUBSET = [
   "/usr/share/doc/zstd",
 ];
 
-Deno.test("store nar: nix-store --dump round-trips through castore (dirs, file, symlink roots)", async () => {
+Deno.test("store nar: nix-store --dump round-trips through castore, memory and local (dirs, file, symlink roots)", async () => {
   const dir = await fsp.mkdtemp(join(tmpdir(), "snix-nar-"));
   try {
     await fsp.writeFile(join(dir, "f"), "just a file\n", { mode: 0o755 });
@@ -66,8 +68,15 @@ Deno.test("store nar: nix-store --dump round-trips through castore (dirs, file, 
       join(dir, "l"),
       dir,
     ];
-    const s = memServices();
-    for (const src of sources) {
+    const local = {
+      blobs: await LocalBlobService.open(join(dir, "data")),
+      directories: await LocalDirectoryService.open(join(dir, "data")),
+    };
+    for (
+      const [s, src] of [memServices(), local].flatMap((s) =>
+        sources.map((src) => [s, src] as const)
+      )
+    ) {
       const dump = execFileSync("nix-store", ["--dump", src], {
         maxBuffer: 256 << 20,
       });

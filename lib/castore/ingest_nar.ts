@@ -52,6 +52,8 @@ export class NarMismatchError extends Error {
 }
 
 const EMPTY = new Uint8Array();
+/** Blob closes allowed in flight at once. */
+const MAX_IN_FLIGHT = 32;
 
 /**
  * Reads the NAR from `source` into castore. Throws `NarError` (from lib/nix)
@@ -81,21 +83,21 @@ export async function ingestNar(
     }),
   );
 
+  // Blob closes (chunk flushes, fsyncs) run in the background, at most
+  // MAX_IN_FLIGHT at once, while the NAR keeps streaming; a directory is
+  // built once its children's blobs are stored. Directory puts are queued in
+  // NAR order (children before parents) on one putter.
   let putter: DirectoryPutter | undefined;
-  const stack: Directory[] = [];
-  let root: Entry | undefined;
-  let writer: BlobWriter | undefined;
+  let putChain: Promise<void> = Promise.resolve();
+  const stack: Promise<Entry>[][] = [];
+  let root: Promise<Entry> | undefined;
+  const writers = new Set<BlobWriter>();
+  const inflight = new Set<Promise<unknown>>();
 
-  const add = (path: Uint8Array[], entry: Entry) => {
-    if (path.length === 0) {
-      root = entry;
-      return;
-    }
-    const parent = stack[stack.length - 1];
-    const e = entry.entry;
-    if (e.case === "directory") parent.directories.push(e.value);
-    else if (e.case === "file") parent.files.push(e.value);
-    else if (e.case === "symlink") parent.symlinks.push(e.value);
+  const add = (path: Uint8Array[], entry: Promise<Entry>) => {
+    entry.catch(() => {}); // awaited by the parent (or as the root)
+    if (path.length === 0) root = entry;
+    else stack[stack.length - 1].push(entry);
   };
   const nameOf = (
     path: Uint8Array[],
@@ -105,34 +107,46 @@ export async function ingestNar(
     for await (const ev of readNar(counted)) {
       switch (ev.type) {
         case "regular": {
-          const w = writer = blobs.put();
+          while (inflight.size >= MAX_IN_FLIGHT) await Promise.race(inflight);
+          const w = blobs.put();
+          writers.add(w);
           let got = 0;
           for await (const chunk of ev.contents) {
             got += chunk.length;
             await w.write(chunk);
           }
-          const digest = await w.close();
-          writer = undefined;
+          const closing = w.close().then((digest) => {
+            writers.delete(w);
+            return digest;
+          });
+          const done = closing.then(() => {}, () => {});
+          inflight.add(done);
+          done.then(() => inflight.delete(done));
+          const name = nameOf(ev.path);
+          const size = BigInt(got);
+          const executable = ev.executable;
           add(
             ev.path,
-            create(EntrySchema, {
-              entry: {
-                case: "file",
-                value: create(FileEntrySchema, {
-                  name: nameOf(ev.path),
-                  digest,
-                  size: BigInt(got),
-                  executable: ev.executable,
-                }),
-              },
-            }),
+            closing.then((digest) =>
+              create(EntrySchema, {
+                entry: {
+                  case: "file",
+                  value: create(FileEntrySchema, {
+                    name,
+                    digest,
+                    size,
+                    executable,
+                  }),
+                },
+              })
+            ),
           );
           break;
         }
         case "symlink":
           add(
             ev.path,
-            create(EntrySchema, {
+            Promise.resolve(create(EntrySchema, {
               entry: {
                 case: "symlink",
                 value: create(SymlinkEntrySchema, {
@@ -140,19 +154,27 @@ export async function ingestNar(
                   target: ev.target,
                 }),
               },
-            }),
+            })),
           );
           break;
         case "directory":
-          stack.push(create(DirectorySchema, {}));
+          stack.push([]);
           break;
         case "directory-end": {
-          const dir = stack.pop()!;
-          putter ??= directories.put();
-          await putter.put(dir);
+          const children = await Promise.all(stack.pop()!);
+          const dir: Directory = create(DirectorySchema, {});
+          for (const c of children) {
+            const e = c.entry;
+            if (e.case === "directory") dir.directories.push(e.value);
+            else if (e.case === "file") dir.files.push(e.value);
+            else if (e.case === "symlink") dir.symlinks.push(e.value);
+          }
+          const p = putter ??= directories.put();
+          putChain = putChain.then(() => p.put(dir));
+          putChain.catch(() => {});
           add(
             ev.path,
-            create(EntrySchema, {
+            Promise.resolve(create(EntrySchema, {
               entry: {
                 case: "directory",
                 value: create(DirectoryEntrySchema, {
@@ -161,32 +183,36 @@ export async function ingestNar(
                   size: directorySize(dir),
                 }),
               },
-            }),
+            })),
           );
           break;
         }
       }
     }
+    if (!root) throw new NarMismatchError("NAR ended without a root node");
+    const entry = await root;
+    await putChain;
+    const narSha256 = new Uint8Array(hasher.digest());
+    if (expect?.narSize !== undefined && expect.narSize !== narSize) {
+      throw new NarMismatchError(
+        `NAR size mismatch: expected ${expect.narSize} bytes, got ${narSize}`,
+      );
+    }
+    if (expect?.narSha256 && !sameBytes(expect.narSha256, narSha256)) {
+      throw new NarMismatchError(
+        `NAR hash mismatch: expected sha256:${
+          encodeNixBase32(expect.narSha256)
+        }, got sha256:${encodeNixBase32(narSha256)}`,
+      );
+    }
+    if (putter) await putter.close();
+    return { entry, narSize, narSha256 };
   } catch (e) {
-    if (writer) await writer.abort().catch(() => {});
+    await Promise.all(inflight);
+    await Promise.all([...writers].map((w) => w.abort().catch(() => {})));
+    await putChain.catch(() => {});
     throw e;
   }
-  if (!root) throw new NarMismatchError("NAR ended without a root node");
-  const narSha256 = new Uint8Array(hasher.digest());
-  if (expect?.narSize !== undefined && expect.narSize !== narSize) {
-    throw new NarMismatchError(
-      `NAR size mismatch: expected ${expect.narSize} bytes, got ${narSize}`,
-    );
-  }
-  if (expect?.narSha256 && !sameBytes(expect.narSha256, narSha256)) {
-    throw new NarMismatchError(
-      `NAR hash mismatch: expected sha256:${
-        encodeNixBase32(expect.narSha256)
-      }, got sha256:${encodeNixBase32(narSha256)}`,
-    );
-  }
-  if (putter) await putter.close();
-  return { entry: root, narSize, narSha256 };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
