@@ -49,6 +49,30 @@ export {
   verifyAny,
 } from "./lib/nix/signature.ts";
 
+// Store layer (lib/store) and castore ingest/render: PathInfo services and
+// helpers, importing trees and NARs, rendering NARs, verification.
+export { ingestTree, ingestTreeWithNar } from "./lib/castore/ingest_tree.ts";
+export { ingestNar, NarMismatchError } from "./lib/castore/ingest_nar.ts";
+export { renderNar } from "./lib/castore/render_nar.ts";
+export { MemoryPathInfoService } from "./lib/store/memory_path_info_service.ts";
+export { LocalPathInfoService } from "./lib/store/local_path_info_service.ts";
+export {
+  caToString,
+  fromNixPathInfo,
+  makePathInfo,
+  type NixPathInfo,
+  parseCa,
+  pathInfoFromNarInfoText,
+  pathInfoStorePath,
+  pathInfoToNarInfoText,
+  toNixPathInfo,
+  validatePathInfo,
+} from "./lib/store/path_info.ts";
+export { calculateNar } from "./lib/store/nar_calculation.ts";
+export { importPath } from "./lib/store/import_path.ts";
+export { importNar } from "./lib/store/import_nar.ts";
+export { type VerifyReport, verifyStore } from "./lib/store/verify.ts";
+
 // Nix worker protocol (lib/wire: codec; lib/daemon: server and a small client).
 export {
   FramedSink,
