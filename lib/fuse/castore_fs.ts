@@ -154,6 +154,7 @@ export class CastoreFs implements FuseFilesystem {
   #listings = new Map<string, Promise<Listing>>();
   #dirHandles = new Map<bigint, DirEntry[]>();
   #entryCache = new Map<bigint, DirEntry[]>();
+  #lastFileRead = 0;
   #dirPrefetchQueue: Uint8Array[] = [];
   #dirPrefetching = 0;
   #nextFh = 1n;
@@ -342,13 +343,14 @@ export class CastoreFs implements FuseFilesystem {
 
   /** Starts fetching small files that follow `n` in its directory (tar, cp -r, diff -r read in order). */
   #prefetchFiles(n: Node & { kind: "file" }): void {
-    if (!n.seenIn) return;
-    const { listing, index } = n.seenIn;
-    const end = Math.min(
-      listing.children.length,
-      index + 1 + FILE_PREFETCH_AHEAD,
-    );
-    for (let i = index + 1; i < end; i++) {
+    this.#lastFileRead = performance.now();
+    if (n.seenIn) this.#prefetchListed(n.seenIn.listing, n.seenIn.index + 1);
+  }
+
+  /** Starts fetching the small files of a listing from position `from` on. */
+  #prefetchListed(listing: Listing, from: number): void {
+    const end = Math.min(listing.children.length, from + FILE_PREFETCH_AHEAD);
+    for (let i = from; i < end; i++) {
       const c = listing.children[i];
       if (c.kind === "file" && c.size > 0 && c.size <= FILE_PREFETCH_MAX) {
         this.#reader.prefetch(c.digest, c.size);
@@ -562,6 +564,12 @@ export class CastoreFs implements FuseFilesystem {
       if (n.kind === "root") throw new FuseError(Errno.EPERM);
       if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
       entries = await this.#dirEntries(n);
+      // Someone is reading file contents along a walk (tar, cp -r, diff -r):
+      // fetch this directory's small files before they are asked for. A
+      // walk that reads no contents (find, ls -R) does not trigger this.
+      if (offset === 0 && performance.now() - this.#lastFileRead < 1000) {
+        this.#prefetchListed(await this.#listing(n.digest), 0);
+      }
     }
     return entries.slice(offset);
   }
