@@ -580,3 +580,95 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "daemon + Nix 2.8 under Bun (the runtime of the single binary): add, path-info, ssh-ng NarFromPath",
+  ignore: !haveNix,
+  async fn() {
+    const dir = mkdtempSync(join(tmpdir(), "snix-daemon-bun-"));
+    const env = mkEnv(dir);
+    const sock = join(dir, "sock");
+    mkdirSync(join(dir, "bin"));
+    writeFileSync(
+      join(dir, "bin", "ssh"),
+      '#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n',
+    );
+    writeFileSync(
+      join(dir, "bin", "snix-stdio"),
+      `#!/bin/sh\ncd ${REPO} && exec "$BUN" cli/main.ts --data-dir ${dir}/data nix-daemon --stdio 2>/dev/null\n`,
+    );
+    chmodSync(join(dir, "bin", "ssh"), 0o755);
+    chmodSync(join(dir, "bin", "snix-stdio"), 0o755);
+    // Bun's own binary (not npx, which would not pass SIGTERM on).
+    const bun = new TextDecoder().decode(
+      new Deno.Command("npx", {
+        args: ["-y", "bun@1", "-e", "console.log(process.execPath)"],
+        stderr: "null",
+      })
+        .outputSync().stdout,
+    ).trim();
+    env.BUN = bun;
+    const daemon = new Deno.Command(bun, {
+      args: [
+        "cli/main.ts",
+        "--data-dir",
+        join(dir, "data"),
+        "nix-daemon",
+        "-l",
+        sock,
+      ],
+      cwd: REPO,
+      env: { ...env, HOME: Deno.env.get("HOME") ?? "/root" },
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      for (let i = 0; i < 300 && !existsSync(sock); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      writeFileSync(join(dir, "f"), "under bun\n");
+      const p = (await ok(
+        env,
+        "nix-store",
+        "--store",
+        `unix://${sock}`,
+        "--add",
+        join(dir, "f"),
+      )).stdout;
+      assert.equal(
+        p,
+        (await ok(
+          env,
+          "nix-store",
+          "--store",
+          join(dir, "y"),
+          "--add",
+          join(dir, "f"),
+        )).stdout,
+      );
+      const info = JSON.parse(
+        (await ok(
+          env,
+          "nix",
+          "path-info",
+          "--store",
+          `unix://${sock}`,
+          "--json",
+          p,
+        )).stdout,
+      );
+      assert.equal(info[0].narSize, 128);
+      const SSH = `ssh-ng://localhost?remote-program=${dir}/bin/snix-stdio`;
+      assert.equal(
+        (await ok(env, "nix", "store", "cat", "--store", SSH, p)).stdout,
+        "under bun",
+      );
+    } finally {
+      daemon.kill("SIGTERM");
+      await daemon.status;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+});
