@@ -282,6 +282,16 @@ try {
       }  ${(o / p).toFixed(2)} (${better} is better)`,
     );
   }
+  const hwm = (pid: number) =>
+    Number(
+      /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+        ?.[1] ?? 0,
+    ) / 1024;
+  console.log(
+    `peak RSS of snix nix-daemon over the whole run: ${
+      hwm(pids[0]).toFixed(0)
+    } MiB (nix-daemon's workers are separate processes)`,
+  );
   const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3)
     .join(" ");
   console.log(
