@@ -222,13 +222,24 @@ export class WireReader {
     return out;
   }
 
-  /** A list of strings. */
-  readStrings(
+  /** A list of strings, each at most `maxLen` bytes and all together at most `maxTotal`. */
+  async readStrings(
     maxCount: number,
     maxLen: number,
     what = "strings",
+    maxTotal = 64 << 20,
   ): Promise<string[]> {
-    return this.readList(maxCount, (r) => r.readString(maxLen, what), what);
+    // Bound the whole list too: maxCount * maxLen may be far more than memory.
+    let total = 0;
+    const at = this.offset;
+    return await this.readList(maxCount, async (r) => {
+      const s = await r.readString(maxLen, what);
+      total += s.length + 8;
+      if (total > maxTotal) {
+        throw new WireError(`${what} exceed ${maxTotal} bytes in total`, at);
+      }
+      return s;
+    }, what);
   }
 
   /** A map of string to string, in wire order. */

@@ -130,3 +130,14 @@ Deno.test("wire: writer batches small values and passes big ones through", async
   assert.deepEqual(await r.readExact(10000), big);
   assert.equal(await r.readString(10), "end");
 });
+
+Deno.test("wire: a list of strings is bounded in total, not only per item", async () => {
+  const many = await encode((w) =>
+    w.strings(Array.from({ length: 100 }, () => "x".repeat(1000)))
+  );
+  assert.equal((await readerOf(many).readStrings(1000, 1000)).length, 100);
+  await assert.rejects(
+    readerOf(many).readStrings(1000, 1000, "references", 50_000),
+    /references exceed 50000 bytes in total/,
+  );
+});
