@@ -242,17 +242,25 @@ export class WireReader {
     }, what);
   }
 
-  /** A map of string to string, in wire order. */
+  /** A map of string to string, in wire order; at most `maxTotal` bytes in all. */
   async readStringMap(
     maxCount: number,
     maxLen: number,
     what = "map",
+    maxTotal = 64 << 20,
   ): Promise<Map<string, string>> {
+    const at = this.offset;
     const n = await this.readNumber(`${what} size`, maxCount);
     const m = new Map<string, string>();
+    let total = 0;
     for (let i = 0; i < n; i++) {
       const k = await this.readString(maxLen, `${what} key`);
-      m.set(k, await this.readString(maxLen, `${what} value`));
+      const v = await this.readString(maxLen, `${what} value`);
+      total += k.length + v.length + 16;
+      if (total > maxTotal) {
+        throw new WireError(`${what} exceeds ${maxTotal} bytes in total`, at);
+      }
+      m.set(k, v);
     }
     return m;
   }
