@@ -97,7 +97,8 @@ type Node =
 /** A directory's children, merged and sorted by name bytes. */
 interface Listing {
   children: Child[];
-  byName: Map<string, Child>;
+  /** Position in `children` by name key. */
+  byName: Map<string, number>;
 }
 
 type Child =
@@ -302,7 +303,7 @@ export class CastoreFs implements FuseFilesystem {
       children.sort((a, b) => compareBytes(a.name, b.name));
       const listing = {
         children,
-        byName: new Map(children.map((c) => [c.key, c])),
+        byName: new Map(children.map((c, i) => [c.key, i])),
       };
       this.#prefetchDirs(listing);
       return listing;
@@ -426,9 +427,9 @@ export class CastoreFs implements FuseFilesystem {
     if (p.kind === "root") return this.#attr(await this.#lookupRoot(name));
     if (p.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
     const listing = await this.#listing(p.digest);
-    const c = listing.byName.get(bkey(name));
-    if (!c) throw new FuseError(Errno.ENOENT);
-    const index = c.kind === "file" ? listing.children.indexOf(c) : 0;
+    const index = listing.byName.get(bkey(name));
+    if (index === undefined) throw new FuseError(Errno.ENOENT);
+    const c = listing.children[index];
     return this.#attr(this.#childNode(p.ino, c, { listing, index }));
   }
 
