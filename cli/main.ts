@@ -17,12 +17,13 @@ import type { CliContext } from "./context.ts";
 import { openServices, type Services } from "./services.ts";
 import { configureLogging } from "./log.ts";
 import { VERSION } from "./version.ts";
-import { narCommand } from "./nar.ts";
-import { storeCommand } from "./store.ts";
-import { nixDaemonCommand } from "./nix_daemon.ts";
+import { addCommands } from "./lazy_commands.ts";
 
-/** Builds the program; `argv` excludes the runtime and script names. */
-export function buildProgram(): Command {
+/**
+ * Builds the program. With `argv` (the arguments, without runtime and script
+ * names) only the subcommand they select is loaded; without, every one is.
+ */
+export async function buildProgram(argv?: string[]): Promise<Command> {
   const program = new Command()
     .name("snix")
     .description(
@@ -86,9 +87,26 @@ export function buildProgram(): Command {
     if (services) await (await services).close();
   });
 
-  program.addCommand(storeCommand(ctx));
-  program.addCommand(narCommand(ctx));
-  program.addCommand(nixDaemonCommand(ctx));
+  await addCommands(program, [
+    {
+      name: "store",
+      summary:
+        "import, export, inspect, serve and mount the content-addressed store",
+      load: async (rest) =>
+        (await import("./store.ts")).storeCommand(ctx, rest),
+    },
+    {
+      name: "nar",
+      summary: "create, hash and read NAR archives (no store needed)",
+      load: async () => (await import("./nar.ts")).narCommand(ctx),
+    },
+    {
+      name: "nix-daemon",
+      summary:
+        "serve the store to Nix over the worker protocol (nix --store unix://SOCK)",
+      load: async () => (await import("./nix_daemon.ts")).nixDaemonCommand(ctx),
+    },
+  ], argv);
   return program;
 }
 
@@ -138,8 +156,12 @@ function codeName(code: number): string {
 export async function main(
   argv: string[] = process.argv.slice(2),
 ): Promise<void> {
-  const program = buildProgram();
-  program.exitOverride();
+  const program = await buildProgram(argv);
+  const throwOnUsageErrors = (command: Command) => {
+    command.exitOverride().showHelpAfterError("(run with --help for usage)");
+    for (const sub of command.commands) throwOnUsageErrors(sub as Command);
+  };
+  throwOnUsageErrors(program);
   let code = 0;
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -63,12 +63,12 @@ Deno.test("binary: builds and prints its version", () => {
   assert.equal(r.stdout.trim(), VERSION);
 });
 
-Deno.test("binary: --help works for every subcommand", () => {
+Deno.test("binary: --help works for every subcommand", async () => {
   build();
   const top = run(["--help"]);
   assert.equal(top.status, 0, top.stderr);
   assert.match(top.stdout, /Usage: snix/);
-  const paths = commandPaths(buildProgram());
+  const paths = commandPaths(await buildProgram());
   assert.ok(
     paths.some((p) => p.join(" ") === "nar dump"),
     "nar dump is missing",
