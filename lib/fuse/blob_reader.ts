@@ -32,7 +32,7 @@ const REACH = 16 << 20;
 const STREAMS_PER_BLOB = 4;
 const MAX_STREAMS = 64;
 /** Most whole-file prefetches running at once. */
-const MAX_PREFETCHES = 16;
+const MAX_PREFETCHES = 32;
 
 /** A piece of a blob, cached as a unit. */
 interface Segment {

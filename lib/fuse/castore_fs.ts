@@ -306,6 +306,11 @@ export class CastoreFs implements FuseFilesystem {
         byName: new Map(children.map((c, i) => [c.key, i])),
       };
       this.#prefetchDirs(listing);
+      // In a content-reading walk, directories listed ahead bring their
+      // small files along (as far as prefetch slots allow).
+      if (performance.now() - this.#lastFileRead < 1000) {
+        this.#prefetchListed(listing, 0);
+      }
       return listing;
     })();
     p.catch(() => this.#listings.delete(hex));
