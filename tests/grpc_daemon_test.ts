@@ -91,6 +91,26 @@ Deno.test("store daemon: bad listen address and unix socket rules", async () => 
     assert.match(bad.stderr, /expected host:port/);
     assert.doesNotMatch(bad.stderr, /\n\s+at /, "no stack trace");
 
+    // A port in use.
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(0, "127.0.0.1", () => r()));
+    const usedPort = (holder.address() as net.AddressInfo).port;
+    const inUse = await snix([
+      "--data-dir",
+      `${tmp}/d`,
+      "store",
+      "daemon",
+      "-l",
+      `127.0.0.1:${usedPort}`,
+    ]);
+    await new Promise<void>((r) => holder.close(() => r()));
+    assert.equal(inUse.code, 1);
+    assert.match(
+      inUse.stderr,
+      /cannot listen on 127\.0\.0\.1:\d+: address already in use/,
+    );
+    assert.equal(inUse.stderr.trim().split("\n").length, 1, inUse.stderr);
+
     // A stale socket file (bound, never unlinked).
     const sock = `${tmp}/stale.sock`;
     const py = await run("/usr/bin/python3", [

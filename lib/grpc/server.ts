@@ -209,10 +209,6 @@ export async function startStoreServer(
   try {
     for (const addr of listen) {
       const server = net.createServer(onConnection);
-      server.on(
-        "error",
-        (e) => log.warn("listener error: {message}", { message: String(e) }),
-      );
       servers.push(server);
       if (addr.kind === "unix") {
         await prepareSocketPath(addr.path, opts.unlinkStaleSocket ?? false);
@@ -296,6 +292,10 @@ function listenOn(
     };
     const onListening = () => {
       server.off("error", onError);
+      server.on(
+        "error",
+        (e) => log.warn("listener error: {message}", { message: String(e) }),
+      );
       resolve();
     };
     server.once("error", onError);
@@ -318,7 +318,7 @@ function listenError(where: string | net.ListenOptions, e: Error): Error {
     ? "address already in use"
     : code === "EACCES"
     ? "permission denied"
-    : code === "EADDRNOTAVAIL"
+    : code === "EADDRNOTAVAIL" || code === "EINVAL"
     ? "address not available on this machine"
     : e.message;
   return new Error(`cannot listen on ${addr}: ${why}`);
