@@ -115,6 +115,10 @@ Deno.test({
     try {
       await waitMounted(r, mnt);
       await shOk(`diff -r --no-dereference '${n.src}' '${mnt}/${n.tree}'`);
+      // A second mount on a live one is refused with a clear message.
+      const again = spawnMount(dataDir, mnt);
+      assert.equal((await again.child.status).code, 1);
+      assert.match(await again.stderr(), /is already a live snix mount/);
       r.child.kill("SIGTERM");
       const st = await r.child.status;
       assert.equal(st.code, 0, await r.stderr());

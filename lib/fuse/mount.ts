@@ -112,6 +112,12 @@ export function mountFuse(
     throw new MountError(`mount point ${mountpoint} is not a directory`);
   }
   const name = options.name ?? "snix";
+  if (mountEntry(abs)?.fstype === `fuse.${name}`) {
+    throw new MountError(
+      `${abs} is already a live ${name} mount (another \`snix store mount\` serves it); ` +
+        `stop that one or run \`umount ${abs}\` first`,
+    );
+  }
   const fd = libc.open("/dev/fuse", O_RDWR | O_CLOEXEC);
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
@@ -166,10 +172,20 @@ function unescapeMountinfo(s: string): string {
 
 /** The `major:minor` device of the file system mounted at `mountpoint` (the last one). */
 export function mountDevice(mountpoint: string): string | undefined {
-  let found: string | undefined;
+  return mountEntry(mountpoint)?.device;
+}
+
+/** Device and type of the file system mounted at `mountpoint` (the topmost one). */
+export function mountEntry(
+  mountpoint: string,
+): { device: string; fstype: string } | undefined {
+  let found: { device: string; fstype: string } | undefined;
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
     const f = line.split(" ");
-    if (f.length > 4 && unescapeMountinfo(f[4]) === mountpoint) found = f[2];
+    if (f.length > 4 && unescapeMountinfo(f[4]) === mountpoint) {
+      const sep = f.indexOf("-", 6);
+      found = { device: f[2], fstype: sep > 0 ? f[sep + 1] : "" };
+    }
   }
   return found;
 }
