@@ -9,6 +9,7 @@
  * @module
  */
 import * as fs from "node:fs/promises";
+import * as fsSync from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
 
@@ -184,6 +185,133 @@ export async function readFileIfExists(
 ): Promise<Uint8Array | undefined> {
   try {
     const b = await fs.readFile(path);
+    return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  } catch (e) {
+    if (errCode(e) === "ENOENT") return undefined;
+    throw storageError(`cannot read ${path}`, e);
+  }
+}
+
+/** fsync of an open descriptor on the runtime's thread pool (many may run at once). */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    fsSync.fsync(fd, (e) => (e ? reject(e) : resolve()))
+  );
+}
+
+/** Whether a path exists (synchronous: a stat of a warm directory takes microseconds and makes no error object). */
+export function existsNow(path: string): boolean {
+  return fsSync.existsSync(path);
+}
+
+/**
+ * Like {@linkcode writeFileAtomic} (temp file, fsync, rename; the caller
+ * fsyncs the target directory), but opens, writes, closes and renames with
+ * synchronous calls and only waits for the fsync on the thread pool. Measured
+ * on the 1 GiB mixed corpus, the four extra thread-pool round trips per
+ * object of the asynchronous version cost more main-thread time than the
+ * (page cache) writes themselves; the fsync, the one slow step, still
+ * overlaps with other writes, so many objects can be in flight and the file
+ * system commits their fsyncs together.
+ */
+export async function writeFileAtomicFast(
+  tmpDir: string,
+  finalPath: string,
+  parts: Uint8Array[],
+): Promise<void> {
+  const tmp = join(tmpDir, `${process.pid}-${randomHex()}.tmp`);
+  let fd: number | undefined;
+  try {
+    fd = fsSync.openSync(tmp, "wx", 0o644);
+    for (const p of parts) {
+      let off = 0;
+      while (off < p.length) {
+        off += fsSync.writeSync(fd, p, off, p.length - off);
+      }
+    }
+    await fsyncFd(fd);
+    fsSync.closeSync(fd);
+    fd = undefined;
+    fsSync.renameSync(tmp, finalPath);
+  } catch (e) {
+    if (fd !== undefined) {
+      try {
+        fsSync.closeSync(fd);
+      } catch { /* already failing */ }
+    }
+    try {
+      fsSync.rmSync(tmp, { force: true });
+    } catch { /* best effort */ }
+    throw storageError(`cannot write ${finalPath}`, e);
+  }
+}
+
+/** One directory's fsyncs: the one running and the one queued after it. */
+interface DirSync {
+  running?: Promise<void>;
+  next?: Promise<void>;
+}
+const dirSyncs = new Map<string, DirSync>();
+
+function startDirSync(dir: string, s: DirSync): Promise<void> {
+  const p: Promise<void> = (async () => {
+    let fd: number | undefined;
+    try {
+      fd = fsSync.openSync(dir, "r");
+      await fsyncFd(fd);
+    } catch (e) {
+      throw storageError(`cannot sync directory ${dir}`, e);
+    } finally {
+      if (fd !== undefined) {
+        try {
+          fsSync.closeSync(fd);
+        } catch { /* nothing to do */ }
+      }
+    }
+  })().finally(() => {
+    if (s.running === p) {
+      s.running = undefined;
+      if (!s.next && dirSyncs.get(dir) === s) dirSyncs.delete(dir);
+    }
+  });
+  s.running = p;
+  return p;
+}
+
+/**
+ * fsyncs a directory like {@linkcode fsyncDir}, shared between concurrent
+ * callers: the promise settles after an fsync of `dir` that STARTED after
+ * this call (so it covers every rename the caller made before calling).
+ * While one fsync runs, all callers arriving meanwhile share the single
+ * fsync queued after it, so N writers into one shard cost about two fsyncs,
+ * not N.
+ */
+export function fsyncDirShared(dir: string): Promise<void> {
+  let s = dirSyncs.get(dir);
+  if (!s) {
+    s = {};
+    dirSyncs.set(dir, s);
+  }
+  if (s.next) return s.next;
+  if (!s.running) return startDirSync(dir, s);
+  const st = s;
+  const next = st.running!.then(() => {}, () => {}).then(() => {
+    st.next = undefined;
+    return startDirSync(dir, st);
+  });
+  st.next = next;
+  return next;
+}
+
+/**
+ * Reads a whole file synchronously, or `undefined` if it does not exist
+ * (checked first without an exception, the common case for optional
+ * objects). Other errors are `Internal` storage errors naming the path.
+ */
+export function readFileNow(path: string): Uint8Array | undefined {
+  if (!fsSync.existsSync(path)) return undefined;
+  try {
+    const b = fsSync.readFileSync(path);
     return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
   } catch (e) {
     if (errCode(e) === "ENOENT") return undefined;

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import { Code } from "@connectrpc/connect";
-import { LocalBlobService } from "./local_blob_service.ts";
+import { encodeChunkList, LocalBlobService } from "./local_blob_service.ts";
+import { chunkAll } from "./chunker.ts";
 import {
   blobServiceCases,
   pseudoRandom,
@@ -217,6 +218,50 @@ Deno.test("LocalBlobService: stale temp files are removed on open, fresh ones ke
     await fs.utimes(stale, old, old);
     await LocalBlobService.open(dir);
     assert.deepEqual(await fs.readdir(join(dir, "tmp")), ["2-live.tmp"]);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("LocalBlobService: a chunk list verifies only under its own blob digest; version 1 lists still read", async () => {
+  const dir = await tempDir();
+  try {
+    const svc = await LocalBlobService.open(dir);
+    const a = pseudoRandom(1 << 20, 21);
+    const b = pseudoRandom(1 << 20, 22);
+    const da = await putBlob(svc, a);
+    const db = await putBlob(svc, b);
+    // b's (intact) list under a's name: every chunk would verify, but the
+    // list is not a's, so nothing of b may be delivered as a
+    await fs.copyFile(svc.blobListPath(db), svc.blobListPath(da));
+    await rejectsWith(svc.read(da), Code.DataLoss, /not this blob's list/);
+    // a version 1 list (body checksum only) under a's name: read, and the
+    // whole-blob hash catches that the chunks are b's
+    const chunksB = (await svc.chunks(db))!;
+    const v1 = encodeChunkList(chunksB, db);
+    v1.set(new TextEncoder().encode("SNIXBL1\n"), 0);
+    v1.set(
+      blake3Sync(v1.subarray(0, v1.length - 32)),
+      v1.length - 32,
+    );
+    await fs.writeFile(svc.blobListPath(da), v1);
+    await rejectsWith(
+      readAll((await svc.read(da))!),
+      Code.DataLoss,
+      /is corrupt: its chunks hash to/,
+    );
+    // and a correct version 1 list reads back
+    const chunksA = chunkAll(a).map((c) => ({
+      digest: blake3Sync(c),
+      size: c.length,
+    }));
+    const v1a = encodeChunkList(chunksA, da);
+    v1a.set(new TextEncoder().encode("SNIXBL1\n"), 0);
+    v1a.set(blake3Sync(v1a.subarray(0, v1a.length - 32)), v1a.length - 32);
+    await fs.writeFile(svc.blobListPath(da), v1a);
+    assert.ok(
+      Buffer.from(await readAll((await svc.read(da))!)).equals(Buffer.from(a)),
+    );
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
