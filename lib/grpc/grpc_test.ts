@@ -205,11 +205,15 @@ Deno.test("grpc blob: put, stat, read, ranges, missing and bad digests", async (
 
 /**
  * A blob service that stores blobs in fixed-size chunks, each readable by its
- * own digest (as snix's object store does), to exercise chunk-aware reads.
+ * own digest, and assembles whole blobs from them (as snix's object store and
+ * our local store do), counting both kinds of reads. Chunks named in
+ * `corrupt` are served as zeros.
  */
 class ChunkingBlobService extends MemoryBlobService {
   #index = new Map<string, ChunkMeta[]>();
   chunkReads = 0;
+  wholeReads = 0;
+  corrupt = new Set<string>();
   constructor(readonly chunkSize: number) {
     super();
   }
@@ -226,20 +230,49 @@ class ChunkingBlobService extends MemoryBlobService {
   override async chunks(digest: Uint8Array): Promise<ChunkMeta[] | undefined> {
     return this.#index.get(key(digest)) ?? await super.chunks(digest);
   }
+  async #chunk(
+    digest: Uint8Array,
+    size: number,
+  ): Promise<ReadableStream<Uint8Array> | undefined> {
+    if (this.corrupt.has(key(digest))) {
+      return new ReadableStream({
+        start(c) {
+          c.enqueue(new Uint8Array(size));
+          c.close();
+        },
+      });
+    }
+    return await super.read(digest);
+  }
   override async read(
     digest: Uint8Array,
     range?: { offset: number; length?: number },
   ) {
-    if (this.#index.has(key(digest))) {
-      throw new Error("the client must fetch chunks, not the whole blob");
+    const metas = this.#index.get(key(digest));
+    if (!metas) {
+      this.chunkReads++;
+      const size = (await readAll(await super.read(digest))).length;
+      return range
+        ? await super.read(digest, range)
+        : await this.#chunk(digest, size);
     }
-    this.chunkReads++;
-    return await super.read(digest, range);
+    assert.equal(range, undefined, "whole blobs are read whole here");
+    this.wholeReads++;
+    const parts: Uint8Array[] = [];
+    for (const m of metas) {
+      parts.push(await readAll(await this.#chunk(m.digest, m.size)));
+    }
+    return new ReadableStream<Uint8Array>({
+      start(c) {
+        for (const p of parts) c.enqueue(p);
+        c.close();
+      },
+    });
   }
 }
 const key = (d: Uint8Array) => Array.from(d).join(",");
 
-Deno.test("grpc blob client fetches chunks in parallel, verifies them, reads ranges without fetching all", async () => {
+Deno.test("grpc blob client: whole reads stream once, ranged reads fetch only the chunks they touch", async () => {
   const chunked = new ChunkingBlobService(100_000);
   const b = { ...backends(), blobs: chunked };
   await withServer(async (url) => {
@@ -249,20 +282,32 @@ Deno.test("grpc blob client fetches chunks in parallel, verifies them, reads ran
       const digest = await chunked.putChunked(data);
       const chunks = await client.chunks(digest);
       assert.equal(chunks?.length, 11);
-      chunked.chunkReads = 0;
+      chunked.chunkReads = chunked.wholeReads = 0;
       assert.deepEqual(await readAll(await client.read(digest)), data);
-      assert.equal(chunked.chunkReads, 11);
-      chunked.chunkReads = 0;
+      assert.deepEqual([chunked.wholeReads, chunked.chunkReads], [1, 0]);
+      chunked.chunkReads = chunked.wholeReads = 0;
       assert.deepEqual(
         await readAll(
           await client.read(digest, { offset: 250_000, length: 100_000 }),
         ),
         data.subarray(250_000, 350_000),
       );
+      assert.deepEqual(
+        [chunked.wholeReads, chunked.chunkReads],
+        [0, 2],
+        "a range touching 2 chunks fetches 2",
+      );
+      chunked.chunkReads = 0;
+      assert.deepEqual(
+        await readAll(
+          await client.read(digest, { offset: 1, length: 1_049_998 }),
+        ),
+        data.subarray(1, -1),
+      );
       assert.equal(
         chunked.chunkReads,
-        2,
-        "a range touching 2 chunks fetches 2",
+        11,
+        "all 11 chunks, fetched in parallel",
       );
     } finally {
       await client.close();
@@ -270,30 +315,24 @@ Deno.test("grpc blob client fetches chunks in parallel, verifies them, reads ran
   }, { b });
 });
 
-Deno.test("grpc blob client: a chunk with wrong bytes is DataLoss", async () => {
+Deno.test("grpc blob client: a chunk with wrong bytes is DataLoss, and none of its bytes are delivered", async () => {
   const chunked = new ChunkingBlobService(1000);
   const b = { ...backends(), blobs: chunked };
-  // Serve the second chunk's digest with other bytes.
   const data = randomBytes(3000, 3);
   const digest = await chunked.putChunked(data);
   const metas = (await chunked.chunks(digest))!;
-  const realRead = chunked.read.bind(chunked);
-  chunked.read = async (d, r) => {
-    if (key(d) === key(metas[1].digest)) {
-      return new ReadableStream({
-        start(c) {
-          c.enqueue(new Uint8Array(1000));
-          c.close();
-        },
-      });
-    }
-    return await realRead(d, r);
-  };
+  chunked.corrupt.add(key(metas[1].digest));
   await withServer(async (url) => {
     const client = GrpcBlobService.connect(url);
     try {
+      // Whole read (one stream, verified chunk by chunk): the first chunk arrives, then the error.
+      const reader = (await client.read(digest))!.getReader();
+      const first = await reader.read();
+      assert.deepEqual(first.value, data.subarray(0, 1000));
+      await expectCode(reader.read(), Code.DataLoss, /does not match/);
+      // Ranged read (chunks fetched by digest).
       await expectCode(
-        readAll(await client.read(digest)),
+        readAll(await client.read(digest, { offset: 500, length: 1000 })),
         Code.DataLoss,
         /does not match/,
       );

@@ -40,7 +40,7 @@ export const HTTP2_SETTINGS = {
 export const SESSION_WINDOW_BYTES = 32 << 20;
 
 /** How many chunks a blob client fetches ahead in parallel. */
-export const CHUNK_FETCH_CONCURRENCY = 4;
+export const CHUNK_FETCH_CONCURRENCY = 8;
 
 /** Largest chunk a client accepts from a Stat response (chunks are fetched whole). */
 export const MAX_CHUNK_BYTES = 64 << 20;
