@@ -108,7 +108,11 @@ export async function startDaemon(
 export async function run(
   cmd: string,
   args: string[],
-  opts: { stdin?: Uint8Array; env?: Record<string, string> } = {},
+  opts: {
+    stdin?: Uint8Array;
+    env?: Record<string, string>;
+    timeoutMs?: number;
+  } = {},
 ): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
   const child = new Deno.Command(cmd, {
     args,
@@ -123,7 +127,14 @@ export async function run(
     await w.write(opts.stdin);
     await w.close();
   }
+  // A stuck child fails the test (killed after timeoutMs) instead of hanging it.
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  }, opts.timeoutMs ?? 120_000);
   const out = await child.output();
+  clearTimeout(timer);
   return {
     code: out.code,
     stdout: out.stdout,

@@ -5,11 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { statSync } from "node:fs";
-import { generatePythonStubs, run, startDaemon } from "./grpc_helpers.ts";
+import {
+  type Daemon,
+  generatePythonStubs,
+  run,
+  startDaemon,
+} from "./grpc_helpers.ts";
 
 const SCRIPT = new URL("./python/grpc_interop.py", import.meta.url).pathname;
 
 async function python(
+  daemon: Daemon,
   stubs: string,
   target: string,
   mode: string,
@@ -21,12 +27,14 @@ async function python(
     target,
     mode,
     ...extra,
-  ]);
+  ], {
+    timeoutMs: 90_000,
+  });
   const out = new TextDecoder().decode(r.stdout);
   assert.equal(
     r.code,
     0,
-    `python ${mode} against ${target} failed:\n${out}\n${r.stderr}`,
+    `python ${mode} against ${target} failed (${r.code}):\n${out}\n${r.stderr}\ndaemon:\n${daemon.stderr()}`,
   );
   assert.match(out, /^OK \d+ checks$/m);
   return out;
@@ -47,9 +55,9 @@ Deno.test("python grpcio against snix store daemon (TCP, unix socket, read-only)
     try {
       assert.equal(daemon.addresses.length, 2);
       assert.equal(statSync(sock).mode & 0o777, 0o660, "socket mode 0660");
-      const out = await python(stubs, daemon.addresses[0], "rw");
+      const out = await python(daemon, stubs, daemon.addresses[0], "rw");
       blobHex = out.match(/^BLOB ([0-9a-f]{64})$/m)![1];
-      await python(stubs, `unix:${sock}`, "rw");
+      await python(daemon, stubs, `unix:${sock}`, "rw");
     } finally {
       assert.equal(await daemon.stop("SIGTERM"), 0, daemon.stderr());
     }
@@ -61,7 +69,7 @@ Deno.test("python grpcio against snix store daemon (TCP, unix socket, read-only)
       "--read-only",
     ]);
     try {
-      await python(stubs, `unix:${sock}`, "ro", blobHex);
+      await python(ro, stubs, `unix:${sock}`, "ro", blobHex);
     } finally {
       assert.equal(await ro.stop("SIGINT"), 0, ro.stderr());
     }

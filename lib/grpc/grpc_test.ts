@@ -549,3 +549,31 @@ Deno.test("grpc path info: put needs castore root, get, list, calculateNar, read
     }
   }, { b, readOnly: true });
 });
+
+Deno.test("grpc client: a peer that accepts but never answers fails with UNAVAILABLE, not a hang", async () => {
+  const { createServer } = await import("node:net");
+  const held: import("node:net").Socket[] = [];
+  const silent = createServer((s) => void held.push(s));
+  await new Promise<void>((r) => silent.listen(0, "127.0.0.1", () => r()));
+  const port = (silent.address() as import("node:net").AddressInfo).port;
+  const channel = openGrpcChannel(`grpc+http://127.0.0.1:${port}`, {
+    keepaliveIntervalMs: 200,
+    keepaliveTimeoutMs: 300,
+  });
+  try {
+    const pis = new GrpcPathInfoService(channel.transport, {
+      peer: "silent peer",
+    });
+    const t0 = Date.now();
+    await expectCode(
+      pis.get(new Uint8Array(20)),
+      Code.Unavailable,
+      /silent peer/,
+    );
+    assert.ok(Date.now() - t0 < 5000);
+  } finally {
+    channel.close();
+    for (const s of held) s.destroy();
+    await new Promise<void>((r) => silent.close(() => r()));
+  }
+});

@@ -18,6 +18,11 @@ import {
   SESSION_WINDOW_BYTES,
 } from "./limits.ts";
 
+/** Silence on a connection with open calls before a PING is sent. */
+const KEEPALIVE_INTERVAL_MS = 10_000;
+/** How long a PING may go unanswered before the connection is given up. */
+const KEEPALIVE_TIMEOUT_MS = 10_000;
+
 /** Where a gRPC server listens, as a client dials it. */
 export interface GrpcAddress {
   /** `http://host:port` (TCP) or `http://localhost` (unix socket; the authority is nominal). */
@@ -57,6 +62,14 @@ export function parseGrpcAddress(url: string): GrpcAddress {
   );
 }
 
+/** Options of {@linkcode openGrpcChannel}. */
+export interface GrpcChannelOptions {
+  /** Silence (ms) on a connection with open calls before a PING (default 10 s). */
+  keepaliveIntervalMs?: number;
+  /** How long (ms) a PING may go unanswered before the connection fails (default 10 s). */
+  keepaliveTimeoutMs?: number;
+}
+
 /** A client connection: the transport for generated clients, and a way to close it. */
 export interface GrpcChannel {
   /** Hand to `createClient(Service, transport)`. */
@@ -90,8 +103,12 @@ class WindowedSessionManager {
   ): Promise<http2.ClientHttp2Stream> {
     const stream = await this.#inner.request(method, path, headers, options);
     const session = stream.session;
+    // Failures reach the caller through the call; a late 'error' event
+    // (e.g. a keepalive PING timing out) must not become an uncaught one.
+    stream.on("error", () => {});
     if (session && !this.#widened.has(session)) {
       this.#widened.add(session);
+      session.on("error", () => {});
       try {
         session.setLocalWindowSize(SESSION_WINDOW_BYTES);
       } catch {
@@ -111,7 +128,10 @@ class WindowedSessionManager {
 }
 
 /** Opens a channel to a gRPC address (a URL string or a parsed {@linkcode GrpcAddress}). */
-export function openGrpcChannel(address: string | GrpcAddress): GrpcChannel {
+export function openGrpcChannel(
+  address: string | GrpcAddress,
+  opts: GrpcChannelOptions = {},
+): GrpcChannel {
   const addr = typeof address === "string"
     ? parseGrpcAddress(address)
     : address;
@@ -126,7 +146,14 @@ export function openGrpcChannel(address: string | GrpcAddress): GrpcChannel {
   const manager = new WindowedSessionManager(
     new Http2SessionManager(
       addr.baseUrl,
-      { idleConnectionTimeoutMs: 60_000 },
+      {
+        idleConnectionTimeoutMs: 60_000,
+        // Detect a peer that stopped answering (or never spoke HTTP/2): with
+        // calls open, a PING goes out after this much silence, and the
+        // connection fails if it is not answered in time.
+        pingIntervalMs: opts.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS,
+        pingTimeoutMs: opts.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+      },
       nodeOptions,
     ),
   );
