@@ -15,8 +15,12 @@
  */
 export const MAX_MESSAGE_BYTES = 16 << 20;
 
-/** Blob data messages are coalesced up to at least this size when possible. */
-export const MIN_DATA_MESSAGE_BYTES = 256 << 10;
+/**
+ * Blob data messages are coalesced up to at least this size when possible.
+ * Whole 1 MiB messages (one extra copy of chunk-sized pieces) halve the
+ * per-message work on both sides compared with ~300 KiB chunk-sized ones.
+ */
+export const MIN_DATA_MESSAGE_BYTES = 1 << 20;
 
 /** Blob data messages are split so none exceeds this size. */
 export const MAX_DATA_MESSAGE_BYTES = 1 << 20;
