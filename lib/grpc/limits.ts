@@ -17,8 +17,9 @@ export const MAX_MESSAGE_BYTES = 16 << 20;
 
 /**
  * Blob data messages are coalesced up to at least this size when possible.
- * Whole 1 MiB messages (one extra copy of chunk-sized pieces) halve the
- * per-message work on both sides compared with ~300 KiB chunk-sized ones.
+ * Whole 1 MiB messages (one extra copy of ~300 KiB chunk-sized pieces) mean
+ * ~3x fewer messages to frame and parse; measured gain on a busy 2-core
+ * machine was small (raw Read ~118 -> ~127 MB/s, within noise).
  */
 export const MIN_DATA_MESSAGE_BYTES = 1 << 20;
 
