@@ -17,8 +17,8 @@
  */
 import { Command } from "@commander-js/extra-typings";
 import * as fs from "node:fs";
-import process from "node:process";
 import type { CliContext } from "./context.ts";
+import { StdoutWriter } from "./stdout.ts";
 import { narChunks } from "../lib/nix/nar_writer.ts";
 import { narNodeFromPath } from "../lib/nix/nar_fs.ts";
 import { errorCode } from "../lib/runtime/sync_fs.ts";
@@ -298,55 +298,5 @@ async function catNar(file: string, pathArg: string): Promise<void> {
   }
   if (!found) {
     throw new Error(`path ${showNarPath(path)} does not exist in the NAR`);
-  }
-}
-
-/**
- * Writes to fd 1 synchronously (blocking on a full pipe); retries when stdout
- * is non-blocking; on EPIPE exits quietly with status 0, as `nix-store --dump | head`.
- */
-export class StdoutWriter {
-  #parts: Uint8Array[] = [];
-  /** Bytes buffered by {@link buffer} and not yet written. */
-  pending = 0;
-
-  /** Buffers a small piece; written on {@link flush} or the next {@link write}. */
-  buffer(b: Uint8Array): void {
-    this.#parts.push(b);
-    this.pending += b.length;
-  }
-
-  /** Writes buffered pieces. */
-  async flush(): Promise<void> {
-    if (this.pending === 0) return;
-    const all = concatBytes(this.#parts);
-    this.#parts = [];
-    this.pending = 0;
-    await this.#writeAll(all);
-  }
-
-  /** Writes `b` (after anything buffered) completely before resolving. */
-  async write(b: Uint8Array): Promise<void> {
-    if (this.pending > 0) await this.flush();
-    await this.#writeAll(b);
-  }
-
-  async #writeAll(b: Uint8Array): Promise<void> {
-    let o = 0;
-    while (o < b.length) {
-      try {
-        o += fs.writeSync(1, b, o, b.length - o);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "EAGAIN") {
-          await new Promise((r) => setTimeout(r, 1));
-          continue;
-        }
-        if (code === "EPIPE" || (e as Error).name === "BrokenPipe") {
-          process.exit(0);
-        }
-        throw e;
-      }
-    }
   }
 }

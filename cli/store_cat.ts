@@ -13,7 +13,7 @@ import {
   parseStorePathArg,
   requirePathInfo,
 } from "../lib/store/lookup.ts";
-import { pipeToStdout } from "./store_export.ts";
+import { pipeToStdout } from "./stdout.ts";
 
 /** The `store cat` command. */
 // deno-lint-ignore no-explicit-any
