@@ -5,6 +5,8 @@
 #   2. import /usr/share/doc, print its store path (same as nix-store --add)
 #   3. show its metadata (snix store path-info --json)
 #   4. export it as a NAR and compare with nix-store --dump
+#   5. serve the store to Nix: snix nix-daemon on a unix socket, queried by
+#      the real nix client (nix path-info --store unix://...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -40,3 +42,14 @@ if [ "$ours" != "$theirs" ]; then
   exit 1
 fi
 echo "demo: OK: export is byte-identical to nix-store --dump"
+
+echo "== snix nix-daemon -l $scratch/daemon.sock, then nix path-info --store unix://$scratch/daemon.sock"
+sock="$scratch/daemon.sock"
+"$DENO" run -A --quiet cli/main.ts nix-daemon -l "$sock" --unix-listen-unlink &
+daemon=$!
+trap 'kill $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$scratch"' EXIT
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+nix --extra-experimental-features nix-command path-info --store "unix://$sock" --json "$path"
+echo
+echo "demo: OK: Nix sees the path through snix nix-daemon"
+
