@@ -67,3 +67,17 @@ Deno.test("validateDigest rejects wrong lengths with InvalidArgument", () => {
     );
   }
 });
+
+Deno.test("one-shot and incremental BLAKE3 agree with b3sum around block and chunk edges", async () => {
+  const data = new Uint8Array(1 << 20).map((_, i) => (i * 2654435761) >>> 24);
+  for (
+    const n of [0, 1, 63, 64, 65, 1023, 1024, 1025, 2048, 4097, 65537, 1 << 20]
+  ) {
+    const part = data.subarray(0, n);
+    const want = b3sum(part);
+    assert.equal(digestToHex(await blake3(part)), want, `one-shot, ${n} bytes`);
+    const h = createBlake3();
+    for (let o = 0; o < n; o += 3001) h.update(part.subarray(o, o + 3001));
+    assert.equal(digestToHex(h.digest()), want, `incremental, ${n} bytes`);
+  }
+});
