@@ -8,6 +8,19 @@
 import * as fs from "node:fs";
 import { Buffer } from "node:buffer";
 import process from "node:process";
+import {
+  ffiAvailable,
+  type LibC,
+  libc,
+  O_CLOEXEC,
+  O_RDONLY,
+  OsError,
+  POLLOUT,
+} from "../lib/runtime/libc.ts";
+
+const EINTR = 4, EAGAIN = 11, EINVAL = 22, EPIPE = 32, ENOSYS = 38;
+/** Largest count one sendfile(2) call transfers on Linux. */
+const SENDFILE_MAX = 0x7ffff000;
 
 /**
  * Writes to fd 1 synchronously (blocking on a full pipe); retries when stdout
@@ -37,6 +50,61 @@ export class StdoutWriter {
   async write(b: Uint8Array): Promise<void> {
     if (this.pending > 0) await this.flush();
     await this.#writeAll(b);
+  }
+
+  /**
+   * Copies up to `size` bytes of the file at `path` to stdout with
+   * sendfile(2) (kernel to kernel, no copies through our memory), after
+   * anything buffered. Returns how many bytes were copied: fewer than `size`
+   * when the file is shorter, 0 when sendfile is not possible here (no FFI,
+   * the file cannot be opened, or the kernel refuses this pair of files);
+   * the caller then writes the rest itself and reports any problem.
+   */
+  async sendFile(path: Uint8Array, size: number): Promise<number> {
+    const lc = await this.#libc();
+    if (!lc) return 0;
+    if (this.pending > 0) await this.flush();
+    let fd: number;
+    try {
+      fd = lc.open(path, O_RDONLY | O_CLOEXEC);
+    } catch {
+      return 0;
+    }
+    let done = 0;
+    try {
+      while (done < size) {
+        const n = lc.sendfile(1, fd, Math.min(size - done, SENDFILE_MAX));
+        if (n > 0) done += n;
+        else if (n === 0) break; // end of file: shorter than expected
+        else if (n === -EINTR) continue;
+        else if (n === -EAGAIN) lc.poll(1, POLLOUT, -1); // non-blocking stdout
+        else if (n === -EPIPE) process.exit(0);
+        else if (done === 0 && (n === -EINVAL || n === -ENOSYS)) {
+          this.#noSendfile = true;
+          break;
+        } else throw new OsError("sendfile", -n);
+      }
+    } finally {
+      lc.close(fd);
+    }
+    return done;
+  }
+
+  #noSendfile = false;
+  #lc: LibC | undefined;
+
+  async #libc(): Promise<LibC | undefined> {
+    if (this.#noSendfile) return undefined;
+    if (this.#lc) return this.#lc;
+    try {
+      if (!ffiAvailable()) throw new Error("no FFI");
+      this.#lc = await libc();
+      return this.#lc;
+    } catch {
+      // e.g. `deno run` without --allow-ffi: plain writes instead.
+      this.#noSendfile = true;
+      return undefined;
+    }
   }
 
   async #writeAll(b: Uint8Array): Promise<void> {

@@ -20,7 +20,8 @@ case "$with" in
   deno)
     npx -y deno@2.9.6 compile -A --output "$out" cli/main.ts ;;
   bun)
-    npx -y bun@1 build --compile --minify-syntax --outfile "$out" cli/main.ts 2>&1 | grep -v nodedir ;;
+    # --bytecode: precompiled JS, start-up ~0.04 s instead of ~0.1 s.
+    npx -y bun@1 build --compile --bytecode --format=esm --minify-syntax --outfile "$out" cli/main.ts 2>&1 | grep -v nodedir ;;
   *) echo "build: SNIX_BUILD_WITH must be bun or deno" >&2; exit 2 ;;
 esac
 echo "built $out with $with" >&2

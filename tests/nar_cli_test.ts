@@ -189,3 +189,32 @@ Deno.test("snix nar dump | head: exits quietly when the reader goes away", () =>
   assert.deepEqual(stderr, []);
   assert.equal(r.status, 0);
 });
+
+Deno.test("snix nar dump: same bytes into a file (sendfile) and without FFI (read/write)", () => {
+  const expected = fs.readFileSync(corpusNar);
+  const out = join(work, "dump-to-file.nar");
+  const fd = fs.openSync(out, "w");
+  try {
+    const r = spawnSync(
+      Deno.execPath(),
+      ["run", "-A", "--no-check", MAIN, "nar", "dump", corpus],
+      { stdio: ["ignore", fd, "pipe"], encoding: "utf8" },
+    );
+    assert.equal(r.status, 0, r.stderr);
+  } finally {
+    fs.closeSync(fd);
+  }
+  assert.ok(fs.readFileSync(out).equals(expected), "dump into a file differs");
+  const r = spawnSync(Deno.execPath(), [
+    "run",
+    "-A",
+    "--deny-ffi",
+    "--no-check",
+    MAIN,
+    "nar",
+    "dump",
+    corpus,
+  ], { maxBuffer: 1 << 30 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  assert.ok(r.stdout.equals(expected), "dump without FFI differs");
+});

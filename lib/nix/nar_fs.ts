@@ -80,6 +80,7 @@ function nodeFor(
           }
         },
         openSync: () => fs.open(p),
+        localPath: p,
       };
       return node;
     }

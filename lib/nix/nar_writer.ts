@@ -70,6 +70,12 @@ export interface NarRegularNode {
    * and calls `close` when done. Preferred over `bytes` and `contents`.
    */
   openSync?: () => SyncFileReader;
+  /**
+   * The file's local path, when it has one: lets a
+   * {@link NarChunksOptions.copyContents} hook copy the contents itself
+   * (e.g. with sendfile(2)).
+   */
+  localPath?: Uint8Array;
 }
 
 /** A synchronous positional reader, see {@link NarRegularNode.openSync}. */
@@ -93,6 +99,22 @@ export interface NarChunksOptions {
    * (hashing, a synchronous write); saves allocation and page faults.
    */
   reuseBuffers?: boolean;
+  /**
+   * Lets the consumer copy the contents of big local files itself (e.g. the
+   * kernel with sendfile(2) from the file to stdout) instead of receiving
+   * them as chunks. For a regular file of at least `minSize` bytes with
+   * {@link NarRegularNode.localPath} and {@link NarRegularNode.openSync}, the
+   * writer first yields everything before the contents, then (once the
+   * consumer asks for the next chunk, so it must have written the previous
+   * ones by then) calls `copy(node)`, which writes a prefix of the contents
+   * to the output and returns its length in bytes (0: none, e.g. not
+   * supported). The writer reads and emits the rest itself, and reports a
+   * short file as usual.
+   */
+  copyContents?: {
+    minSize: number;
+    copy: (node: NarRegularNode) => Promise<number> | number;
+  };
 }
 
 /** Files up to this size are read with `bytes()` when a node offers it. */
@@ -293,6 +315,8 @@ export async function* narChunks(
   options: NarChunksOptions = {},
 ): AsyncGenerator<Uint8Array> {
   const out = new ChunkBuilder(options.reuseBuffers ?? false);
+  const copier = options.copyContents;
+  const copyMin = copier ? copier.minSize : Infinity;
   out.write(T_MAGIC_OPEN);
   const stack: Frame[] = [];
   try {
@@ -302,8 +326,8 @@ export async function* narChunks(
       // Write `node` (for a directory: its opening; entries follow via the stack).
       switch (node.type) {
         case "regular":
-          if (!writeSmallSync(out, node, path)) {
-            yield* writeRegular(out, node, path);
+          if (node.size >= copyMin || !writeSmallSync(out, node, path)) {
+            yield* writeRegular(out, node, path, copier);
           }
           out.write(T_CLOSE);
           if (stack.length > 0) out.write(T_CLOSE); // closes the "entry"
@@ -430,6 +454,7 @@ async function* writeRegular(
   out: ChunkBuilder,
   node: NarRegularNode,
   path: Uint8Array[],
+  copier?: NarChunksOptions["copyContents"],
 ): AsyncGenerator<Uint8Array> {
   const size = node.size;
   if (!Number.isSafeInteger(size) || size < 0) {
@@ -439,10 +464,26 @@ async function* writeRegular(
   if (node.executable) out.write(T_EXECUTABLE);
   out.write(T_CONTENTS);
   out.writeU64(size);
-  if (node.openSync) {
+  let copied = 0;
+  if (
+    copier && size > 0 && size >= copier.minSize && node.localPath &&
+    node.openSync
+  ) {
+    out.flush();
+    yield* out.drain();
+    copied = await copier.copy(node);
+    if (!(copied >= 0 && copied <= size)) {
+      throw new Error(
+        `copyContents returned ${copied} for a ${size}-byte file`,
+      );
+    }
+  }
+  if (copied === size && size > 0) {
+    // All copied by the consumer.
+  } else if (node.openSync) {
     const f = node.openSync();
     try {
-      let got = 0;
+      let got = copied;
       while (got < size) {
         if (out.pos === out.buf.length) {
           out.flush();

@@ -1,6 +1,6 @@
 /**
  * The few libc calls the FUSE server needs (open, close, mount, umount2,
- * read, write, poll), behind one small interface with a Deno and a Bun
+ * read, write, poll), plus sendfile for `snix nar dump`, behind one small interface with a Deno and a Bun
  * implementation. The implementation is chosen at run time by which global
  * exists (`Deno` or `Bun`); nothing else in `lib/` touches either.
  *
@@ -34,6 +34,8 @@ export const MNT_DETACH = 2;
 export const POLLIN = 0x1;
 /** Error condition. */
 export const POLLERR = 0x8;
+/** Writable without blocking. */
+export const POLLOUT = 0x4;
 /** Hung up. */
 export const POLLHUP = 0x10;
 /** Invalid fd. */
@@ -54,6 +56,8 @@ const ERRNO_NAMES: Record<number, string> = {
   22: "EINVAL",
   24: "EMFILE",
   30: "EROFS",
+  32: "EPIPE",
+  38: "ENOSYS",
   107: "ENOTCONN",
 };
 
@@ -90,8 +94,8 @@ export interface DeviceReader {
 export interface LibC {
   /** Which runtime implements this. */
   readonly runtime: "deno" | "bun";
-  /** open(2); returns the fd. */
-  open(path: string, flags: number, mode?: number): number;
+  /** open(2) (a string path is UTF-8 encoded); returns the fd. */
+  open(path: string | Uint8Array, flags: number, mode?: number): number;
   /** close(2); errors are ignored. */
   close(fd: number): void;
   /** mount(2). */
@@ -106,6 +110,12 @@ export interface LibC {
   umount2(target: string, flags: number): void;
   /** write(2): bytes written, or a negative errno (never throws: the hot path). */
   write(fd: number, data: Uint8Array): number;
+  /**
+   * sendfile(2) from the current offset of `inFd` (which it advances) to
+   * `outFd`: bytes copied (0 at the end of the file), or a negative errno
+   * (never throws: the hot path).
+   */
+  sendfile(outFd: number, inFd: number, count: number): number;
   /** poll(2) on one fd: the returned events (`revents`), 0 on timeout. */
   poll(fd: number, events: number, timeoutMs: number): number;
   /** A blocking reader of `fd` that does not block the event loop. */
@@ -139,10 +149,15 @@ async function load(): Promise<LibC> {
   throw new Error("FUSE needs Deno or Bun (FFI); this runtime has neither");
 }
 
-/** A NUL-terminated copy of `s` (UTF-8). */
-export function cString(s: string): Uint8Array<ArrayBuffer> {
-  const bytes = new TextEncoder().encode(s);
+/** A NUL-terminated copy of `s` (strings are UTF-8 encoded). */
+export function cString(s: string | Uint8Array): Uint8Array<ArrayBuffer> {
+  const bytes = typeof s === "string" ? new TextEncoder().encode(s) : s;
   const out = new Uint8Array(bytes.length + 1);
   out.set(bytes);
   return out;
+}
+
+/** A path for messages: strings as they are, bytes decoded as UTF-8. */
+export function showPath(p: string | Uint8Array): string {
+  return typeof p === "string" ? p : new TextDecoder().decode(p);
 }

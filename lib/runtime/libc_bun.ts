@@ -11,6 +11,7 @@ import {
   type LibC,
   OsError,
   POLLERR,
+  showPath,
 } from "./libc.ts";
 
 // `bun:ffi` only exists under Bun; a computed specifier keeps Deno's type
@@ -37,6 +38,10 @@ export async function openBunLibC(): Promise<LibC> {
       args: [FFIType.i32, FFIType.ptr, FFIType.u64],
       returns: FFIType.i64,
     },
+    sendfile: {
+      args: [FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u64],
+      returns: FFIType.i64,
+    },
     poll: {
       args: [FFIType.ptr, FFIType.u64, FFIType.i32],
       returns: FFIType.i32,
@@ -49,7 +54,7 @@ export async function openBunLibC(): Promise<LibC> {
     runtime: "bun",
     open(path, flags, mode = 0) {
       const fd = s.open(cString(path), flags, mode);
-      if (fd < 0) throw new OsError("open", errno(), path);
+      if (fd < 0) throw new OsError("open", errno(), showPath(path));
       return fd;
     },
     close(fd) {
@@ -73,6 +78,10 @@ export async function openBunLibC(): Promise<LibC> {
     write(fd, data) {
       if (data.byteLength === 0) return 0;
       const n = Number(s.write(fd, data, BigInt(data.byteLength)));
+      return n < 0 ? -errno() : n;
+    },
+    sendfile(outFd, inFd, count) {
+      const n = Number(s.sendfile(outFd, inFd, null, BigInt(count)));
       return n < 0 ? -errno() : n;
     },
     poll(fd, events, timeoutMs) {

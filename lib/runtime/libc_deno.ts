@@ -15,6 +15,7 @@ import {
   POLLHUP,
   POLLIN,
   POLLNVAL,
+  showPath,
 } from "./libc.ts";
 
 const SYMBOLS = {
@@ -31,6 +32,10 @@ const SYMBOLS = {
     nonblocking: true,
   },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  sendfile: {
+    parameters: ["i32", "i32", "pointer", "usize"],
+    result: "isize",
+  },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
@@ -66,7 +71,7 @@ export function openDenoLibC(): LibC {
     runtime: "deno",
     open(path, flags, mode = 0) {
       const fd = s.open(cString(path), flags, mode);
-      if (fd < 0) throw new OsError("open", errno(), path);
+      if (fd < 0) throw new OsError("open", errno(), showPath(path));
       return fd;
     },
     close(fd) {
@@ -91,6 +96,10 @@ export function openDenoLibC(): LibC {
       const n = Number(
         s.write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.byteLength)),
       );
+      return n < 0 ? -errno() : n;
+    },
+    sendfile(outFd, inFd, count) {
+      const n = Number(s.sendfile(outFd, inFd, null, BigInt(count)));
       return n < 0 ? -errno() : n;
     },
     poll,
