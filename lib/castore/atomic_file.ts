@@ -316,10 +316,13 @@ export function fsyncDirShared(dir: string): Promise<void> {
 /**
  * Reads a whole file synchronously, or `undefined` if it does not exist
  * (checked first without an exception, the common case for optional
- * objects). Other errors are `Internal` storage errors naming the path.
+ * objects, unless `usuallyPresent`: then a miss costs an exception instead). Other errors are `Internal` storage errors naming the path.
  */
-export function readFileNow(path: string): Uint8Array | undefined {
-  if (!fsSync.existsSync(path)) return undefined;
+export function readFileNow(
+  path: string,
+  usuallyPresent = false,
+): Uint8Array | undefined {
+  if (!usuallyPresent && !fsSync.existsSync(path)) return undefined;
   try {
     const b = fsSync.readFileSync(path);
     return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);

@@ -318,9 +318,10 @@ export class LocalBlobService implements BlobService {
     digest: Uint8Array,
     blob: Uint8Array,
     expectedSize?: number,
+    preread?: Uint8Array,
   ): Promise<Uint8Array | undefined> {
     const path = this.chunkPath(digest);
-    const compressed = readPooled(path);
+    const compressed = preread ?? readPooled(path);
     if (!compressed) return undefined;
     const what = digestEquals(digest, blob)
       ? `blob ${digestToString(blob)}`
@@ -367,15 +368,17 @@ export class LocalBlobService implements BlobService {
     checkRange(range, 0); // reject a malformed range before anything is read
     const list = await this.#readList(digest);
     if (!list) {
-      // A single-chunk blob (or missing).
-      if (!existsNow(this.chunkPath(digest))) return undefined;
+      // A single-chunk blob (or missing): its file is read here (one open
+      // instead of an existence check and an open), checked when pulled.
+      const compressed = readPooled(this.chunkPath(digest));
+      if (!compressed) return undefined;
       const blob = digest;
       let loaded: Uint8Array | undefined;
       let done = false;
       return new ReadableStream<Uint8Array>({
         pull: async (controller) => {
           if (done) return;
-          loaded = await this.#loadChunk(blob, blob);
+          loaded = await this.#loadChunk(blob, blob, undefined, compressed);
           if (!loaded) {
             throw dataLoss(
               `blob ${digestToString(blob)} disappeared while being read`,

@@ -72,7 +72,7 @@ export class LocalDirectoryService implements DirectoryService {
     }
     // Synchronous: directory files are small and a warm read takes
     // microseconds, less than the thread-pool round trips of readFile.
-    const bytes = readFileNow(this.directoryPath(digest));
+    const bytes = readFileNow(this.directoryPath(digest), true);
     if (!bytes) return undefined;
     const d = checkStoredDirectory(digest, bytes);
     this.#remember(key, bytes);
