@@ -11,6 +11,7 @@
  */
 import * as fs from "node:fs";
 import { Buffer } from "node:buffer";
+import process from "node:process";
 
 /** What {@link SyncFs.lstat} reports. */
 export interface SyncStat {
@@ -63,6 +64,9 @@ function u8(b: Buffer): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
+const IS_BUN = typeof process.versions.bun === "string";
+const utf8 = new TextEncoder();
+
 /** node:fs binding (Bun, Node; byte paths work). */
 export const nodeSyncFs: SyncFs = {
   lstat(path) {
@@ -80,6 +84,25 @@ export const nodeSyncFs: SyncFs = {
     };
   },
   readdir(path) {
+    if (IS_BUN) {
+      // Bun ignores withFileTypes with the buffer encoding; with string
+      // names it reports d_type, which saves an lstat per directory and
+      // symlink. Names that are not valid UTF-8 (a U+FFFD after decoding)
+      // take the byte path below.
+      const named = fs.readdirSync(buf(path), { withFileTypes: true });
+      if (!named.some((d) => d.name.includes("\uFFFD"))) {
+        return named.map((d) => ({
+          name: utf8.encode(d.name),
+          kind: d.isFile()
+            ? "file"
+            : d.isDirectory()
+            ? "directory"
+            : d.isSymbolicLink()
+            ? "symlink"
+            : undefined,
+        }));
+      }
+    }
     // Byte names with d_type where the runtime supports both (Node); Bun
     // ignores withFileTypes with the buffer encoding and returns plain names.
     const list = fs.readdirSync(buf(path), {
