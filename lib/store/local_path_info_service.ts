@@ -13,7 +13,6 @@
  */
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { constants as fsc } from "node:fs";
 import * as fsp from "node:fs/promises";
 import { join } from "node:path";
 import {
@@ -23,7 +22,11 @@ import {
 import type { PathInfoService } from "./path_info_service.ts";
 import { bytesEqual, validatePathInfo } from "./path_info.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
-import { writeFileAtomic } from "./atomic_file.ts";
+import {
+  fsyncDir,
+  prepareDataDir,
+  writeFileAtomic,
+} from "../castore/atomic_file.ts";
 
 const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/;
 
@@ -41,24 +44,6 @@ function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException)?.code;
 }
 
-/** Creates `dir` (and parents) and checks it is writable; throws one clear line naming it. */
-export async function ensureWritableDir(dir: string): Promise<void> {
-  try {
-    await fsp.mkdir(dir, { recursive: true });
-    await fsp.access(dir, fsc.W_OK | fsc.X_OK);
-  } catch (e) {
-    const code = errno(e);
-    const why = code === "EACCES" || code === "EPERM"
-      ? "permission denied"
-      : code === "ENOTDIR" || code === "EEXIST"
-      ? "not a directory"
-      : code === "EROFS"
-      ? "read-only file system"
-      : (e as Error).message;
-    throw new Error(`cannot use data directory ${dir}: ${why}`);
-  }
-}
-
 /** PathInfos in `<dataDir>/store/`. Open with {@linkcode LocalPathInfoService.open}. */
 export class LocalPathInfoService implements PathInfoService {
   readonly #infoDir: string;
@@ -72,8 +57,9 @@ export class LocalPathInfoService implements PathInfoService {
   /** Opens (creating if needed) the store under `dataDir`; a clear error if it is not usable. */
   static async open(dataDir: string): Promise<LocalPathInfoService> {
     const s = new LocalPathInfoService(dataDir);
-    await ensureWritableDir(s.#infoDir);
-    await ensureWritableDir(s.#refDir);
+    await prepareDataDir(dataDir, []);
+    await fsp.mkdir(s.#infoDir, { recursive: true });
+    await fsp.mkdir(s.#refDir, { recursive: true });
     return s;
   }
 
@@ -128,15 +114,21 @@ export class LocalPathInfoService implements PathInfoService {
       await h.close();
       dirs.add(dir);
     }
-    for (const dir of dirs) await syncDir(dir);
+    for (const dir of dirs) await fsyncDir(dir);
     try {
       await writeFileAtomic(
+        join(this.dataDir, "tmp"),
         this.pathOf(sp.hashPart),
-        toBinary(PathInfoSchema, info),
+        [
+          toBinary(PathInfoSchema, info),
+        ],
       );
+      await fsyncDir(this.#infoDir);
     } catch (e) {
       throw new ConnectError(
-        `writing path info for ${sp}: ${(e as Error).message}`,
+        `writing path info for ${sp}: ${
+          e instanceof ConnectError ? e.rawMessage : (e as Error).message
+        }`,
         Code.Unavailable,
       );
     }
@@ -173,14 +165,5 @@ export class LocalPathInfoService implements PathInfoService {
         yield info;
       }
     }
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const h = await fsp.open(dir, "r");
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
   }
 }

@@ -147,7 +147,7 @@ Deno.test("path info: local service, corrupt record, unwritable dir", async () =
     await fsp.writeFile(join(dir, "file"), "x");
     await assert.rejects(
       LocalPathInfoService.open(join(dir, "file")),
-      /cannot use data directory .*file.*not a directory/,
+      /data directory .*\/file is not a directory/,
     );
   } finally {
     await fsp.rm(dir, { recursive: true, force: true });
