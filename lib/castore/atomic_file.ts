@@ -12,6 +12,7 @@ import * as fs from "node:fs/promises";
 import * as fsSync from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { digestFromHex } from "./digest.ts";
 
 /** Temporary files older than this are leftovers of a crash and removed on open. */
 export const STALE_TEMP_MS = 15 * 60 * 1000;
@@ -329,5 +330,28 @@ export function readFileNow(
   } catch (e) {
     if (errCode(e) === "ENOENT") return undefined;
     throw storageError(`cannot read ${path}`, e);
+  }
+}
+
+/**
+ * The digests stored in a sharded directory `base/<2 hex>/<64 hex>`, in
+ * order; files that are not digest-named (temporary files) are skipped.
+ */
+export async function* listShardedDigests(
+  base: string,
+): AsyncIterable<Uint8Array> {
+  for (const shard of (await fs.readdir(base)).sort()) {
+    if (!/^[0-9a-f]{2}$/.test(shard)) continue;
+    let names: string[];
+    try {
+      names = await fs.readdir(join(base, shard));
+    } catch {
+      continue;
+    }
+    for (const n of names.sort()) {
+      if (/^[0-9a-f]{64}$/.test(n) && n.startsWith(shard)) {
+        yield digestFromHex(n);
+      }
+    }
   }
 }

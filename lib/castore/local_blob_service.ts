@@ -26,7 +26,6 @@
  *
  * @module
  */
-import * as fs from "node:fs/promises";
 import * as fsSync from "node:fs";
 import { join } from "node:path";
 import * as zlib from "node:zlib";
@@ -43,7 +42,6 @@ import {
   createBlake3,
   DIGEST_LENGTH,
   digestEquals,
-  digestFromHex,
   digestToHex,
   digestToString,
   validateDigest,
@@ -51,6 +49,7 @@ import {
 import {
   existsNow,
   fsyncDirShared,
+  listShardedDigests,
   prepareDataDir,
   readFileNow,
   storageError,
@@ -522,22 +521,8 @@ export class LocalBlobService implements BlobService {
    * that way). For `snix store verify`: read each back to check it.
    */
   async *listBlobs(): AsyncIterable<Uint8Array> {
-    for (const base of [this.#blobsDir, this.#chunksDir]) {
-      for (const shard of (await fs.readdir(base)).sort()) {
-        if (!/^[0-9a-f]{2}$/.test(shard)) continue;
-        let names: string[];
-        try {
-          names = await fs.readdir(join(base, shard));
-        } catch {
-          continue;
-        }
-        for (const n of names.sort()) {
-          if (/^[0-9a-f]{64}$/.test(n) && n.startsWith(shard)) {
-            yield digestFromHex(n);
-          }
-        }
-      }
-    }
+    yield* listShardedDigests(this.#blobsDir);
+    yield* listShardedDigests(this.#chunksDir);
   }
 
   /** Nothing to release (files are opened per operation). */

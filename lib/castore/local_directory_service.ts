@@ -10,11 +10,10 @@
  *
  * @module
  */
-import * as fs from "node:fs/promises";
 import { join } from "node:path";
 import type { Directory } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
-import { digestFromHex, digestToHex, validateDigest } from "./digest.ts";
+import { digestToHex, validateDigest } from "./digest.ts";
 import { decodeDirectory } from "./directory.ts";
 import {
   type EncodedDirectory,
@@ -25,6 +24,7 @@ import { checkStoredDirectory } from "./memory_directory_service.ts";
 import {
   existsNow,
   fsyncDirShared,
+  listShardedDigests,
   prepareDataDir,
   readFileNow,
   writeFileAtomicFast,
@@ -124,20 +124,7 @@ export class LocalDirectoryService implements DirectoryService {
 
   /** Every stored directory digest (for `snix store verify`). */
   async *listDirectories(): AsyncIterable<Uint8Array> {
-    for (const shard of (await fs.readdir(this.#dir)).sort()) {
-      if (!/^[0-9a-f]{2}$/.test(shard)) continue;
-      let names: string[];
-      try {
-        names = await fs.readdir(join(this.#dir, shard));
-      } catch {
-        continue;
-      }
-      for (const n of names.sort()) {
-        if (/^[0-9a-f]{64}$/.test(n) && n.startsWith(shard)) {
-          yield digestFromHex(n);
-        }
-      }
-    }
+    yield* listShardedDigests(this.#dir);
   }
 
   /** Drops the cache. */
