@@ -9,6 +9,8 @@
  * fast as Nix).
  *
  * Usage: deno run -A scripts/bench_nar.ts [--runs N] [--corpus DIR] [--build]
+ * [--bin PATH] (the binary to measure, built there if missing or with --build;
+ * default ./snix)
  *
  * @module
  */
@@ -25,7 +27,7 @@ const opt = (name: string, dflt: string) => {
 };
 const runs = Number(opt("--runs", "3"));
 const corpus = opt("--corpus", "/tmp/bench/mixed");
-const bin = join(ROOT, "snix");
+const bin = opt("--bin", join(ROOT, "snix"));
 
 function sh(
   script: string,
