@@ -1,7 +1,9 @@
 /**
  * The single `snix` binary: builds it with scripts/build.sh into a temporary
  * path, then checks `--version`, `--help` of every (sub)command, and that
- * `snix nar dump /usr/share/doc` is byte for byte `nix-store --dump`.
+ * `snix nar dump /usr/share/doc` is byte for byte `nix-store --dump`, and that
+ * `snix store mount` serves what `snix store import` stored (FUSE reader
+ * workers must load inside the compiled binary).
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -11,6 +13,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { buildProgram } from "../cli/main.ts";
 import { VERSION } from "../cli/version.ts";
+import { forceUnmount, sh, shOk, skipFuse } from "./fuse_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const work = fs.mkdtempSync(join(tmpdir(), "snix-binary-"));
@@ -124,4 +127,56 @@ Deno.test("binary: names that are not UTF-8 dump like nix-store --dump", async (
   const theirs = await sha256Of("nix-store", ["--dump", dir]);
   assert.equal(ours.code, 0);
   assert.equal(ours.hex, theirs.hex);
+});
+
+Deno.test({
+  name:
+    "binary: store import, then store mount shows the same tree (FUSE under the compiled binary)",
+  ignore: skipFuse(),
+  async fn() {
+    build();
+    const data = join(work, "mount-data");
+    const mnt = fs.mkdtempSync(join(tmpdir(), "snix-binary-mnt-"));
+    const env = { ...Deno.env.toObject(), SNIX_DATA_DIR: data };
+    const imported = spawnSync(
+      bin,
+      ["store", "import", "/usr/share/doc/bash"],
+      {
+        encoding: "utf8",
+        env,
+      },
+    );
+    assert.equal(imported.status, 0, imported.stderr);
+    const base = imported.stdout.trim().split("/").pop()!;
+    const mount = new Deno.Command(bin, {
+      args: ["store", "mount", mnt],
+      env,
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const finished = mount.output();
+    try {
+      let listed = "";
+      for (let i = 0; i < 100 && !listed; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        listed = (await sh(`ls '${mnt}/${base}' 2>/dev/null`)).stdout;
+      }
+      assert.match(listed, /copyright/);
+      await shOk(`diff -r '${mnt}/${base}' /usr/share/doc/bash`);
+    } finally {
+      mount.kill("SIGTERM");
+      const timer = setTimeout(() => mount.kill("SIGKILL"), 10_000);
+      const out = await finished;
+      clearTimeout(timer);
+      await forceUnmount(mnt);
+      fs.rmSync(mnt, { recursive: true, force: true });
+      assert.equal(
+        out.code,
+        0,
+        `the mount exits 0 on SIGTERM:\n${
+          new TextDecoder().decode(out.stderr)
+        }`,
+      );
+    }
+  },
 });

@@ -93,9 +93,12 @@ export async function openBunLibC(): Promise<LibC> {
       return r < 0 ? POLLERR : view.getUint16(6, true);
     },
     reader(fd, bufferSize): DeviceReader {
-      const worker = new Worker(
-        new URL("./bun_read_worker.ts", import.meta.url).href,
+      // The worker's source travels as a Blob URL: a worker file next to this
+      // module would not be found inside a `bun build --compile` binary.
+      const url = URL.createObjectURL(
+        new Blob([READ_WORKER_SOURCE], { type: "text/javascript" }),
       );
+      const worker = new Worker(url, { type: "module" } as WorkerOptions);
       const queue: (Uint8Array | null)[] = [];
       const waiting: ((m: Uint8Array | null) => void)[] = [];
       let ended = false;
@@ -118,9 +121,39 @@ export async function openBunLibC(): Promise<LibC> {
         close() {
           ended = true;
           worker.terminate();
+          URL.revokeObjectURL(url);
           for (const w of waiting.splice(0)) w(null);
         },
       };
     },
   };
 }
+
+/**
+ * The worker behind `LibC.reader`: blocking `read`s of one fd, each message
+ * posted to the parent (transferred), `null` once the device is gone. EINTR,
+ * EAGAIN and ENOENT (a request interrupted before we read it) are retried.
+ */
+const READ_WORKER_SOURCE = `
+import { dlopen, FFIType, read as peek } from "bun:ffi";
+self.onmessage = (e) => {
+  const { fd, bufferSize } = e.data;
+  const lib = dlopen("libc.so.6", {
+    read: { args: [FFIType.i32, FFIType.ptr, FFIType.u64], returns: FFIType.i64 },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+  const buf = new Uint8Array(bufferSize);
+  for (;;) {
+    const n = Number(lib.symbols.read(fd, buf, BigInt(bufferSize)));
+    if (n > 0) {
+      const msg = buf.slice(0, n);
+      self.postMessage(msg, [msg.buffer]);
+      continue;
+    }
+    const errno = n < 0 ? peek.i32(lib.symbols.__errno_location(), 0) : 0;
+    if (n < 0 && (errno === 4 || errno === 11 || errno === 2)) continue;
+    self.postMessage(null);
+    break;
+  }
+};
+`;
