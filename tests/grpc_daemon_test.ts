@@ -13,6 +13,7 @@ import { BlobService as BlobServiceDesc } from "../proto/gen/snix/castore/protos
 import { GrpcBlobService } from "../lib/grpc/blob_client.ts";
 import { openGrpcChannel } from "../lib/grpc/transport.ts";
 import { run, snix, startDaemon } from "./grpc_helpers.ts";
+import { readAll } from "../lib/castore/_test_blob_service.ts";
 
 const dec = new TextDecoder();
 
@@ -39,25 +40,6 @@ async function putBlob(
     await w.write(data.subarray(o, o + 200_000));
   }
   return await w.close();
-}
-
-async function readAll(
-  s: ReadableStream<Uint8Array> | undefined,
-): Promise<Uint8Array> {
-  assert.ok(s);
-  const parts: Uint8Array[] = [];
-  let n = 0;
-  for await (const p of s) {
-    parts.push(p);
-    n += p.length;
-  }
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 function sha256hex(b: Uint8Array): string {

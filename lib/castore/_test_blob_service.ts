@@ -49,10 +49,11 @@ export function pseudoRandom(n: number, seed = 1): Uint8Array {
   return out;
 }
 
-/** Reads a whole stream into one array. */
+/** Reads a whole stream into one array (fails if there is no stream). */
 export async function readAll(
-  s: ReadableStream<Uint8Array>,
+  s: ReadableStream<Uint8Array> | undefined,
 ): Promise<Uint8Array> {
+  if (!s) throw new Error("stream expected, got undefined");
   const parts: Uint8Array[] = [];
   let n = 0;
   for await (const p of s) {

@@ -25,6 +25,7 @@ import { GrpcPathInfoService } from "./path_info_client.ts";
 import { openGrpcChannel } from "./transport.ts";
 import { rechunk } from "./rechunk.ts";
 import { parseListenAddress } from "./listen_address.ts";
+import { readAll } from "../castore/_test_blob_service.ts";
 
 const enc = new TextEncoder();
 
@@ -50,21 +51,6 @@ async function withServer(
   } finally {
     await server.shutdown(1000);
   }
-}
-
-async function readAll(
-  s: ReadableStream<Uint8Array> | undefined,
-): Promise<Uint8Array> {
-  assert.ok(s, "stream expected");
-  const parts: Uint8Array[] = [];
-  for await (const p of s) parts.push(p);
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 function randomBytes(n: number, seed = 1): Uint8Array {
