@@ -44,11 +44,7 @@ import {
   MAX_CHUNK_BYTES,
   MAX_DATA_MESSAGE_BYTES,
 } from "./limits.ts";
-import {
-  type GrpcAddress,
-  type GrpcChannel,
-  openGrpcChannel,
-} from "./transport.ts";
+import { connectClient, type GrpcAddress } from "./transport.ts";
 import { PushQueue } from "./push_queue.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
@@ -85,15 +81,7 @@ export class GrpcBlobService implements BlobService {
     address: string | GrpcAddress,
     opts: GrpcBlobServiceOptions = {},
   ): GrpcBlobService {
-    const channel: GrpcChannel = openGrpcChannel(address);
-    return new GrpcBlobService(channel.transport, {
-      peer: channel.peer,
-      ...opts,
-      onClose: () => {
-        opts.onClose?.();
-        channel.close();
-      },
-    });
+    return connectClient(address, opts, (t, o) => new GrpcBlobService(t, o));
   }
 
   /** Whether the blob is present (Stat). */

@@ -37,11 +37,7 @@ import {
   encodeDirectory,
   validateDirectory,
 } from "../castore/directory.ts";
-import {
-  type GrpcAddress,
-  type GrpcChannel,
-  openGrpcChannel,
-} from "./transport.ts";
+import { connectClient, type GrpcAddress } from "./transport.ts";
 import { PushQueue } from "./push_queue.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
@@ -81,15 +77,11 @@ export class GrpcDirectoryService implements DirectoryService {
     address: string | GrpcAddress,
     opts: GrpcDirectoryServiceOptions = {},
   ): GrpcDirectoryService {
-    const channel: GrpcChannel = openGrpcChannel(address);
-    return new GrpcDirectoryService(channel.transport, {
-      peer: channel.peer,
-      ...opts,
-      onClose: () => {
-        opts.onClose?.();
-        channel.close();
-      },
-    });
+    return connectClient(
+      address,
+      opts,
+      (t, o) => new GrpcDirectoryService(t, o),
+    );
   }
 
   /** One directory (cached, or a non-recursive Get), verified; `undefined` if missing. */

@@ -17,11 +17,7 @@ import type { PathInfoService } from "../store/path_info_service.ts";
 import { validatePathInfo } from "../store/path_info.ts";
 import { STORE_PATH_DIGEST_SIZE } from "../nix/store_path.ts";
 import { Code } from "@connectrpc/connect";
-import {
-  type GrpcAddress,
-  type GrpcChannel,
-  openGrpcChannel,
-} from "./transport.ts";
+import { connectClient, type GrpcAddress } from "./transport.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
 /** Options of {@linkcode GrpcPathInfoService}. */
@@ -50,15 +46,11 @@ export class GrpcPathInfoService implements PathInfoService {
     address: string | GrpcAddress,
     opts: GrpcPathInfoServiceOptions = {},
   ): GrpcPathInfoService {
-    const channel: GrpcChannel = openGrpcChannel(address);
-    return new GrpcPathInfoService(channel.transport, {
-      peer: channel.peer,
-      ...opts,
-      onClose: () => {
-        opts.onClose?.();
-        channel.close();
-      },
-    });
+    return connectClient(
+      address,
+      opts,
+      (t, o) => new GrpcPathInfoService(t, o),
+    );
   }
 
   /** The PathInfo for a 20-byte store path digest, checked; `undefined` if missing. */

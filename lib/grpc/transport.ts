@@ -171,3 +171,31 @@ export function openGrpcChannel(
     close: () => manager.abort(),
   };
 }
+
+/** What every service client takes: a peer name for messages and a close hook. */
+export interface ClientOptions {
+  /** Name of the peer in error messages. */
+  peer?: string;
+  /** Called by the client's `close()`. */
+  onClose?: () => void;
+}
+
+/**
+ * Opens a channel to `address` and builds a client on it with `make`; the
+ * client's `close()` then also closes the channel.
+ */
+export function connectClient<O extends ClientOptions, C>(
+  address: string | GrpcAddress,
+  opts: O,
+  make: (transport: Transport, opts: O) => C,
+): C {
+  const channel = openGrpcChannel(address);
+  return make(channel.transport, {
+    peer: channel.peer,
+    ...opts,
+    onClose: () => {
+      opts.onClose?.();
+      channel.close();
+    },
+  });
+}
