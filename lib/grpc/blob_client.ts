@@ -44,18 +44,18 @@ import {
   MAX_CHUNK_BYTES,
   MAX_DATA_MESSAGE_BYTES,
 } from "./limits.ts";
-import { connectClient, type GrpcAddress } from "./transport.ts";
+import {
+  type ClientOptions,
+  connectClient,
+  type GrpcAddress,
+} from "./transport.ts";
 import { PushQueue } from "./push_queue.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
 /** Options of {@linkcode GrpcBlobService}. */
-export interface GrpcBlobServiceOptions {
+export interface GrpcBlobServiceOptions extends ClientOptions {
   /** How many chunks a ranged read fetches ahead in parallel (default 8). */
   chunkConcurrency?: number;
-  /** Name of the peer in error messages. */
-  peer?: string;
-  /** Called by `close()` (e.g. to close a channel the service owns). */
-  onClose?: () => void;
 }
 
 /** A BlobService backed by a remote gRPC BlobService. */

@@ -37,18 +37,18 @@ import {
   encodeDirectory,
   validateDirectory,
 } from "../castore/directory.ts";
-import { connectClient, type GrpcAddress } from "./transport.ts";
+import {
+  type ClientOptions,
+  connectClient,
+  type GrpcAddress,
+} from "./transport.ts";
 import { PushQueue } from "./push_queue.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
 /** Options of {@linkcode GrpcDirectoryService}. */
-export interface GrpcDirectoryServiceOptions {
+export interface GrpcDirectoryServiceOptions extends ClientOptions {
   /** Bytes of encoded directories the cache may hold (default 64 MiB; 0 disables it). */
   cacheBytes?: number;
-  /** Name of the peer in error messages. */
-  peer?: string;
-  /** Called by `close()` (e.g. to close a channel the service owns). */
-  onClose?: () => void;
 }
 
 /** A DirectoryService backed by a remote gRPC DirectoryService. */

@@ -17,16 +17,15 @@ import type { PathInfoService } from "../store/path_info_service.ts";
 import { validatePathInfo } from "../store/path_info.ts";
 import { STORE_PATH_DIGEST_SIZE } from "../nix/store_path.ts";
 import { Code } from "@connectrpc/connect";
-import { connectClient, type GrpcAddress } from "./transport.ts";
+import {
+  type ClientOptions,
+  connectClient,
+  type GrpcAddress,
+} from "./transport.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
 /** Options of {@linkcode GrpcPathInfoService}. */
-export interface GrpcPathInfoServiceOptions {
-  /** Name of the peer in error messages. */
-  peer?: string;
-  /** Called by `close()` (e.g. to close a channel the service owns). */
-  onClose?: () => void;
-}
+export type GrpcPathInfoServiceOptions = ClientOptions;
 
 /** A PathInfoService backed by a remote gRPC PathInfoService. */
 export class GrpcPathInfoService implements PathInfoService {
