@@ -13,23 +13,12 @@ import { BlobService as BlobServiceDesc } from "../proto/gen/snix/castore/protos
 import { GrpcBlobService } from "../lib/grpc/blob_client.ts";
 import { openGrpcChannel } from "../lib/grpc/transport.ts";
 import { run, snix, startDaemon } from "./grpc_helpers.ts";
-import { readAll } from "../lib/castore/_test_blob_service.ts";
+import {
+  pseudoRandom as randomBytes,
+  readAll,
+} from "../lib/castore/_test_blob_service.ts";
 
 const dec = new TextDecoder();
-
-function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 async function putBlob(
   blobs: GrpcBlobService,
