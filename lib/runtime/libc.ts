@@ -161,3 +161,55 @@ export function cString(s: string | Uint8Array): Uint8Array<ArrayBuffer> {
 export function showPath(p: string | Uint8Array): string {
   return typeof p === "string" ? p : new TextDecoder().decode(p);
 }
+
+/**
+ * The raw FFI symbols behind {@linkcode pathCalls}, as both bindings declare
+ * them (paths are NUL-terminated buffers; -1 means failure, see errno).
+ */
+export interface RawPathSymbols {
+  open(path: Uint8Array, flags: number, mode: number): number;
+  close(fd: number): number;
+  mount(
+    source: Uint8Array,
+    target: Uint8Array,
+    fstype: Uint8Array,
+    flags: bigint,
+    data: Uint8Array,
+  ): number;
+  umount2(target: Uint8Array, flags: number): number;
+}
+
+/**
+ * open, close, mount and umount2 over a binding's raw symbols, the same for
+ * Deno and Bun: failures throw {@linkcode OsError} with `errno()`.
+ */
+export function pathCalls(
+  s: RawPathSymbols,
+  errno: () => number,
+): Pick<LibC, "open" | "close" | "mount" | "umount2"> {
+  return {
+    open(path, flags, mode = 0) {
+      const fd = s.open(cString(path), flags, mode);
+      if (fd < 0) throw new OsError("open", errno(), showPath(path));
+      return fd;
+    },
+    close(fd) {
+      s.close(fd);
+    },
+    mount(source, target, fstype, flags, data) {
+      const r = s.mount(
+        cString(source),
+        cString(target),
+        cString(fstype),
+        flags,
+        cString(data),
+      );
+      if (r < 0) throw new OsError("mount", errno(), target);
+    },
+    umount2(target, flags) {
+      if (s.umount2(cString(target), flags) < 0) {
+        throw new OsError("umount2", errno(), target);
+      }
+    },
+  };
+}

@@ -5,14 +5,7 @@
  *
  * @module
  */
-import {
-  cString,
-  type DeviceReader,
-  type LibC,
-  OsError,
-  POLLERR,
-  showPath,
-} from "./libc.ts";
+import { type DeviceReader, type LibC, pathCalls, POLLERR } from "./libc.ts";
 
 // `bun:ffi` only exists under Bun; a computed specifier keeps Deno's type
 // checker from looking for it.
@@ -52,29 +45,7 @@ export async function openBunLibC(): Promise<LibC> {
   const errno = (): number => peek.i32(s.__errno_location(), 0);
   return {
     runtime: "bun",
-    open(path, flags, mode = 0) {
-      const fd = s.open(cString(path), flags, mode);
-      if (fd < 0) throw new OsError("open", errno(), showPath(path));
-      return fd;
-    },
-    close(fd) {
-      s.close(fd);
-    },
-    mount(source, target, fstype, flags, data) {
-      const r = s.mount(
-        cString(source),
-        cString(target),
-        cString(fstype),
-        flags,
-        cString(data),
-      );
-      if (r < 0) throw new OsError("mount", errno(), target);
-    },
-    umount2(target, flags) {
-      if (s.umount2(cString(target), flags) < 0) {
-        throw new OsError("umount2", errno(), target);
-      }
-    },
+    ...pathCalls(s, errno),
     write(fd, data) {
       if (data.byteLength === 0) return 0;
       const n = Number(s.write(fd, data, BigInt(data.byteLength)));

@@ -7,15 +7,13 @@
  * @module
  */
 import {
-  cString,
   type DeviceReader,
   type LibC,
-  OsError,
+  pathCalls,
   POLLERR,
   POLLHUP,
   POLLIN,
   POLLNVAL,
-  showPath,
 } from "./libc.ts";
 
 const SYMBOLS = {
@@ -69,29 +67,7 @@ export function openDenoLibC(): LibC {
   };
   return {
     runtime: "deno",
-    open(path, flags, mode = 0) {
-      const fd = s.open(cString(path), flags, mode);
-      if (fd < 0) throw new OsError("open", errno(), showPath(path));
-      return fd;
-    },
-    close(fd) {
-      s.close(fd);
-    },
-    mount(source, target, fstype, flags, data) {
-      const r = s.mount(
-        cString(source),
-        cString(target),
-        cString(fstype),
-        flags,
-        cString(data),
-      );
-      if (r < 0) throw new OsError("mount", errno(), target);
-    },
-    umount2(target, flags) {
-      if (s.umount2(cString(target), flags) < 0) {
-        throw new OsError("umount2", errno(), target);
-      }
-    },
+    ...pathCalls(s, errno),
     write(fd, data) {
       const n = Number(
         s.write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.byteLength)),
