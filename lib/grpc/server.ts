@@ -174,7 +174,7 @@ export async function startStoreServer(
       conn.active++;
       stream.once("close", () => {
         conn.active--;
-        if (draining && conn.active === 0) conn.socket.destroy();
+        if (draining && conn.active === 0) closeGently(conn.socket);
       });
     });
     widenSessionWindow(session);
@@ -245,7 +245,7 @@ export async function startStoreServer(
           new Promise<void>((resolve) => s.close(() => resolve()))
         );
         // Idle connections close now, busy ones when their last call ends.
-        for (const c of conns) if (c.active === 0) c.socket.destroy();
+        for (const c of conns) if (c.active === 0) closeGently(c.socket);
         const deadline = Date.now() + graceMs;
         while (conns.size > 0 && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 20));
@@ -267,6 +267,17 @@ export async function startStoreServer(
       return closing;
     },
   };
+}
+
+/**
+ * Ends a connection whose calls are all done: `end()` first sends what is
+ * still queued on the socket (the tail of a finished stream may be; `destroy()`
+ * would drop it and the peer would see a reset), then FIN; a peer that keeps
+ * its side open is cut off after a second.
+ */
+function closeGently(socket: net.Socket): void {
+  socket.end();
+  setTimeout(() => socket.destroy(), 1000).unref?.();
 }
 
 function widenSessionWindow(session: http2.ServerHttp2Session): void {
