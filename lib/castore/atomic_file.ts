@@ -247,6 +247,44 @@ export async function writeFileAtomicFast(
   }
 }
 
+/**
+ * Writes `parts` to a new temporary file in `tmpDir` and renames it to
+ * `finalPath`, all with synchronous calls and WITHOUT fsync: a killed process
+ * never leaves a partial file under the final name, but after a power loss
+ * the file may come back empty or truncated. Only for writes covered by a
+ * durable "unsynced" marker until a later syncfs (see ./data_dir_sync.ts).
+ */
+export function writeFileUnsynced(
+  tmpDir: string,
+  finalPath: string,
+  parts: Uint8Array[],
+): void {
+  const tmp = join(tmpDir, tempName());
+  let fd: number | undefined;
+  try {
+    fd = fsSync.openSync(tmp, "wx", 0o644);
+    for (const p of parts) {
+      let off = 0;
+      while (off < p.length) {
+        off += fsSync.writeSync(fd, p, off, p.length - off);
+      }
+    }
+    fsSync.closeSync(fd);
+    fd = undefined;
+    fsSync.renameSync(tmp, finalPath);
+  } catch (e) {
+    if (fd !== undefined) {
+      try {
+        fsSync.closeSync(fd);
+      } catch { /* already failing */ }
+    }
+    try {
+      fsSync.rmSync(tmp, { force: true });
+    } catch { /* best effort */ }
+    throw storageError(`cannot write ${finalPath}`, e);
+  }
+}
+
 // Temporary names: pid, a random tag drawn once per process, a counter.
 // Unique within the process, and across processes (a reused pid draws a
 // new tag); "wx" refuses a clash anyway. Cheaper than 8 random bytes per file

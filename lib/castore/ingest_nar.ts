@@ -6,6 +6,10 @@
  * and matched what the caller expected, so a bad NAR leaves nothing reachable
  * (blobs written before the failure stay as unreferenced garbage).
  *
+ * Local services write without per-object syncs here (see
+ * ./data_dir_sync.ts): everything is made durable by one commit before the
+ * result is returned, so a caller may record it (a PathInfo) right away.
+ *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
@@ -23,6 +27,7 @@ import type { BlobService, BlobWriter } from "./blob_service.ts";
 import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
 import { directoryDigest, directorySize } from "./directory.ts";
 import { readNar } from "../nix/nar_reader.ts";
+import { WriteBatch } from "./data_dir_sync.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
 
 /** What the caller knows about the NAR in advance (checked at the end). */
@@ -67,6 +72,7 @@ export async function ingestNar(
   expect?: NarExpectation,
 ): Promise<NarIngestResult> {
   const hasher = createHash("sha256");
+  const batch = new WriteBatch(blobs, directories);
   let narSize = 0;
   const counted = source.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
@@ -83,7 +89,7 @@ export async function ingestNar(
     }),
   );
 
-  // Blob closes (chunk flushes, fsyncs) run in the background, at most
+  // Blob closes (chunk flushes) run in the background, at most
   // MAX_IN_FLIGHT at once, while the NAR keeps streaming; a directory is
   // built once its children's blobs are stored. Directory puts are queued in
   // NAR order (children before parents) on one putter.
@@ -108,7 +114,7 @@ export async function ingestNar(
       switch (ev.type) {
         case "regular": {
           while (inflight.size >= MAX_IN_FLIGHT) await Promise.race(inflight);
-          const w = blobs.put();
+          const w = batch.putBlob();
           writers.add(w);
           let got = 0;
           for await (const chunk of ev.contents) {
@@ -169,7 +175,7 @@ export async function ingestNar(
             else if (e.case === "file") dir.files.push(e.value);
             else if (e.case === "symlink") dir.symlinks.push(e.value);
           }
-          const p = putter ??= directories.put();
+          const p = putter ??= batch.putDirectories();
           putChain = putChain.then(() => p.put(dir));
           putChain.catch(() => {});
           add(
@@ -206,6 +212,7 @@ export async function ingestNar(
       );
     }
     if (putter) await putter.close();
+    await batch.commit();
     return { entry, narSize, narSha256 };
   } catch (e) {
     await Promise.all(inflight);

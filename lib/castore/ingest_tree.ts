@@ -14,6 +14,10 @@
  * the store layer). Memory stays flat: one directory listing
  * per level of the current path and one read buffer.
  *
+ * Local services write without per-object syncs here (see
+ * ./data_dir_sync.ts): everything is made durable by one commit before the
+ * root entry is returned, so a caller may record it (a PathInfo) right away.
+ *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
@@ -34,6 +38,7 @@ import type { BlobService, BlobWriter } from "./blob_service.ts";
 import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
 import { directoryDigest, directorySize } from "./directory.ts";
 import { narChunks, type NarNode } from "../nix/nar_writer.ts";
+import { WriteBatch } from "./data_dir_sync.ts";
 
 /** How far an ingestion got: file content bytes and files done so far. */
 export interface IngestProgress {
@@ -68,7 +73,7 @@ function fsError(e: unknown, what: string, path: Buffer): Error {
   return new Error(`${what} ${describe(path)}: ${why}`);
 }
 
-/** Blob writes allowed in flight at once (their close/fsync overlaps the walk). */
+/** Blob writes allowed in flight at once (their closes overlap the walk). */
 const MAX_IN_FLIGHT = 32;
 
 /** A child's entry, known once its blob is stored. */
@@ -81,33 +86,40 @@ class TreeIngester {
   #progress: IngestProgress = { bytes: 0, files: 0 };
   #inflight = new Set<Promise<unknown>>();
   #writers = new Set<BlobWriter>();
+  readonly batch: WriteBatch;
 
   constructor(
-    readonly blobs: BlobService,
-    readonly directories: DirectoryService,
+    blobs: BlobService,
+    directories: DirectoryService,
     readonly onProgress?: ProgressCallback,
-  ) {}
+  ) {
+    this.batch = new WriteBatch(blobs, directories);
+  }
 
   /**
    * Queues a directory for the putter. Puts run one after the other in walk
    * order (children before parents), overlapping with the walk.
    */
   putDirectory(dir: Directory): void {
-    const putter = this.#putter ??= this.directories.put();
+    const putter = this.#putter ??= this.batch.putDirectories();
     const next = this.#putChain.then(() => putter.put(dir));
     next.catch(() => {});
     this.#putChain = next;
   }
 
-  /** Waits for queued directory puts and closes the putter (if used). */
+  /**
+   * Waits for queued directory puts, closes the putter (if used) and
+   * commits everything written (one sync, see ./data_dir_sync.ts).
+   */
   async closePutter(): Promise<void> {
     await this.#putChain;
     if (this.#putter) await this.#putter.close();
+    await this.batch.commit();
   }
 
   /** Starts a blob writer, tracked so a failure can abort it. */
   writer(): BlobWriter {
-    const w = this.blobs.put();
+    const w = this.batch.putBlob();
     this.#writers.add(w);
     return w;
   }

@@ -3,10 +3,14 @@
  * protobuf bytes in `<dataDir>/castore/directories/<hex[0:2]>/<hex>`.
  *
  * A putter checks the whole tree (./directory_graph.ts) and only then writes
- * it, leaves first, each file atomically (temp file, fsync, rename); the
- * shard directories are fsynced in the same order, so a directory never
- * becomes durable before the children it names. Every get re-hashes the
- * bytes; a small LRU keeps recently read (already verified) bytes.
+ * it, leaves first, each file atomically (temp file, rename). Durability as
+ * for blobs (./data_dir_sync.ts): a `put()` putter's close() resolves after
+ * one commit (syncfs) of all its directories, a `putDeferred()` putter's
+ * directories are durable after the ingestion's commit, and a power loss is
+ * repaired at the next open. Without syncfs each file is fsynced and the
+ * shard directories are fsynced level by level, so a directory never becomes
+ * durable before the children it names. Every get re-hashes the bytes; a
+ * small LRU keeps recently read (already verified) bytes.
  *
  * @module
  */
@@ -23,25 +27,27 @@ import {
 import { checkStoredDirectory } from "./memory_directory_service.ts";
 import {
   existsNow,
-  fsyncDirShared,
   listShardedDigests,
   prepareDataDir,
   readFileNow,
-  writeFileAtomicFast,
 } from "./atomic_file.ts";
+import { DataDirSync, type DeferredDirectoryService } from "./data_dir_sync.ts";
 
 /** Directories whose verified bytes are kept in memory. */
 const CACHE_ENTRIES = 4096;
 
 /** Directory storage in `<dataDir>/castore/directories`. */
-export class LocalDirectoryService implements DirectoryService {
+export class LocalDirectoryService
+  implements DirectoryService, DeferredDirectoryService {
   readonly #dir: string;
   readonly #tmpDir: string;
+  readonly #sync: DataDirSync;
   #cache = new Map<string, Uint8Array>();
 
-  private constructor(dataDir: string) {
+  private constructor(dataDir: string, sync: DataDirSync) {
     this.#dir = join(dataDir, "castore", "directories");
     this.#tmpDir = join(dataDir, "tmp");
+    this.#sync = sync;
   }
 
   /**
@@ -50,7 +56,12 @@ export class LocalDirectoryService implements DirectoryService {
    */
   static async open(dataDir: string): Promise<LocalDirectoryService> {
     await prepareDataDir(dataDir, ["castore/directories"]);
-    return new LocalDirectoryService(dataDir);
+    return new LocalDirectoryService(dataDir, await DataDirSync.open(dataDir));
+  }
+
+  /** The commit point of this data directory (see ./data_dir_sync.ts). */
+  get syncPoint(): DataDirSync {
+    return this.#sync;
   }
 
   /** Path of a directory's file (for tests and `verify`). */
@@ -91,15 +102,41 @@ export class LocalDirectoryService implements DirectoryService {
     return traverseDirectories(root, (d) => this.get(d));
   }
 
-  /** A putter that checks the tree and writes it on close. */
+  /** A putter that checks the tree and writes it on close; close() resolves once it is durable. */
   put(): DirectoryPutter {
-    return new GraphPutter((d) => this.get(d), (dirs) => this.#commit(dirs));
+    return new GraphPutter(
+      (d) => this.get(d),
+      (dirs) => this.#commit(dirs, false),
+    );
   }
 
-  async #commit(dirs: EncodedDirectory[]): Promise<void> {
-    // Level by level from the leaves: write a level (a bounded window at a
-    // time), then fsync the shard directories it touched, so no directory is
-    // durable before the children it names.
+  /**
+   * A putter like {@linkcode put}'s whose directories are durable only after
+   * a later `syncPoint.commit()` (for ingestion, which commits once at its end).
+   */
+  putDeferred(): DirectoryPutter {
+    return new GraphPutter(
+      (d) => this.get(d),
+      (dirs) => this.#commit(dirs, true),
+    );
+  }
+
+  async #commit(dirs: EncodedDirectory[], deferred: boolean): Promise<void> {
+    if (this.#sync.deferred) {
+      // Unsynced writes (synchronous: no window needed), one commit at the
+      // end unless the caller commits later.
+      for (const { digest, bytes } of dirs) {
+        const path = this.directoryPath(digest);
+        if (!existsNow(path)) {
+          await this.#sync.write(this.#tmpDir, path, [bytes]);
+        }
+      }
+      if (!deferred) await this.#sync.commit();
+      return;
+    }
+    // Without syncfs, level by level from the leaves: write a level (a
+    // bounded window at a time), then fsync the shard directories it
+    // touched, so no directory is durable before the children it names.
     const levels: EncodedDirectory[][] = [];
     for (const d of dirs) (levels[d.level] ??= []).push(d);
     const WINDOW = 64;
@@ -112,13 +149,13 @@ export class LocalDirectoryService implements DirectoryService {
             const path = this.directoryPath(digest);
             shards.add(join(this.#dir, digestToHex(digest).slice(0, 2)));
             if (!existsNow(path)) {
-              await writeFileAtomicFast(this.#tmpDir, path, [bytes]);
+              await this.#sync.write(this.#tmpDir, path, [bytes]);
             }
           }),
         );
       }
       // All of a level's shards at once (the file system commits them together).
-      await Promise.all([...shards].map(fsyncDirShared));
+      await this.#sync.dirsDurable(shards);
     }
   }
 

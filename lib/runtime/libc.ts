@@ -1,6 +1,7 @@
 /**
  * The few libc calls the FUSE server needs (open, close, mount, umount2,
- * read, write, poll), plus sendfile for `snix nar dump`, behind one small interface with a Deno and a Bun
+ * read, write, poll), plus sendfile for `snix nar dump` and syncfs for the
+ * local castore's commits, behind one small interface with a Deno and a Bun
  * implementation. The implementation is chosen at run time by which global
  * exists (`Deno` or `Bun`); nothing else in `lib/` touches either.
  *
@@ -54,6 +55,7 @@ const ERRNO_NAMES: Record<number, string> = {
   19: "ENODEV",
   20: "ENOTDIR",
   22: "EINVAL",
+  28: "ENOSPC",
   24: "EMFILE",
   30: "EROFS",
   32: "EPIPE",
@@ -120,6 +122,14 @@ export interface LibC {
   poll(fd: number, events: number, timeoutMs: number): number;
   /** A blocking reader of `fd` that does not block the event loop. */
   reader(fd: number, bufferSize: number): DeviceReader;
+  /**
+   * syncfs(2): writes the dirty data and metadata of the whole file system
+   * holding `fd` to stable storage. It can take long (it waits for the
+   * disk), so it runs off the main thread (Deno: the FFI blocking pool; Bun:
+   * a worker) and never blocks the event loop. Rejects with
+   * {@linkcode OsError} on failure.
+   */
+  syncfs(fd: number): Promise<void>;
 }
 
 let cached: Promise<LibC> | undefined;

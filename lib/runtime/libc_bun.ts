@@ -1,11 +1,18 @@
 /**
  * The {@linkcode LibC} binding for Bun: `bun:ffi` on libc.so.6. Bun has no
  * FFI calls that run off the main thread, so each {@linkcode DeviceReader}
- * is a `Worker` doing plain blocking `read`s and posting each message back.
+ * is a `Worker` doing plain blocking `read`s and posting each message back,
+ * and `syncfs` runs in one long-lived worker too.
  *
  * @module
  */
-import { type DeviceReader, type LibC, pathCalls, POLLERR } from "./libc.ts";
+import {
+  type DeviceReader,
+  type LibC,
+  OsError,
+  pathCalls,
+  POLLERR,
+} from "./libc.ts";
 
 // `bun:ffi` only exists under Bun; a computed specifier keeps Deno's type
 // checker from looking for it.
@@ -63,6 +70,7 @@ export async function openBunLibC(): Promise<LibC> {
       const r = s.poll(buf, 1n, timeoutMs);
       return r < 0 ? POLLERR : view.getUint16(6, true);
     },
+    syncfs: syncfsInWorker,
     reader(fd, bufferSize): DeviceReader {
       // The worker's source travels as a Blob URL: a worker file next to this
       // module would not be found inside a `bun build --compile` binary.
@@ -128,3 +136,67 @@ self.onmessage = (e) => {
   }
 };
 `;
+
+/**
+ * The worker behind `LibC.syncfs`: one syncfs(2) per message `{ id, fd }`,
+ * answered with `{ id, errno }` (0 on success).
+ */
+const SYNCFS_WORKER_SOURCE = `
+import { dlopen, FFIType, read as peek } from "bun:ffi";
+const lib = dlopen("libc.so.6", {
+  syncfs: { args: [FFIType.i32], returns: FFIType.i32 },
+  __errno_location: { args: [], returns: FFIType.ptr },
+});
+self.onmessage = (e) => {
+  const { id, fd } = e.data;
+  const r = lib.symbols.syncfs(fd);
+  const errno = r < 0 ? peek.i32(lib.symbols.__errno_location(), 0) || 5 : 0;
+  self.postMessage({ id, errno });
+};
+`;
+
+let syncWorker: Any;
+let syncUrl: string | undefined;
+let syncNext = 0;
+const syncWaiting = new Map<
+  number,
+  { resolve: () => void; reject: (e: Error) => void }
+>();
+
+/**
+ * syncfs(2) in a worker started on first use and kept (a worker start costs
+ * more than a commit of a small batch). It holds the process open only while
+ * a call is pending.
+ */
+function syncfsInWorker(fd: number): Promise<void> {
+  if (!syncWorker) {
+    syncUrl = URL.createObjectURL(
+      new Blob([SYNCFS_WORKER_SOURCE], { type: "text/javascript" }),
+    );
+    const w: Any = new Worker(syncUrl, { type: "module", smol: true } as Any);
+    w.onmessage = (e: MessageEvent) => {
+      const { id, errno } = e.data as { id: number; errno: number };
+      const p = syncWaiting.get(id);
+      syncWaiting.delete(id);
+      if (syncWaiting.size === 0) w.unref?.();
+      if (!p) return;
+      if (errno === 0) p.resolve();
+      else p.reject(new OsError("syncfs", errno));
+    };
+    w.onerror = (e: ErrorEvent) => {
+      const err = new Error(`syncfs worker failed: ${e.message}`);
+      for (const p of syncWaiting.values()) p.reject(err);
+      syncWaiting.clear();
+      w.terminate();
+      if (syncUrl) URL.revokeObjectURL(syncUrl);
+      syncWorker = undefined;
+    };
+    syncWorker = w;
+  }
+  const id = syncNext++;
+  return new Promise<void>((resolve, reject) => {
+    syncWaiting.set(id, { resolve, reject });
+    syncWorker.ref?.();
+    syncWorker.postMessage({ id, fd });
+  });
+}

@@ -2,13 +2,15 @@
  * The {@linkcode LibC} binding for Deno: `Deno.dlopen` on libc.so.6. `read`
  * is declared `nonblocking`, so it runs on Deno's blocking thread pool and
  * returns a Promise; errno of such a call lives on the pool thread and cannot
- * be read, so a failed read is classified with `poll` instead.
+ * be read, so a failed read is classified with `poll` instead. `syncfs` is
+ * nonblocking too (it waits for the disk).
  *
  * @module
  */
 import {
   type DeviceReader,
   type LibC,
+  OsError,
   pathCalls,
   POLLERR,
   POLLHUP,
@@ -35,6 +37,10 @@ const SYMBOLS = {
     result: "isize",
   },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  syncfs: { parameters: ["i32"], result: "i32", nonblocking: true },
+  // The same call on the main thread: only to learn errno after the
+  // nonblocking one failed (its errno stayed on the pool thread).
+  syncfs_errno: { name: "syncfs", parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -79,6 +85,12 @@ export function openDenoLibC(): LibC {
       return n < 0 ? -errno() : n;
     },
     poll,
+    async syncfs(fd) {
+      if (await s.syncfs(fd) === 0) return;
+      // Rare (EBADF, EIO, ENOSPC): a second call, on this thread, tells why
+      // (or succeeds, and then everything is written after all).
+      if (s.syncfs_errno(fd) < 0) throw new OsError("syncfs", errno());
+    },
     reader(fd, bufferSize): DeviceReader {
       const buf = new Uint8Array(bufferSize);
       let closed = false;
