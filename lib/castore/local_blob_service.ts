@@ -13,10 +13,15 @@
  * blob is present if its list or a chunk of that digest exists; every stored
  * chunk is itself a valid blob.
  *
- * Durability: objects are written with ./atomic_file.ts (temp file, fsync,
- * rename); a blob's list is written only after all its chunks were renamed
- * and their directories fsynced, so a crash never leaves a list pointing at
- * missing chunks. Several processes may write into one data directory.
+ * Durability (./data_dir_sync.ts): objects are written to a temporary file
+ * and renamed into place, so no process ever sees a partial one; a blob's
+ * list only after all its chunks. Where syncfs is available they are not
+ * fsynced one by one: `put()` writers commit (one shared syncfs) before
+ * `close()` resolves, `putDeferred()` writers (ingestion) leave that to one
+ * commit of the whole ingestion, and a power loss is repaired when the data
+ * directory is next opened. Without syncfs each object and its shard
+ * directory are fsynced, the chunks before the list. Several processes may
+ * write into one data directory.
  *
  * zstd comes from `node:zlib` (present in Deno 2.9 and Bun 1.4). The
  * synchronous calls are used on purpose: per 512 KiB chunk they block for
@@ -48,22 +53,20 @@ import {
 } from "./digest.ts";
 import {
   existsNow,
-  fsyncDirShared,
   listShardedDigests,
   prepareDataDir,
   readFileNow,
   storageError,
-  writeFileAtomicFast,
 } from "./atomic_file.ts";
+import { DataDirSync, type DeferredBlobService } from "./data_dir_sync.ts";
 import { checkRange } from "./range.ts";
-import { objectFiles } from "../runtime/object_files.ts";
 
 /** zstd level for chunks: 1 (on the bench corpora level 3 compressed no better, at more CPU). */
 const ZSTD_LEVEL = 1;
 /** Chunks being compressed and written at once per writer. */
 const WRITE_CONCURRENCY = 4;
 /** Chunks read ahead of the consumer per read stream. */
-const READ_AHEAD = 8;
+const READ_AHEAD = 3;
 
 const LIST_MAGIC_V1 = new TextEncoder().encode("SNIXBL1\n");
 const LIST_MAGIC = new TextEncoder().encode("SNIXBL2\n");
@@ -218,18 +221,6 @@ function readPooled(path: string): Uint8Array | undefined {
   }
 }
 
-/**
- * Reads a whole file in the runtime's I/O threads, or `undefined` if
- * missing. For read-ahead: its buffer is the caller's (not pooled).
- */
-async function readUnpooled(path: string): Promise<Uint8Array | undefined> {
-  try {
-    return await objectFiles.read(path);
-  } catch (e) {
-    throw storageError(`cannot read ${path}`, e);
-  }
-}
-
 /** Returns a buffer from {@linkcode readPooled} to the pool. */
 function releasePooled(view: Uint8Array): void {
   if (readPool.length < POOL_MAX) {
@@ -248,16 +239,22 @@ function dataLoss(message: string): ConnectError {
 }
 
 /** Blob storage in `<dataDir>/castore/{chunks,blobs}`. */
-export class LocalBlobService implements BlobService {
+export class LocalBlobService implements BlobService, DeferredBlobService {
   readonly #chunksDir: string;
   readonly #blobsDir: string;
   readonly #tmpDir: string;
   readonly #avgChunkSize: number | undefined;
+  readonly #sync: DataDirSync;
 
-  private constructor(dataDir: string, avgChunkSize?: number) {
+  private constructor(
+    dataDir: string,
+    sync: DataDirSync,
+    avgChunkSize?: number,
+  ) {
     this.#chunksDir = join(dataDir, "castore", "chunks");
     this.#blobsDir = join(dataDir, "castore", "blobs");
     this.#tmpDir = join(dataDir, "tmp");
+    this.#sync = sync;
     this.#avgChunkSize = avgChunkSize;
   }
 
@@ -271,7 +268,13 @@ export class LocalBlobService implements BlobService {
     options: { avgChunkSize?: number } = {},
   ): Promise<LocalBlobService> {
     await prepareDataDir(dataDir, ["castore/chunks", "castore/blobs"]);
-    return new LocalBlobService(dataDir, options.avgChunkSize);
+    const sync = await DataDirSync.open(dataDir);
+    return new LocalBlobService(dataDir, sync, options.avgChunkSize);
+  }
+
+  /** The commit point of this data directory (see ./data_dir_sync.ts). */
+  get syncPoint(): DataDirSync {
+    return this.#sync;
   }
 
   /** Path of a chunk file (for tests and `verify`). */
@@ -322,20 +325,6 @@ export class LocalBlobService implements BlobService {
   }
 
   /**
-   * {@linkcode #loadChunk} with the file read off this thread (a read-ahead
-   * of several of these keeps a cold disk busy).
-   */
-  async #loadChunkAhead(
-    digest: Uint8Array,
-    blob: Uint8Array,
-    expectedSize: number,
-  ): Promise<Uint8Array | undefined> {
-    const compressed = await readUnpooled(this.chunkPath(digest));
-    if (!compressed) return undefined;
-    return this.#loadChunk(digest, blob, expectedSize, compressed, false);
-  }
-
-  /**
    * Loads, decompresses and verifies one chunk. `blob` names the blob in
    * messages; `expectedSize` is checked when known.
    */
@@ -345,7 +334,6 @@ export class LocalBlobService implements BlobService {
     blob: Uint8Array,
     expectedSize?: number,
     preread?: Uint8Array,
-    pooled = true,
   ): Promise<Uint8Array | undefined> {
     const path = this.chunkPath(digest);
     const compressed = preread ?? readPooled(path);
@@ -355,24 +343,19 @@ export class LocalBlobService implements BlobService {
       : `chunk ${digestToString(digest)} of blob ${digestToString(blob)}`;
     let data: Uint8Array;
     try {
-      // An output chunk of the expected size spares the concatenation of
-      // 64 KiB pieces (about 25% less time, measured on 256 KiB chunks).
       const out = zlib.zstdDecompressSync(compressed, {
         maxOutputLength: Math.max(expectedSize ?? 64 << 20, 1),
-        ...(expectedSize && expectedSize >= 1024
-          ? { chunkSize: expectedSize }
-          : {}),
       });
       data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     } catch (e) {
-      if (pooled) releasePooled(compressed);
+      releasePooled(compressed);
       throw dataLoss(
         `${what} is corrupt: cannot decompress ${path}: ${
           (e as Error).message
         }`,
       );
     }
-    if (pooled) releasePooled(compressed);
+    releasePooled(compressed);
     if (expectedSize !== undefined && data.length !== expectedSize) {
       throw dataLoss(
         `${what} is corrupt: ${data.length} bytes, expected ${expectedSize}`,
@@ -449,10 +432,7 @@ export class LocalBlobService implements BlobService {
     let delivered = 0; // picks delivered
     const fill = () => {
       while (next < picks.length && pending.length < READ_AHEAD) {
-        // Read ahead asynchronously: on a cold page cache the chunk files
-        // then come off the disk in parallel, while this thread decompresses
-        // and verifies the chunk being delivered.
-        const p = this.#loadChunkAhead(
+        const p = this.#loadChunk(
           picks[next].meta.digest,
           digest,
           picks[next].meta.size,
@@ -504,11 +484,24 @@ export class LocalBlobService implements BlobService {
     }, { highWaterMark: 0 });
   }
 
-  /** Starts writing a blob (see the module notes on durability). */
+  /** Starts writing a blob; `close()` resolves once it is durable. */
   put(): BlobWriter {
     return new LocalBlobWriter(
       this,
       new Chunker({ avgSize: this.#avgChunkSize }),
+      false,
+    );
+  }
+
+  /**
+   * Starts writing a blob that is durable only after a later
+   * `syncPoint.commit()` (for ingestion, which commits once at its end).
+   */
+  putDeferred(): BlobWriter {
+    return new LocalBlobWriter(
+      this,
+      new Chunker({ avgSize: this.#avgChunkSize }),
+      true,
     );
   }
 
@@ -528,27 +521,30 @@ export class LocalBlobService implements BlobService {
     } catch (e) {
       throw storageError(`cannot compress chunk ${digestToString(digest)}`, e);
     }
-    await writeFileAtomicFast(this.#tmpDir, path, [
+    await this.#sync.write(this.#tmpDir, path, [
       new Uint8Array(c.buffer, c.byteOffset, c.byteLength),
     ]);
     return dir;
   }
 
-  /** @internal Writes a blob's chunk list after its chunks are durable. */
+  /**
+   * @internal Writes a blob's chunk list after its chunks (without syncfs:
+   * after their shard directories are fsynced).
+   */
   async storeList(
     digest: Uint8Array,
     chunks: ChunkMeta[],
     chunkDirs: Set<string>,
   ): Promise<void> {
-    await Promise.all([...chunkDirs].map(fsyncDirShared));
+    await this.#sync.dirsDurable(chunkDirs);
     const path = this.blobListPath(digest);
     if (existsNow(path)) return;
-    await writeFileAtomicFast(this.#tmpDir, path, [
+    await this.#sync.write(this.#tmpDir, path, [
       encodeChunkList(chunks, digest),
     ]);
-    await fsyncDirShared(
+    await this.#sync.dirsDurable([
       join(this.#blobsDir, digestToHex(digest).slice(0, 2)),
-    );
+    ]);
   }
 
   /**
@@ -580,10 +576,12 @@ class LocalBlobWriter implements BlobWriter {
   #inflight = new Set<Promise<void>>();
   #error: unknown;
   #state: "open" | "closing" | "closed" | "aborted" = "open";
+  #deferred: boolean;
 
-  constructor(svc: LocalBlobService, chunker: Chunker) {
+  constructor(svc: LocalBlobService, chunker: Chunker, deferred: boolean) {
     this.#svc = svc;
     this.#chunker = chunker;
+    this.#deferred = deferred;
   }
 
   #check(): void {
@@ -645,11 +643,12 @@ class LocalBlobWriter implements BlobWriter {
       const digest = single ? this.#chunks[0].digest : this.#hasher.digest();
       this.#first = undefined;
       if (single) {
-        // The single chunk is the blob; make its rename durable.
-        await Promise.all([...this.#dirs].map(fsyncDirShared));
+        // The single chunk is the blob (without syncfs: make its rename durable).
+        await this.#svc.syncPoint.dirsDurable(this.#dirs);
       } else {
         await this.#svc.storeList(digest, this.#chunks, this.#dirs);
       }
+      if (!this.#deferred) await this.#svc.syncPoint.commit();
       this.#state = "closed";
       return digest;
     } catch (e) {
