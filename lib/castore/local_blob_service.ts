@@ -60,13 +60,14 @@ import {
 } from "./atomic_file.ts";
 import { DataDirSync, type DeferredBlobService } from "./data_dir_sync.ts";
 import { checkRange } from "./range.ts";
+import { objectFiles } from "../runtime/object_files.ts";
 
 /** zstd level for chunks: 1 (on the bench corpora level 3 compressed no better, at more CPU). */
 const ZSTD_LEVEL = 1;
 /** Chunks being compressed and written at once per writer. */
 const WRITE_CONCURRENCY = 4;
 /** Chunks read ahead of the consumer per read stream. */
-const READ_AHEAD = 3;
+const READ_AHEAD = 8;
 
 const LIST_MAGIC_V1 = new TextEncoder().encode("SNIXBL1\n");
 const LIST_MAGIC = new TextEncoder().encode("SNIXBL2\n");
@@ -221,6 +222,18 @@ function readPooled(path: string): Uint8Array | undefined {
   }
 }
 
+/**
+ * Reads a whole file in the runtime's I/O threads, or `undefined` if
+ * missing. For read-ahead: its buffer is the caller's (not pooled).
+ */
+async function readUnpooled(path: string): Promise<Uint8Array | undefined> {
+  try {
+    return await objectFiles.read(path);
+  } catch (e) {
+    throw storageError(`cannot read ${path}`, e);
+  }
+}
+
 /** Returns a buffer from {@linkcode readPooled} to the pool. */
 function releasePooled(view: Uint8Array): void {
   if (readPool.length < POOL_MAX) {
@@ -325,6 +338,20 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   }
 
   /**
+   * {@linkcode #loadChunk} with the file read off this thread (a read-ahead
+   * of several of these keeps a cold disk busy).
+   */
+  async #loadChunkAhead(
+    digest: Uint8Array,
+    blob: Uint8Array,
+    expectedSize: number,
+  ): Promise<Uint8Array | undefined> {
+    const compressed = await readUnpooled(this.chunkPath(digest));
+    if (!compressed) return undefined;
+    return this.#loadChunk(digest, blob, expectedSize, compressed, false);
+  }
+
+  /**
    * Loads, decompresses and verifies one chunk. `blob` names the blob in
    * messages; `expectedSize` is checked when known.
    */
@@ -334,6 +361,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     blob: Uint8Array,
     expectedSize?: number,
     preread?: Uint8Array,
+    pooled = true,
   ): Promise<Uint8Array | undefined> {
     const path = this.chunkPath(digest);
     const compressed = preread ?? readPooled(path);
@@ -343,19 +371,24 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
       : `chunk ${digestToString(digest)} of blob ${digestToString(blob)}`;
     let data: Uint8Array;
     try {
+      // An output chunk of the expected size spares the concatenation of
+      // 64 KiB pieces (about 25% less time, measured on 256 KiB chunks).
       const out = zlib.zstdDecompressSync(compressed, {
         maxOutputLength: Math.max(expectedSize ?? 64 << 20, 1),
+        ...(expectedSize && expectedSize >= 1024
+          ? { chunkSize: expectedSize }
+          : {}),
       });
       data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
     } catch (e) {
-      releasePooled(compressed);
+      if (pooled) releasePooled(compressed);
       throw dataLoss(
         `${what} is corrupt: cannot decompress ${path}: ${
           (e as Error).message
         }`,
       );
     }
-    releasePooled(compressed);
+    if (pooled) releasePooled(compressed);
     if (expectedSize !== undefined && data.length !== expectedSize) {
       throw dataLoss(
         `${what} is corrupt: ${data.length} bytes, expected ${expectedSize}`,
@@ -432,7 +465,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     let delivered = 0; // picks delivered
     const fill = () => {
       while (next < picks.length && pending.length < READ_AHEAD) {
-        const p = this.#loadChunk(
+        // Read ahead asynchronously: on a cold page cache the chunk files
+        // then come off the disk in parallel, while this thread decompresses
+        // and verifies the chunk being delivered.
+        const p = this.#loadChunkAhead(
           picks[next].meta.digest,
           digest,
           picks[next].meta.size,
