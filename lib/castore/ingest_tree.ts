@@ -388,7 +388,7 @@ const SLASH = Buffer.from("/");
 /**
  * Ingests the tree at `fsPath` into castore and feeds its NAR serialisation,
  * chunk by chunk, to `onNarChunk` (chunks must not be modified; they may be
- * kept). Resolves to the root entry, named after the last component of
+ * kept; a returned promise is awaited before the walk goes on). Resolves to the root entry, named after the last component of
  * `fsPath` (callers rename it). On failure nothing is reachable: a blob
  * being written is aborted and the directory putter is never closed.
  */
@@ -396,7 +396,7 @@ export async function ingestTreeWithNar(
   fsPath: string,
   blobs: BlobService,
   directories: DirectoryService,
-  onNarChunk: (chunk: Uint8Array) => void,
+  onNarChunk: (chunk: Uint8Array) => void | Promise<void>,
   onProgress?: ProgressCallback,
 ): Promise<Entry> {
   const ing = new TreeIngester(blobs, directories, onProgress);
@@ -417,7 +417,10 @@ export async function ingestTreeWithNar(
       st,
       (e) => (root = e),
     );
-    for await (const chunk of narChunks(node)) onNarChunk(chunk);
+    for await (const chunk of narChunks(node)) {
+      const waiting = onNarChunk(chunk);
+      if (waiting) await waiting;
+    }
     if (!root) throw new Error(`internal error: ${fsPath} was not ingested`);
     entry = await root;
     await ing.closePutter();

@@ -1,13 +1,12 @@
 /**
  * `importPath`: adds a file system tree to the store as `nix-store --add`
  * does. One pass over the tree ingests it into castore and hashes its NAR
- * serialisation; the store path is the source path of that hash, and the
+ * serialisation (on a second thread, ../nix/threaded_hasher.ts); the store path is the source path of that hash, and the
  * PathInfo records the NAR size and hash and the content address
  * `fixed:r:sha256:<nar hash>` (what Nix records for `nix-store --add`).
  *
  * @module
  */
-import { createHash } from "node:crypto";
 import type { PathInfo } from "../../proto/gen/snix/store/protos/pathinfo_pb.ts";
 import type { BlobService } from "../castore/blob_service.ts";
 import type { DirectoryService } from "../castore/directory_service.ts";
@@ -17,6 +16,7 @@ import {
 } from "../castore/ingest_tree.ts";
 import { makeSourcePath, validateStorePathName } from "../nix/store_path.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
+import { createThreadedHasher } from "../nix/threaded_hasher.ts";
 import type { PathInfoService } from "./path_info_service.ts";
 import { makePathInfo } from "./path_info.ts";
 import { rememberNar } from "./nar_calculation.ts";
@@ -44,19 +44,29 @@ export async function importPath(
   } catch (e) {
     throw new Error(`cannot import ${fsPath}: ${(e as Error).message}`);
   }
-  const h = createHash("sha256");
+  // The NAR's SHA-256 runs on a second thread where there is one (it cost
+  // ~1 s of the main thread's time per GiB, beside the chunking, hashing
+  // and compression of castore); the walk waits only when its 4 MiB ring is
+  // full.
+  const h = createThreadedHasher("sha256");
   let narSize = 0;
-  const entry = await ingestTreeWithNar(
-    fsPath,
-    services.blobs,
-    services.directories,
-    (chunk) => {
-      h.update(chunk);
-      narSize += chunk.length;
-    },
-    onProgress,
-  );
-  const narSha256 = new Uint8Array(h.digest());
+  let entry;
+  let narSha256: Uint8Array;
+  try {
+    entry = await ingestTreeWithNar(
+      fsPath,
+      services.blobs,
+      services.directories,
+      (chunk) => {
+        narSize += chunk.length;
+        return h.update(chunk);
+      },
+      onProgress,
+    );
+    narSha256 = await h.digest();
+  } finally {
+    h.close();
+  }
   rememberNar(entry, { narSize, narSha256 });
   const storePath = makeSourcePath(narSha256, name, []);
   const info = makePathInfo({
