@@ -43,6 +43,7 @@ import type {
 } from "./blob_service.ts";
 import { Chunker } from "./chunker.ts";
 import {
+  type Blake3,
   blake3Sync,
   createBlake3,
   DIGEST_LENGTH,
@@ -59,6 +60,7 @@ import {
   storageError,
 } from "./atomic_file.ts";
 import { DataDirSync, type DeferredBlobService } from "./data_dir_sync.ts";
+import { type ZstdCompressor, zstdCompressor } from "../runtime/zstd.ts";
 import { checkRange } from "./range.ts";
 import { objectFiles } from "../runtime/object_files.ts";
 
@@ -273,16 +275,19 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   /** Until when read-ahead reads asynchronously (see #loadChunkAhead). */
   #coldUntil = 0;
   readonly #sync: DataDirSync;
+  readonly #zstd: ZstdCompressor | undefined;
 
   private constructor(
     dataDir: string,
     sync: DataDirSync,
+    zstd: ZstdCompressor | undefined,
     avgChunkSize?: number,
   ) {
     this.#chunksDir = join(dataDir, "castore", "chunks");
     this.#blobsDir = join(dataDir, "castore", "blobs");
     this.#tmpDir = join(dataDir, "tmp");
     this.#sync = sync;
+    this.#zstd = zstd;
     this.#avgChunkSize = avgChunkSize;
   }
 
@@ -297,7 +302,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   ): Promise<LocalBlobService> {
     await prepareDataDir(dataDir, ["castore/chunks", "castore/blobs"]);
     const sync = await DataDirSync.open(dataDir);
-    return new LocalBlobService(dataDir, sync, options.avgChunkSize);
+    const zstd = await zstdCompressor();
+    return new LocalBlobService(dataDir, sync, zstd, options.avgChunkSize);
   }
 
   /** The commit point of this data directory (see ./data_dir_sync.ts). */
@@ -584,12 +590,16 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     if (existsNow(path)) return dir;
     let c: Uint8Array;
     try {
-      c = zlib.zstdCompressSync(data, {
-        params: {
-          [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL,
-          [zlib.constants.ZSTD_c_checksumFlag]: 0,
-        },
-      });
+      // libzstd with one reused context where FFI allows (see
+      // ../runtime/zstd.ts), node:zlib otherwise; the same frames.
+      c = this.#zstd
+        ? this.#zstd.compress(data, ZSTD_LEVEL)
+        : zlib.zstdCompressSync(data, {
+          params: {
+            [zlib.constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL,
+            [zlib.constants.ZSTD_c_checksumFlag]: 0,
+          },
+        });
     } catch (e) {
       throw storageError(`cannot compress chunk ${digestToString(digest)}`, e);
     }
@@ -641,7 +651,7 @@ class LocalBlobWriter implements BlobWriter {
   // The whole blob's hash is fed chunk by chunk (the same bytes in the same
   // order). The first chunk is held back until a second one exists: a blob
   // of one chunk has that chunk's digest, so small blobs are hashed once.
-  #hasher = createBlake3();
+  #hasher: Blake3 | undefined; // created for the second chunk
   #first: Uint8Array | undefined;
   #chunks: ChunkMeta[] = [];
   #dirs = new Set<string>();
@@ -671,6 +681,7 @@ class LocalBlobWriter implements BlobWriter {
     if (this.#chunks.length === 0) {
       this.#first = chunk;
     } else {
+      this.#hasher ??= createBlake3();
       if (this.#first) this.#hasher.update(this.#first);
       this.#first = undefined;
       this.#hasher.update(chunk);
@@ -712,7 +723,7 @@ class LocalBlobWriter implements BlobWriter {
       await Promise.all(this.#inflight);
       if (this.#error !== undefined) throw this.#error;
       const single = this.#chunks.length === 1;
-      const digest = single ? this.#chunks[0].digest : this.#hasher.digest();
+      const digest = single ? this.#chunks[0].digest : this.#hasher!.digest();
       this.#first = undefined;
       if (single) {
         // The single chunk is the blob (without syncfs: make its rename durable).
