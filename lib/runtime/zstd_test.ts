@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as zlib from "node:zlib";
-import { zstdCompressor } from "./zstd.ts";
+import { zstdCompressor, zstdDecompressor } from "./zstd.ts";
 
 function sample(n: number, seed: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -36,4 +36,33 @@ Deno.test("zstd via libzstd FFI: frames decode with node:zlib and the zstd tool,
   const aCopy = a.slice();
   z.compress(sample(5000, 10), 1);
   assert.deepEqual(a, aCopy);
+});
+
+Deno.test("zstd via libzstd FFI: decompresses frames of every maker to exactly the expected size, refuses the rest", async () => {
+  const z = await zstdCompressor();
+  const d = await zstdDecompressor();
+  assert.ok(z && d, "libzstd.so.1 loads here (Deno with FFI, Bun)");
+  for (const [n, seed] of [[0, 1], [1, 2], [100_000, 3], [300_000, 4]]) {
+    const data = sample(n, seed);
+    const frames: Uint8Array[] = [
+      z.compress(data, 1),
+      new Uint8Array(zlib.zstdCompressSync(data)), // no content size recorded
+      new Uint8Array(execFileSync("zstd", ["-c", "-q"], { input: data })),
+    ];
+    for (const f of frames) {
+      assert.deepEqual(d.decompress(f, n), data);
+      if (n > 0) {
+        assert.throws(
+          () => d.decompress(f, n - 1),
+          /zstd decompression failed/,
+        );
+      }
+      assert.throws(() => d.decompress(f, n + 1), /holds \d+ bytes, expected/);
+    }
+  }
+  assert.throws(
+    () => d.decompress(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8]), 8),
+    /zstd decompression failed/,
+  );
+  assert.throws(() => d.decompress(new Uint8Array(0), 0), /zstd/);
 });
