@@ -23,6 +23,8 @@ import {
   type StorePath,
 } from "../lib/nix/store_path.ts";
 import { DaemonClient, DaemonReplyError } from "../lib/daemon/client.ts";
+import { CACHE_TTL_MS } from "../lib/daemon/store.ts";
+import { fromNixPathInfo, toNixPathInfo } from "../lib/store/path_info.ts";
 import { listenUnix, type RunningDaemon } from "../lib/daemon/server.ts";
 import {
   BuildStatus,
@@ -834,6 +836,59 @@ Deno.test("daemon ops: many connections at once", async () => {
       assert.equal(await clients[0].isValidPath(p.path.toString()), true);
     }
     for (const c of clients) c.close();
+  });
+});
+
+Deno.test("daemon ops: QueryPathInfo's cache follows writes (ours at once, new paths at once, other writers' within the TTL) and each client version gets its own encoding", async () => {
+  await withDaemon(async ({ sock, pathInfos }) => {
+    const a = sourcePath("cached", "cached contents");
+    const b = sourcePath("elsewhere", "added by another writer");
+    const c = await DaemonClient.connect(sock, 34);
+    assert.equal(await c.queryPathInfo(a.path.toString()), undefined);
+    await addNar(c, a);
+    assert.deepEqual((await c.queryPathInfo(a.path.toString()))!.sigs, []);
+    // Another writer of the same PathInfoService (another process on the
+    // data directory) adds a signature to a and records b.
+    const stored = (await pathInfos.get(a.path.digest))!;
+    const sig = `other-1:${btoa(String.fromCharCode(...new Uint8Array(64)))}`;
+    await pathInfos.put(
+      fromNixPathInfo({ ...toNixPathInfo(stored), sigs: [sig] }, stored.entry!),
+    );
+    assert.equal(await c.queryPathInfo(b.path.toString()), undefined);
+    await pathInfos.put(
+      fromNixPathInfo(
+        { ...toNixPathInfo(stored), path: b.path, sigs: [] },
+        stored.entry!,
+      ),
+    );
+    assert.equal(
+      (await c.queryPathInfo(b.path.toString()))!.narSize,
+      a.nar.length,
+      "a path recorded elsewhere is seen at once (misses are not cached)",
+    );
+    await new Promise((r) => setTimeout(r, CACHE_TTL_MS + 100));
+    assert.deepEqual((await c.queryPathInfo(a.path.toString()))!.sigs, [sig]);
+    // The same cached info, for a 1.15 client (no ultimate/sigs/ca) and
+    // again for 1.34: each gets its version's encoding; both stay in step.
+    const old = await DaemonClient.connect(sock, 15);
+    const o = (await old.queryPathInfo(a.path.toString()))!;
+    assert.deepEqual([o.sigs, o.ca, o.narSize], [[], "", a.nar.length]);
+    await usable(old, a);
+    assert.deepEqual((await c.queryPathInfo(a.path.toString()))!.sigs, [sig]);
+    await usable(c, a);
+    // Our own write (AddSignatures) is seen at once.
+    await c.call(
+      Op.AddSignatures,
+      (w) => w.string(a.path.toString()).strings([sig.replace("other", "own")]),
+    );
+    assert.equal(await c.r.readNumber(), 1);
+    assert.equal((await c.queryPathInfo(a.path.toString()))!.sigs.length, 2);
+    // A cached hash part with another name is not that path.
+    const renamed = `/nix/store/${a.path.hashPart}-other-name`;
+    assert.equal(await c.queryPathInfo(renamed), undefined);
+    assert.equal(await c.isValidPath(renamed), false);
+    old.close();
+    c.close();
   });
 });
 

@@ -9,6 +9,7 @@ import { connect } from "node:net";
 import {
   atLeast,
   type ByteSink,
+  type ByteSource,
   Limits,
   Op,
   type ProtocolVersion,
@@ -72,7 +73,7 @@ export class DaemonClient {
 
   /** Does the handshake over streams. */
   static async handshake(
-    readable: ReadableStream<Uint8Array>,
+    readable: ReadableStream<Uint8Array> | ByteSource,
     writable: WritableStream<Uint8Array> | ByteSink,
     minor: number,
     features: string[],

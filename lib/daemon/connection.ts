@@ -11,6 +11,7 @@
 import {
   atLeast,
   type ByteSink,
+  type ByteSource,
   Limits,
   opName,
   type ProtocolVersion,
@@ -101,7 +102,7 @@ function fmtValue(v: unknown): string {
  * malformed. Resolves when done; never rejects.
  */
 export async function serveConnection(
-  readable: ReadableStream<Uint8Array>,
+  readable: ReadableStream<Uint8Array> | ByteSource,
   writable: WritableStream<Uint8Array> | ByteSink,
   opts: ConnectionOptions,
 ): Promise<void> {
@@ -124,6 +125,19 @@ export async function serveConnection(
     }`,
   );
 
+  // One context for the whole connection; per-op state is reset below.
+  const logWire = opts.logWire;
+  let notes: string[] = [];
+  let started = false;
+  const ctx: OpContext = {
+    r,
+    w,
+    version,
+    store: opts.store,
+    note: logWire ? (k, v) => void notes.push(`${k}=${fmtValue(v)}`) : () => {},
+    replyStarted: () => void (started = true),
+    log: (m) => opts.log(`connection ${opts.id}: ${m}`),
+  };
   for (;;) {
     let op: number;
     try {
@@ -134,20 +148,10 @@ export async function serveConnection(
       break;
     }
     const name = opName(op);
-    const notes: string[] = [];
-    let started = false;
-    const inAt = r.offset, outAt = w.offset, t0 = performance.now();
-    const ctx: OpContext = {
-      r,
-      w,
-      version,
-      store: opts.store,
-      note: opts.logWire
-        ? (k, v) => void notes.push(`${k}=${fmtValue(v)}`)
-        : () => {},
-      replyStarted: () => void (started = true),
-      log: (m) => opts.log(`connection ${opts.id}: ${m}`),
-    };
+    if (notes.length) notes = [];
+    started = false;
+    const inAt = logWire ? r.offset : 0, outAt = logWire ? w.offset : 0;
+    const t0 = logWire ? performance.now() : 0;
     const handler = opts.handlers.get(op);
     let fatal: unknown;
     try {
@@ -171,7 +175,7 @@ export async function serveConnection(
         }
       }
     }
-    opts.logWire?.(
+    logWire?.(
       `${opts.id} ${name}${notes.length ? " " + notes.join(" ") : ""} in=${
         r.offset - inAt
       }B out=${w.offset - outAt}B ${(performance.now() - t0).toFixed(2)}ms${

@@ -64,6 +64,17 @@ export const CACHE_TTL_MS = 2000;
 /** How many PathInfos the daemon keeps cached. */
 const CACHE_ENTRIES = 50_000;
 
+/** A cached PathInfo with the store path it describes. */
+interface CacheEntry {
+  info: PathInfo;
+  /** The store path of the record (parsed once). */
+  sp: StorePath;
+  /** When it was read (ms). */
+  at: number;
+  /** Nix's fields, computed on first use. */
+  nix?: NixPathInfo;
+}
+
 /** A path whose NAR is stored and checked, waiting for its references. */
 export interface PendingPath {
   info: NixPathInfo;
@@ -84,18 +95,20 @@ export class DaemonStore {
    * in the last {@linkcode CACHE_TTL_MS}; misses are never cached (a path
    * added elsewhere is seen at once).
    */
-  #cache = new Map<string, { info: PathInfo; at: number; nix?: NixPathInfo }>();
+  #cache = new Map<string, CacheEntry>();
 
   #remember(info: PathInfo): PathInfo {
+    let sp: StorePath;
     try {
-      const key = pathInfoStorePath(info).hashPart;
-      this.#cache.delete(key);
-      this.#cache.set(key, { info, at: Date.now() });
-      if (this.#cache.size > CACHE_ENTRIES) {
-        this.#cache.delete(this.#cache.keys().next().value!);
-      }
+      sp = pathInfoStorePath(info);
     } catch {
-      // not cacheable
+      return info; // not cacheable
+    }
+    const key = sp.hashPart;
+    this.#cache.delete(key);
+    this.#cache.set(key, { info, sp, at: Date.now() });
+    if (this.#cache.size > CACHE_ENTRIES) {
+      this.#cache.delete(this.#cache.keys().next().value!);
     }
     return info;
   }
@@ -113,33 +126,35 @@ export class DaemonStore {
 
   /** The PathInfo of a store path (its name must match too), or undefined. */
   async pathInfo(sp: StorePath): Promise<PathInfo | undefined> {
+    return (await this.#lookup(sp))?.info;
+  }
+
+  /** The fresh cache entry of a valid path (reading the service on a miss). */
+  async #lookup(sp: StorePath): Promise<CacheEntry | undefined> {
     const hit = this.#cache.get(sp.hashPart);
-    let info: PathInfo | undefined;
-    if (hit && Date.now() - hit.at < CACHE_TTL_MS) info = hit.info;
-    else {
-      info = await this.services.pathInfos.get(sp.digest);
-      if (!info) {
-        this.#cache.delete(sp.hashPart);
-        return undefined;
-      }
-      this.#remember(info);
+    if (hit && Date.now() - hit.at < CACHE_TTL_MS) {
+      return hit.sp.name === sp.name ? hit : undefined;
     }
-    let stored: StorePath;
-    try {
-      stored = pathInfoStorePath(info);
-    } catch {
+    const info = await this.services.pathInfos.get(sp.digest);
+    if (!info) {
+      this.#cache.delete(sp.hashPart);
       return undefined;
     }
-    return stored.name === sp.name ? info : undefined;
+    this.#remember(info);
+    const entry = this.#cache.get(sp.hashPart);
+    if (entry?.info === info) {
+      return entry.sp.name === sp.name ? entry : undefined;
+    }
+    // Not cacheable (a record whose entry name does not parse): not valid.
+    return undefined;
   }
 
   /** Nix's ValidPathInfo fields for a path, or undefined if it is not valid. */
   async queryPathInfo(sp: StorePath): Promise<NixPathInfo | undefined> {
-    const info = await this.pathInfo(sp);
-    if (!info) return undefined;
-    const entry = this.#cache.get(sp.hashPart);
-    if (entry?.info === info) return entry.nix ??= toNixPathInfo(info);
-    return toNixPathInfo(info);
+    const entry = await this.#lookup(sp);
+    // Memoized per cache entry: the same object until the record is re-read,
+    // so callers may key their own memos (an encoded reply) on it.
+    return entry ? (entry.nix ??= toNixPathInfo(entry.info)) : undefined;
   }
 
   /** Whether a path is valid. */
@@ -489,11 +504,25 @@ export class DaemonStore {
   }
 }
 
-/** Parses an absolute store path from the wire; a clear DaemonError otherwise. */
+/** Recently parsed store paths by their string (clients ask for the same paths again and again). */
+const parsed = new Map<string, StorePath>();
+/** How many parsed paths {@linkcode parsePath} keeps. */
+const PARSED_ENTRIES = 4096;
+
+/**
+ * Parses an absolute store path from the wire; a clear DaemonError otherwise.
+ * The result is shared between calls with the same string: do not modify it.
+ */
 export function parsePath(s: string): StorePath {
+  const hit = parsed.get(s);
+  if (hit) return hit;
+  let sp: StorePath;
   try {
-    return StorePath.parse(s);
+    sp = StorePath.parse(s);
   } catch (e) {
     throw new DaemonError((e as Error).message);
   }
+  if (parsed.size >= PARSED_ENTRIES) parsed.clear();
+  parsed.set(s, sp);
+  return sp;
 }

@@ -9,7 +9,7 @@
 import { Limits } from "./errors.ts";
 import type { WireReader } from "./reader.ts";
 import { atLeast, type ProtocolVersion } from "./version.ts";
-import type { WireWriter } from "./writer.ts";
+import { WireWriter } from "./writer.ts";
 
 /** Metadata of a valid store path, without the path itself. */
 export interface UnkeyedValidPathInfo {
@@ -81,6 +81,27 @@ export function writeUnkeyedValidPathInfo(
     w.bool(info.ultimate).stringSet(info.sigs).string(info.ca);
   }
 }
+
+/**
+ * An `UnkeyedValidPathInfo` encoded for a client of version `v`, as one byte
+ * array (to keep and send again with {@linkcode WireWriter.raw}).
+ */
+export function encodeUnkeyedValidPathInfo(
+  v: ProtocolVersion,
+  info: UnkeyedValidPathInfo,
+): Uint8Array {
+  const w = new WireWriter(NO_SINK, 1024);
+  writeUnkeyedValidPathInfo(w, v, info);
+  return w.take();
+}
+
+const NO_SINK = {
+  write() {
+    throw new Error("this writer only encodes");
+  },
+  close() {},
+  abort() {},
+};
 
 /** Reads a `ValidPathInfo` (path first). */
 export async function readValidPathInfo(

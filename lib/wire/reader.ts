@@ -16,9 +16,21 @@ const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
 const TWO_32 = 2 ** 32;
 
+/**
+ * A direct byte source: what a `ReadableStreamDefaultReader` offers, and
+ * all the reader needs. Cheaper than a ReadableStream for many small
+ * messages (see lib/daemon/socket_streams.ts).
+ */
+export interface ByteSource {
+  /** The next chunk, or `done` at the end. */
+  read(): Promise<ReadableStreamReadResult<Uint8Array>>;
+  /** Drops the rest of the source. */
+  cancel(reason?: unknown): Promise<void>;
+}
+
 /** Reads worker-protocol values from a byte stream. */
 export class WireReader {
-  #src: ReadableStreamDefaultReader<Uint8Array>;
+  #src: ByteSource;
   #buf: Uint8Array = EMPTY;
   #view: DataView = new DataView(EMPTY.buffer);
   #pos = 0;
@@ -26,9 +38,9 @@ export class WireReader {
   #eof = false;
   #busy = false;
 
-  /** Wraps a stream; the reader takes its lock. */
-  constructor(source: ReadableStream<Uint8Array>) {
-    this.#src = source.getReader();
+  /** Wraps a stream (the reader takes its lock) or a direct source. */
+  constructor(source: ReadableStream<Uint8Array> | ByteSource) {
+    this.#src = "getReader" in source ? source.getReader() : source;
   }
 
   /** Bytes consumed so far (for error messages and logs). */
@@ -203,6 +215,23 @@ export class WireReader {
 
   /** A byte string decoded as UTF-8. */
   async readString(max: number, what = "string"): Promise<string> {
+    // Fast path: the whole string is buffered and well-formed (most
+    // requests). Anything else takes the checked path below.
+    const pos = this.#pos, avail = this.#buf.length - pos;
+    if (
+      !this.#busy && avail >= 8 && this.#view.getUint32(pos + 4, true) === 0
+    ) {
+      const n = this.#view.getUint32(pos, true);
+      const end = pos + 8 + n, padded = end + ((8 - (n % 8)) % 8);
+      if (n <= max && padded <= this.#buf.length) {
+        let zero = true;
+        for (let i = end; i < padded; i++) zero &&= this.#buf[i] === 0;
+        if (zero) {
+          this.#pos = padded;
+          return decoder.decode(this.#buf.subarray(pos + 8, end));
+        }
+      }
+    }
     const len = await this.readNumber(`${what} length`, max);
     const b = await this.readExact(len, what);
     const s = decoder.decode(b);

@@ -9,6 +9,8 @@
 
 const encoder = new TextEncoder();
 const ZEROS = new Uint8Array(8);
+/** Flushes below this size are copied out of the batch buffer; larger ones take it over. */
+const SMALL = 16 << 10;
 
 /**
  * A direct byte sink: `write` resolves when the chunk may be reused and
@@ -18,6 +20,12 @@ const ZEROS = new Uint8Array(8);
 export interface ByteSink {
   /** Takes a chunk; the writer does not touch it afterwards. */
   write(chunk: Uint8Array): Promise<void> | void;
+  /**
+   * Optional: takes a chunk and calls `release` once the sink no longer
+   * needs it (after which the writer may reuse its memory). Lets small
+   * replies go out of a few reused buffers instead of a new one each time.
+   */
+  writeThen?(chunk: Uint8Array, release: () => void): Promise<void> | void;
   /** Ends the stream. */
   close(): Promise<void> | void;
   /** Drops the stream. */
@@ -49,6 +57,9 @@ export class WireWriter {
   #len = 0;
   #written = 0;
   #pending: Uint8Array[] = [];
+  /** Reply buffers released by the sink, ready for reuse (see ByteSink.writeThen). */
+  #spare: Uint8Array[] = [];
+  #spares = 0;
 
   /** Wraps a stream (takes its lock); `bufferSize` is the batching threshold. */
   constructor(
@@ -149,24 +160,64 @@ export class WireWriter {
     return this;
   }
 
+  /**
+   * Takes everything buffered as one new byte array, without sending it
+   * (for encoding a value once and sending it again with {@linkcode raw}).
+   */
+  take(): Uint8Array {
+    const parts = [...this.#pending, this.#buf.subarray(0, this.#len)];
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    this.#pending = [];
+    this.#len = 0;
+    return out;
+  }
+
   /** Sends everything buffered to the sink and waits for it to accept it. */
   async flush(): Promise<void> {
     const chunks = this.#pending;
     this.#pending = [];
+    let small: Uint8Array | undefined;
     if (this.#len > 0) {
-      if (this.#len < 16 << 10) chunks.push(this.#buf.slice(0, this.#len));
-      else {
+      if (this.#len >= SMALL) {
         // Hand the filled buffer over (the sink may keep it) and start a new one.
         chunks.push(this.#buf.subarray(0, this.#len));
         this.#buf = new Uint8Array(this.bufferSize);
         this.#view = new DataView(this.#buf.buffer);
+      } else if (this.#out.writeThen && (small = this.#spareBuffer())) {
+        small.set(this.#buf.subarray(0, this.#len));
+      } else {
+        chunks.push(this.#buf.slice(0, this.#len));
       }
-      this.#len = 0;
     }
+    const len = this.#len;
+    this.#len = 0;
     for (const c of chunks) {
       this.#written += c.length;
       await this.#out.write(c);
     }
+    if (small) {
+      // A copy into a reused buffer: a new ArrayBuffer per reply costs more
+      // than the copy (measured under Deno's node:net, ~1-3 µs per reply).
+      const buf = small;
+      this.#written += len;
+      await this.#out.writeThen!(
+        buf.subarray(0, len),
+        () => void this.#spare.push(buf),
+      );
+    }
+  }
+
+  /** A free reply buffer of SMALL bytes: a released one, or one of at most two new ones. */
+  #spareBuffer(): Uint8Array | undefined {
+    const b = this.#spare.pop();
+    if (b || this.#spares >= 2) return b;
+    this.#spares++;
+    return new Uint8Array(SMALL);
   }
 
   /** Flushes, then sends `b` directly (for large data such as NAR chunks). */

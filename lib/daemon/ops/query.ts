@@ -8,12 +8,13 @@ import { encodeBase16 } from "../../nix/hash.ts";
 import type { StorePath } from "../../nix/store_path.ts";
 import {
   atLeast,
+  encodeUnkeyedValidPathInfo,
   Limits,
   Op,
   parseDerivedPath,
-  writeUnkeyedValidPathInfo,
 } from "../../wire/mod.ts";
-import type { OpHandler } from "../connection.ts";
+import type { NixPathInfo } from "../../store/path_info.ts";
+import type { OpContext, OpHandler } from "../connection.ts";
 import { DaemonError, parsePath } from "../store.ts";
 import { checkDerivedPath } from "./derived.ts";
 import {
@@ -45,6 +46,20 @@ const queryValidPaths: OpHandler = async (c) => {
   writePathSet(c.w, valid);
 };
 
+/**
+ * Encoded replies by the (memoized, see DaemonStore.queryPathInfo) info
+ * object they encode: index 0 for clients before 1.16, 1 from 1.16 on (the
+ * only version split of the encoding). Gone with the object.
+ */
+const encodedInfos = new WeakMap<NixPathInfo, Uint8Array[]>();
+
+function encodedInfo(c: OpContext, info: NixPathInfo): Uint8Array {
+  const k = atLeast(c.version, 16) ? 1 : 0;
+  let e = encodedInfos.get(info);
+  if (!e) encodedInfos.set(info, e = []);
+  return e[k] ??= encodeUnkeyedValidPathInfo(c.version, toWireInfo(info));
+}
+
 const queryPathInfo: OpHandler = async (c) => {
   const s = await readPathString(c.r);
   c.note("path", s);
@@ -57,7 +72,7 @@ const queryPathInfo: OpHandler = async (c) => {
   if (atLeast(c.version, 17)) c.w.bool(info !== undefined);
   if (info) {
     c.note("narSize", info.narSize);
-    writeUnkeyedValidPathInfo(c.w, c.version, toWireInfo(info));
+    c.w.raw(encodedInfo(c, info));
   }
 };
 
