@@ -35,6 +35,11 @@ export interface ZstdDecompressor {
    * frame, more or fewer bytes).
    */
   decompress(frame: Uint8Array, size: number): Uint8Array;
+  /**
+   * The content size a frame's header records, or `undefined` when it
+   * records none (streaming writers, `node:zlib`) or is not a frame header.
+   */
+  contentSize(frame: Uint8Array): number | undefined;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -61,6 +66,7 @@ interface RawZstd {
     srcSize: number,
   ): number;
   dctx: unknown;
+  frameContentSize(src: Uint8Array, srcSize: number): number;
 }
 
 /**
@@ -119,6 +125,10 @@ function loadDeno(): RawZstd {
       parameters: ["pointer", "buffer", "usize", "buffer", "usize"],
       result: "usize",
     },
+    ZSTD_getFrameContentSize: {
+      parameters: ["buffer", "usize"],
+      result: "u64",
+    },
   });
   const s = lib.symbols;
   const cctx = s.ZSTD_createCCtx();
@@ -130,6 +140,8 @@ function loadDeno(): RawZstd {
     dctx,
     decompressDCtx: (d, dst, cap, src, n) =>
       sizeOrCode(s.ZSTD_decompressDCtx(d, dst, BigInt(cap), src, BigInt(n))),
+    frameContentSize: (src, n) =>
+      sizeOrCode(s.ZSTD_getFrameContentSize(src, BigInt(n))),
     compressCCtx: (c, dst, cap, src, n, level) =>
       sizeOrCode(
         s.ZSTD_compressCCtx(c, dst, BigInt(cap), src, BigInt(n), level),
@@ -169,6 +181,10 @@ async function loadBun(): Promise<RawZstd> {
       args: [FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64],
       returns: FFIType.u64_fast,
     },
+    ZSTD_getFrameContentSize: {
+      args: [FFIType.ptr, FFIType.u64],
+      returns: FFIType.u64_fast,
+    },
   });
   const s = lib.symbols;
   const cctx = s.ZSTD_createCCtx();
@@ -180,6 +196,8 @@ async function loadBun(): Promise<RawZstd> {
     dctx,
     decompressDCtx: (d, dst, cap, src, n) =>
       sizeOrCode(s.ZSTD_decompressDCtx(d, dst, cap, src, n)),
+    frameContentSize: (src, n) =>
+      sizeOrCode(s.ZSTD_getFrameContentSize(src, n)),
     compressCCtx: (c, dst, cap, src, n, level) =>
       sizeOrCode(s.ZSTD_compressCCtx(c, dst, cap, src, n, level)),
     compressBound: (n) => Number(s.ZSTD_compressBound(n)),
@@ -216,6 +234,12 @@ function decompressorOver(raw: RawZstd): ZstdDecompressor {
         throw new Error(`zstd frame holds ${n} bytes, expected ${size}`);
       }
       return out;
+    },
+    contentSize(frame) {
+      if (frame.length === 0) return undefined;
+      // Negative: ZSTD_CONTENTSIZE_UNKNOWN or _ERROR.
+      const n = raw.frameContentSize(frame, frame.length);
+      return n >= 0 ? n : undefined;
     },
   };
 }

@@ -49,6 +49,9 @@ Deno.test("zstd via libzstd FFI: decompresses frames of every maker to exactly t
       new Uint8Array(zlib.zstdCompressSync(data)), // no content size recorded
       new Uint8Array(execFileSync("zstd", ["-c", "-q"], { input: data })),
     ];
+    assert.equal(d.contentSize(frames[0]), n); // ours record it
+    // node:zlib's record none under Deno (some runtimes record it).
+    assert.ok([undefined, n].includes(d.contentSize(frames[1])));
     for (const f of frames) {
       assert.deepEqual(d.decompress(f, n), data);
       if (n > 0) {
@@ -65,4 +68,9 @@ Deno.test("zstd via libzstd FFI: decompresses frames of every maker to exactly t
     /zstd decompression failed/,
   );
   assert.throws(() => d.decompress(new Uint8Array(0), 0), /zstd/);
+  assert.equal(
+    d.contentSize(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8])),
+    undefined,
+  );
+  assert.equal(d.contentSize(new Uint8Array(0)), undefined);
 });
