@@ -113,6 +113,12 @@ export interface LibC {
   /** write(2): bytes written, or a negative errno (never throws: the hot path). */
   write(fd: number, data: Uint8Array): number;
   /**
+   * writev(2) of `parts` in order, in one call (for FUSE replies: the kernel
+   * takes a reply only whole, from a single write): bytes written, or a
+   * negative errno (never throws). At most 1024 parts (IOV_MAX).
+   */
+  writev(fd: number, parts: Uint8Array[]): number;
+  /**
    * sendfile(2) from the current offset of `inFd` (which it advances) to
    * `outFd`: bytes copied (0 at the end of the file), or a negative errno
    * (never throws: the hot path).

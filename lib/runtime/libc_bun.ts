@@ -22,7 +22,7 @@ type Any = any;
 /** Opens libc with Bun's FFI. */
 export async function openBunLibC(): Promise<LibC> {
   const ffi: Any = await import(["bun", "ffi"].join(":"));
-  const { dlopen, FFIType, read: peek } = ffi;
+  const { dlopen, FFIType, read: peek, ptr } = ffi;
   const lib = dlopen("libc.so.6", {
     open: {
       args: [FFIType.ptr, FFIType.i32, FFIType.u32],
@@ -36,6 +36,10 @@ export async function openBunLibC(): Promise<LibC> {
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     write: {
       args: [FFIType.i32, FFIType.ptr, FFIType.u64],
+      returns: FFIType.i64,
+    },
+    writev: {
+      args: [FFIType.i32, FFIType.ptr, FFIType.i32],
       returns: FFIType.i64,
     },
     sendfile: {
@@ -57,6 +61,20 @@ export async function openBunLibC(): Promise<LibC> {
       if (data.byteLength === 0) return 0;
       const n = Number(s.write(fd, data, BigInt(data.byteLength)));
       return n < 0 ? -errno() : n;
+    },
+    writev(fd, parts) {
+      // struct iovec { void *iov_base; size_t iov_len; }, empty parts left out.
+      const iov = new BigUint64Array(parts.length * 2);
+      let n = 0;
+      for (const p of parts) {
+        if (p.byteLength === 0) continue;
+        iov[n * 2] = BigInt(ptr(p));
+        iov[n * 2 + 1] = BigInt(p.byteLength);
+        n++;
+      }
+      if (n === 0) return 0;
+      const r = Number(s.writev(fd, iov, n));
+      return r < 0 ? -errno() : r;
     },
     sendfile(outFd, inFd, count) {
       const n = Number(s.sendfile(outFd, inFd, null, BigInt(count)));

@@ -32,6 +32,7 @@ const SYMBOLS = {
     nonblocking: true,
   },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   sendfile: {
     parameters: ["i32", "i32", "pointer", "usize"],
     result: "isize",
@@ -79,6 +80,25 @@ export function openDenoLibC(): LibC {
         s.write(fd, data as Uint8Array<ArrayBuffer>, BigInt(data.byteLength)),
       );
       return n < 0 ? -errno() : n;
+    },
+    writev(fd, parts) {
+      // struct iovec { void *iov_base; size_t iov_len; }, empty parts left
+      // out (their address may be null).
+      const iov = new BigUint64Array(parts.length * 2);
+      let n = 0;
+      for (const p of parts) {
+        if (p.byteLength === 0) continue;
+        iov[n * 2] = BigInt(
+          Deno.UnsafePointer.value(
+            Deno.UnsafePointer.of(p as Uint8Array<ArrayBuffer>),
+          ),
+        );
+        iov[n * 2 + 1] = BigInt(p.byteLength);
+        n++;
+      }
+      if (n === 0) return 0;
+      const r = Number(s.writev(fd, new Uint8Array(iov.buffer), n));
+      return r < 0 ? -errno() : r;
     },
     sendfile(outFd, inFd, count) {
       const n = Number(s.sendfile(outFd, inFd, null, BigInt(count)));
