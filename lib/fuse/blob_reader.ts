@@ -166,35 +166,54 @@ export class BlobReader {
     length: number,
     readAhead = true,
   ): Promise<Uint8Array> {
+    const parts = await this.readParts(
+      digest,
+      size,
+      offset,
+      length,
+      readAhead,
+    );
+    if (parts.length === 1) return parts[0];
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.byteLength;
+    }
+    return out;
+  }
+
+  /**
+   * {@linkcode read} as views of the cached segments, in order, without
+   * copying them together (a reply can go out with one writev). At least
+   * one part; an empty read is one empty part.
+   */
+  async readParts(
+    digest: Uint8Array,
+    size: number,
+    offset: number,
+    length: number,
+    readAhead = true,
+  ): Promise<Uint8Array[]> {
     const end = Math.min(size, offset + length);
-    if (offset >= end) return new Uint8Array(0);
+    if (offset >= end) return [new Uint8Array(0)];
     const layout = await this.#layout(digest, size);
     const segs = layout.segments;
     const first = findSegment(segs, offset);
     let last = first;
     while (last + 1 < segs.length && segs[last + 1].offset < end) last++;
-    const parts = this.#want(
+    const datas = await Promise.all(this.#want(
       layout,
       first,
       last,
       readAhead ? this.#prefetchWindow : 0,
-    );
-    const datas = await Promise.all(parts);
-    if (first === last) {
-      const s = segs[first];
-      return datas[0].subarray(offset - s.offset, end - s.offset);
-    }
-    const out = new Uint8Array(end - offset);
-    for (let i = first; i <= last; i++) {
-      const s = segs[i];
+    ));
+    return datas.map((d, k) => {
+      const s = segs[first + k];
       const from = Math.max(offset, s.offset);
       const to = Math.min(end, s.offset + s.size);
-      out.set(
-        datas[i - first].subarray(from - s.offset, to - s.offset),
-        from - offset,
-      );
-    }
-    return out;
+      return d.subarray(from - s.offset, to - s.offset);
+    });
   }
 
   /**

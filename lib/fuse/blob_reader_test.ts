@@ -90,6 +90,19 @@ Deno.test("BlobReader: sequential and random reads return the right bytes with f
     assert.deepEqual(s, data.subarray(1_000_000, 2_500_000));
   }
   assert.ok(r2.openStreams <= 4 * 1 + 1);
+  // readParts: views of the segments a range spans, in order, uncopied.
+  const parts = await r.readParts(digest, total, 299_000, 800_000);
+  assert.deepEqual(parts.map((p) => p.byteLength), [1000, 799_000]);
+  const wide = await r.readParts(digest, total, 100, total);
+  assert.equal(wide.length, sizes.length);
+  assert.deepEqual(
+    new Uint8Array(wide.flatMap((p) => [...p])),
+    data.subarray(100),
+  );
+  assert.deepEqual(
+    (await r.readParts(digest, total, total, 5)).map((p) => p.byteLength),
+    [0],
+  );
 });
 
 Deno.test("BlobReader: a bad chunk fails only the reads that touch it", async () => {
