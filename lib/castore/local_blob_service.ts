@@ -303,11 +303,13 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   /**
    * Opens (creating if needed) the blob store in `dataDir`. Throws an `Error`
    * with one line naming the path if it cannot be written.
-   * `options.avgChunkSize` is for tests (default 256 KiB).
+   * `options.avgChunkSize` is for tests (default 256 KiB), as is
+   * `options.asyncReads` (read-ahead always off this thread, as on a cold
+   * cache).
    */
   static async open(
     dataDir: string,
-    options: { avgChunkSize?: number } = {},
+    options: { avgChunkSize?: number; asyncReads?: boolean } = {},
   ): Promise<LocalBlobService> {
     await prepareDataDir(dataDir, ["castore/chunks", "castore/blobs"]);
     const sync = await DataDirSync.open(dataDir);
@@ -319,6 +321,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
       options.avgChunkSize,
     );
     svc.#unzstd = await zstdDecompressor();
+    if (options.asyncReads) svc.#coldUntil = Infinity;
     return svc;
   }
 

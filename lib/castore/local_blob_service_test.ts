@@ -72,47 +72,56 @@ async function flipByte(path: string, at: (size: number) => number) {
   await fs.writeFile(path, b);
 }
 
-Deno.test("LocalBlobService: a flipped byte in a chunk file is DataLoss naming the digest", async () => {
-  const dir = await tempDir();
-  try {
-    const svc = await LocalBlobService.open(dir);
-    const data = pseudoRandom(2 << 20, 3);
-    const digest = await putBlob(svc, data);
-    const chunks = (await svc.chunks(digest))!;
-    const victim = chunks[2];
-    await flipByte(svc.chunkPath(victim.digest), (n) => Math.floor(n / 2));
-    const name = digestToString(victim.digest).replace(/[+/=]/g, "\\$&");
-    // whole read: the bytes of chunks before the victim may arrive, then an error
-    const s = (await svc.read(digest))!;
-    const got: Uint8Array[] = [];
-    await rejectsWith(
-      (async () => {
-        for await (const p of s) got.push(p);
-      })(),
-      Code.DataLoss,
-      new RegExp(`chunk ${name} of blob .* is corrupt`),
-    );
-    const n = got.reduce((a, p) => a + p.length, 0);
-    assert.equal(
-      n,
-      chunks[0].size + chunks[1].size,
-      "only verified chunks were delivered",
-    );
-    // a ranged read inside the victim fails too; one outside it works
-    const off = chunks[0].size + chunks[1].size + 10;
-    await rejectsWith(
-      readAll((await svc.read(digest, { offset: off, length: 5 }))!),
-      Code.DataLoss,
-      new RegExp(name),
-    );
-    const ok = await readAll(
-      (await svc.read(digest, { offset: 5, length: 100 }))!,
-    );
-    assert.ok(Buffer.from(ok).equals(Buffer.from(data.subarray(5, 105))));
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true });
-  }
-});
+for (const asyncReads of [false, true]) {
+  Deno.test(`LocalBlobService: a flipped byte in a chunk file is DataLoss naming the digest${asyncReads ? " (read-ahead off-thread)" : ""}`, async () => {
+    const dir = await tempDir();
+    try {
+      const svc = await LocalBlobService.open(dir, { asyncReads });
+      const data = pseudoRandom(2 << 20, 3);
+      const digest = await putBlob(svc, data);
+      const chunks = (await svc.chunks(digest))!;
+      const victim = chunks[2];
+      await flipByte(svc.chunkPath(victim.digest), (n) => Math.floor(n / 2));
+      const name = digestToString(victim.digest).replace(/[+/=]/g, "\\$&");
+      // whole read: the bytes of chunks before the victim may arrive, then an error
+      const s = (await svc.read(digest))!;
+      const got: Uint8Array[] = [];
+      await rejectsWith(
+        (async () => {
+          for await (const p of s) got.push(p);
+        })(),
+        Code.DataLoss,
+        new RegExp(`chunk ${name} of blob .* is corrupt`),
+      );
+      const n = got.reduce((a, p) => a + p.length, 0);
+      assert.equal(
+        n,
+        chunks[0].size + chunks[1].size,
+        "only verified chunks were delivered",
+      );
+      // a ranged read inside the victim fails too; one outside it works
+      const off = chunks[0].size + chunks[1].size + 10;
+      await rejectsWith(
+        readAll((await svc.read(digest, { offset: off, length: 5 }))!),
+        Code.DataLoss,
+        new RegExp(name),
+      );
+      const ok = await readAll(
+        (await svc.read(digest, { offset: 5, length: 100 }))!,
+      );
+      assert.ok(Buffer.from(ok).equals(Buffer.from(data.subarray(5, 105))));
+      // a missing chunk: the read fails at it, saying so
+      await fs.rm(svc.chunkPath(chunks[4].digest));
+      await rejectsWith(
+        readAll((await svc.read(digest, { offset: off - 10 + victim.size }))!),
+        Code.DataLoss,
+        /is missing/,
+      );
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+}
 
 Deno.test("LocalBlobService: corrupt small blob, damaged chunk list, missing chunk", async () => {
   const dir = await tempDir();
