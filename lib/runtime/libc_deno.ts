@@ -33,6 +33,12 @@ const SYMBOLS = {
   },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  writev_nb: {
+    name: "writev",
+    parameters: ["i32", "buffer", "i32"],
+    result: "isize",
+    nonblocking: true,
+  },
   sendfile: {
     parameters: ["i32", "i32", "pointer", "usize"],
     result: "isize",
@@ -44,6 +50,26 @@ const SYMBOLS = {
   syncfs_errno: { name: "syncfs", parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
+
+/**
+ * The `struct iovec` array for writev (pointer, length pairs) of the
+ * non-empty parts (an empty one's address may be null), and their count.
+ */
+function iovecs(parts: Uint8Array[]): [Uint8Array<ArrayBuffer>, number] {
+  const iov = new BigUint64Array(parts.length * 2);
+  let n = 0;
+  for (const p of parts) {
+    if (p.byteLength === 0) continue;
+    iov[n * 2] = BigInt(
+      Deno.UnsafePointer.value(
+        Deno.UnsafePointer.of(p as Uint8Array<ArrayBuffer>),
+      ),
+    );
+    iov[n * 2 + 1] = BigInt(p.byteLength);
+    n++;
+  }
+  return [new Uint8Array(iov.buffer), n];
+}
 
 /** Opens libc with Deno's FFI (needs `--allow-ffi`). */
 export function openDenoLibC(): LibC {
@@ -82,23 +108,17 @@ export function openDenoLibC(): LibC {
       return n < 0 ? -errno() : n;
     },
     writev(fd, parts) {
-      // struct iovec { void *iov_base; size_t iov_len; }, empty parts left
-      // out (their address may be null).
-      const iov = new BigUint64Array(parts.length * 2);
-      let n = 0;
-      for (const p of parts) {
-        if (p.byteLength === 0) continue;
-        iov[n * 2] = BigInt(
-          Deno.UnsafePointer.value(
-            Deno.UnsafePointer.of(p as Uint8Array<ArrayBuffer>),
-          ),
-        );
-        iov[n * 2 + 1] = BigInt(p.byteLength);
-        n++;
-      }
+      const [iov, n] = iovecs(parts);
       if (n === 0) return 0;
-      const r = Number(s.writev(fd, new Uint8Array(iov.buffer), n));
+      const r = Number(s.writev(fd, iov, n));
       return r < 0 ? -errno() : r;
+    },
+    async writevOffThread(fd, parts) {
+      const [iov, n] = iovecs(parts);
+      if (n === 0) return 0;
+      const r = Number(await s.writev_nb(fd, iov, n));
+      // errno stayed on the pool thread: report a generic EIO.
+      return r < 0 ? -5 : r;
     },
     sendfile(outFd, inFd, count) {
       const n = Number(s.sendfile(outFd, inFd, null, BigInt(count)));
