@@ -33,6 +33,7 @@ import type {
   ChunkMeta,
 } from "../castore/blob_service.ts";
 import {
+  blake3Sync,
   createBlake3,
   digestEquals,
   digestToString,
@@ -50,6 +51,7 @@ import {
   type GrpcAddress,
 } from "./transport.ts";
 import { PushQueue } from "./push_queue.ts";
+import { type RawHttp2Caller, readBlobBytes } from "./blob_read_client.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
 /** Options of {@linkcode GrpcBlobService}. */
@@ -64,10 +66,12 @@ export class GrpcBlobService implements BlobService {
   readonly #peer: string;
   readonly #concurrency: number;
   readonly #onClose?: () => void;
+  readonly #raw?: RawHttp2Caller;
 
   /** Uses an existing transport (which the caller closes). */
   constructor(transport: Transport, opts: GrpcBlobServiceOptions = {}) {
     this.#client = createClient(BlobServiceDesc, transport);
+    this.#raw = opts.raw;
     this.#peer = opts.peer ?? "blob service";
     this.#concurrency = Math.max(
       1,
@@ -127,6 +131,30 @@ export class GrpcBlobService implements BlobService {
     });
   }
 
+  /**
+   * Starts a Read of `digest`: its data bytes in order (pieces need not
+   * follow message boundaries), with the first piece (or the end) already
+   * received; `undefined` if the server says NotFound. Uses the direct
+   * HTTP/2 reader where this client opened the connection itself.
+   */
+  async #startRead(
+    digest: Uint8Array,
+    signal: AbortSignal,
+  ): Promise<
+    | { it: AsyncIterator<Uint8Array>; first: IteratorResult<Uint8Array> }
+    | undefined
+  > {
+    const it = this.#raw
+      ? readBlobBytes(this.#raw, digest, signal)
+      : messageData(this.#client.read({ digest }, { signal }));
+    try {
+      return { it, first: await it.next() };
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      rethrowFrom(this.#peer, e);
+    }
+  }
+
   /** The blob's bytes (or a range), verified; `undefined` if missing. */
   async read(
     digest: Uint8Array,
@@ -162,17 +190,12 @@ export class GrpcBlobService implements BlobService {
     const peer = this.#peer;
     const name = digestToString(digest);
     const abort = new AbortController();
-    const it = this.#client.read({ digest }, { signal: abort.signal })
-      [Symbol.asyncIterator]();
-    let pending: IteratorResult<BlobChunk> | undefined;
-    try {
-      pending = await it.next();
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      rethrowFrom(peer, e);
-    }
+    const started = await this.#startRead(digest, abort.signal);
+    if (!started) return undefined;
+    const it = started.it;
+    let pending: IteratorResult<Uint8Array> | undefined = started.first;
     let ci = 0; // chunk being filled
-    let buf = new Uint8Array(chunks[0].size);
+    let buf: Uint8Array | undefined; // chunk ci, if it spans messages
     let filled = 0;
     let rest: Uint8Array | undefined; // bytes of the current message not yet placed
     return new ReadableStream<Uint8Array>({
@@ -192,21 +215,32 @@ export class GrpcBlobService implements BlobService {
                 controller.close();
                 return;
               }
-              rest = r.value.data;
+              rest = r.value;
               continue;
             }
             if (ci >= chunks.length) {
               throw dataLoss(peer, `blob ${name} is longer than its chunks`);
             }
-            const take = Math.min(rest.length, buf.length - filled);
-            buf.set(rest.subarray(0, take), filled);
-            filled += take;
-            rest = rest.subarray(take);
-            if (filled < buf.length) continue;
             const chunk = chunks[ci];
-            if (
-              !digestEquals(createBlake3().update(buf).digest(), chunk.digest)
-            ) {
+            let whole: Uint8Array;
+            if (filled === 0 && rest.length >= chunk.size) {
+              // The chunk lies whole in one message (the server sends
+              // chunk-sized messages): hand out a view, no copy. Message
+              // buffers are fresh per message, never reused.
+              whole = rest.subarray(0, chunk.size);
+              rest = rest.subarray(chunk.size);
+            } else {
+              if (!buf) buf = new Uint8Array(chunk.size);
+              const take = Math.min(rest.length, buf.length - filled);
+              buf.set(rest.subarray(0, take), filled);
+              filled += take;
+              rest = rest.subarray(take);
+              if (filled < buf.length) continue;
+              whole = buf;
+              buf = undefined;
+              filled = 0;
+            }
+            if (!digestEquals(blake3Sync(whole), chunk.digest)) {
               throw dataLoss(
                 peer,
                 `chunk ${
@@ -214,23 +248,19 @@ export class GrpcBlobService implements BlobService {
                 } of blob ${name} does not match its digest`,
               );
             }
-            controller.enqueue(buf);
+            controller.enqueue(whole);
             ci++;
-            filled = 0;
-            buf = ci < chunks.length
-              ? new Uint8Array(chunks[ci].size)
-              : new Uint8Array(0);
             return;
           }
         } catch (e) {
           abort.abort();
-          controller.error(
-            e instanceof ConnectError ? e : ConnectError.from(e),
-          );
+          void it.return?.();
+          controller.error(asClientError(peer, e));
         }
       },
       cancel() {
         abort.abort();
+        void it.return?.();
       },
     }, { highWaterMark: 0 });
   }
@@ -243,15 +273,9 @@ export class GrpcBlobService implements BlobService {
   ): Promise<ReadableStream<Uint8Array> | undefined> {
     const peer = this.#peer;
     const abort = new AbortController();
-    const it = this.#client.read({ digest }, { signal: abort.signal })
-      [Symbol.asyncIterator]();
-    let first: IteratorResult<BlobChunk>;
-    try {
-      first = await it.next();
-    } catch (e) {
-      if (isNotFound(e)) return undefined;
-      rethrowFrom(peer, e);
-    }
+    const started = await this.#startRead(digest, abort.signal);
+    if (!started) return undefined;
+    const it = started.it;
     // Range bounds are known up front only if the size is; otherwise clamp as we go.
     const [start, end] = knownSize === undefined
       ? checkRange(range, Number.MAX_SAFE_INTEGER)
@@ -259,7 +283,7 @@ export class GrpcBlobService implements BlobService {
     const hasher = createBlake3();
     let pos = 0; // bytes of the blob received so far
     let held: Uint8Array | undefined; // the newest in-range piece, released once the next one arrives
-    let pending: IteratorResult<BlobChunk> | undefined = first;
+    let pending: IteratorResult<Uint8Array> | undefined = started.first;
     const name = digestToString(digest);
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
@@ -284,7 +308,7 @@ export class GrpcBlobService implements BlobService {
               controller.close();
               return;
             }
-            const data = r.value.data;
+            const data = r.value;
             hasher.update(data);
             const from = pos;
             pos += data.length;
@@ -308,13 +332,13 @@ export class GrpcBlobService implements BlobService {
           }
         } catch (e) {
           abort.abort();
-          controller.error(
-            e instanceof ConnectError ? e : ConnectError.from(e),
-          );
+          void it.return?.();
+          controller.error(asClientError(peer, e));
         }
       },
       cancel() {
         abort.abort();
+        void it.return?.();
       },
     }, { highWaterMark: 0 });
   }
@@ -382,13 +406,15 @@ export class GrpcBlobService implements BlobService {
     signal: AbortSignal,
   ): Promise<Uint8Array> {
     const name = digestToString(chunk.digest);
-    const buf = new Uint8Array(chunk.size);
+    let buf: Uint8Array | undefined;
     let pos = 0;
+    const it = this.#raw
+      ? readBlobBytes(this.#raw, chunk.digest, signal)
+      : messageData(this.#client.read({ digest: chunk.digest }, { signal }));
     try {
-      for await (
-        const msg of this.#client.read({ digest: chunk.digest }, { signal })
-      ) {
-        if (pos + msg.data.length > chunk.size) {
+      for (let r = await it.next(); !r.done; r = await it.next()) {
+        const data = r.value;
+        if (pos + data.length > chunk.size) {
           throw dataLoss(
             this.#peer,
             `chunk ${name} of blob ${
@@ -396,10 +422,16 @@ export class GrpcBlobService implements BlobService {
             } is longer than ${chunk.size} bytes`,
           );
         }
-        buf.set(msg.data, pos);
-        pos += msg.data.length;
+        if (pos === 0 && data.length === chunk.size) {
+          buf = data; // the whole chunk in one piece: no copy
+        } else {
+          buf ??= new Uint8Array(chunk.size);
+          buf.set(data, pos);
+        }
+        pos += data.length;
       }
     } catch (e) {
+      void it.return?.();
       if (isNotFound(e)) {
         throw new ConnectError(
           `${this.#peer}: chunk ${name} of blob ${
@@ -418,7 +450,8 @@ export class GrpcBlobService implements BlobService {
         }: got ${pos} of ${chunk.size} bytes`,
       );
     }
-    if (!digestEquals(createBlake3().update(buf).digest(), chunk.digest)) {
+    buf ??= new Uint8Array(0);
+    if (!digestEquals(blake3Sync(buf), chunk.digest)) {
       throw dataLoss(
         this.#peer,
         `chunk ${name} of blob ${
@@ -497,5 +530,36 @@ export class GrpcBlobService implements BlobService {
   close(): Promise<void> {
     this.#onClose?.();
     return Promise.resolve();
+  }
+}
+
+/** The data bytes of a Connect Read call's messages. */
+function messageData(
+  messages: AsyncIterable<BlobChunk>,
+): AsyncIterator<Uint8Array> {
+  const it = messages[Symbol.asyncIterator]();
+  return {
+    async next() {
+      while (true) {
+        const r = await it.next();
+        if (r.done) return { value: undefined, done: true };
+        if (r.value.data.length > 0) {
+          return { value: r.value.data, done: false };
+        }
+      }
+    },
+    async return() {
+      await it.return?.();
+      return { value: undefined, done: true };
+    },
+  };
+}
+
+/** A read stream's error as the caller sees it (the peer named where useful). */
+function asClientError(peer: string, e: unknown): ConnectError {
+  try {
+    rethrowFrom(peer, e);
+  } catch (ce) {
+    return ce as ConnectError;
   }
 }

@@ -51,3 +51,33 @@ function concat(parts: Uint8Array[], total: number): Uint8Array {
   }
   return out;
 }
+
+/**
+ * Like {@linkcode rechunk}, but without copying: yields groups of pieces
+ * (views of the source's pieces) whose sizes add up to `min`..`max` bytes
+ * (the last group may be smaller), for a writer that frames one message
+ * around several pieces.
+ */
+export async function* regroup(
+  source: AsyncIterable<Uint8Array>,
+  min: number,
+  max: number,
+): AsyncGenerator<Uint8Array[]> {
+  let group: Uint8Array[] = [];
+  let groupBytes = 0;
+  for await (const piece of source) {
+    let p = piece;
+    while (p.length > 0) {
+      const take = Math.min(p.length, max - groupBytes);
+      group.push(take === p.length ? p : p.subarray(0, take));
+      groupBytes += take;
+      p = p.subarray(take);
+      if (groupBytes >= min) {
+        yield group;
+        group = [];
+        groupBytes = 0;
+      }
+    }
+  }
+  if (groupBytes > 0) yield group;
+}

@@ -24,6 +24,11 @@ import type { BlobService } from "../castore/blob_service.ts";
 import type { DirectoryService } from "../castore/directory_service.ts";
 import type { PathInfoService } from "../store/path_info_service.ts";
 import { blobServer } from "./blob_server.ts";
+import {
+  BLOB_READ_PATH,
+  isPlainBlobRead,
+  serveBlobRead,
+} from "./blob_read_server.ts";
 import { directoryServer } from "./directory_server.ts";
 import { pathInfoServer } from "./path_info_server.ts";
 import { healthServer } from "./health_server.ts";
@@ -153,7 +158,25 @@ export async function startStoreServer(
   // HTTP/2 client (nghttp2) can abort on a GOAWAY arriving on a session with
   // closed streams (assertion in find_stream_on_goaway_func). Owning the raw
   // sockets lets shutdown close idle connections without a GOAWAY.
-  const h2 = http2.createServer({ settings: HTTP2_SETTINGS }, handler);
+  // BlobService.Read in plain gRPC is served directly (see blob_read_server.ts).
+  const onRequest = (
+    req: http2.Http2ServerRequest,
+    res: http2.Http2ServerResponse,
+  ) => {
+    if (!isPlainBlobRead(req)) return handler(req, res);
+    void serveBlobRead(backends.blobs, req, res, {
+      shutdownSignal: shutdownController.signal,
+      onError: (e) => {
+        if (SERVER_SIDE_CODES.has(e.code)) {
+          log.warn("{method} failed: {message}", {
+            method: BLOB_READ_PATH,
+            message: e.rawMessage,
+          });
+        }
+      },
+    });
+  };
+  const h2 = http2.createServer({ settings: HTTP2_SETTINGS }, onRequest);
   interface Conn {
     socket: net.Socket;
     active: number;

@@ -12,6 +12,7 @@ import {
   createGrpcTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
+import type { RawHttp2Caller } from "./blob_read_client.ts";
 import {
   HTTP2_SETTINGS,
   MAX_MESSAGE_BYTES,
@@ -78,6 +79,8 @@ export interface GrpcChannel {
   readonly peer: string;
   /** Closes the connection (and any open streams). */
   close(): void;
+  /** Direct HTTP/2 requests on the same connection (for blob_read_client.ts). */
+  readonly raw: RawHttp2Caller;
 }
 
 /**
@@ -169,6 +172,11 @@ export function openGrpcChannel(
     transport,
     peer: socketPath ? `grpc+unix://${socketPath}` : `grpc+${addr.baseUrl}`,
     close: () => manager.abort(),
+    raw: {
+      request: (path, headers) => manager.request("POST", path, headers, {}),
+      notifyResponseByteRead: (stream) =>
+        manager.notifyResponseByteRead(stream),
+    },
   };
 }
 
@@ -178,6 +186,8 @@ export interface ClientOptions {
   peer?: string;
   /** Called by the client's `close()`. */
   onClose?: () => void;
+  /** Direct HTTP/2 access to the connection, where the client opened it. */
+  raw?: RawHttp2Caller;
 }
 
 /**
@@ -192,6 +202,7 @@ export function connectClient<O extends ClientOptions, C>(
   const channel = openGrpcChannel(address);
   return make(channel.transport, {
     peer: channel.peer,
+    raw: channel.raw,
     ...opts,
     onClose: () => {
       opts.onClose?.();
