@@ -40,7 +40,7 @@
  */
 import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import {
   fsyncDirShared,
@@ -180,12 +180,25 @@ export function setSyncfsForTests(enabled: boolean): void {
 
 const TAG = randomHex().slice(0, 8);
 let markerCounter = 0;
+/**
+ * Unsynced objects are written to `<shard>/.tmp-<pid>-<tag>-<n>` first; the
+ * pid and tag are those of the process's markers, so recovering a dead
+ * process's marker also finds its leftover temporary files.
+ */
+const TEMP_PREFIX = `.tmp-${process.pid}-${TAG}-`;
 const opened = new Map<string, Promise<DataDirSync>>();
 
 /** Parsed marker name `m-<pid>-<boot>-<tag>-<n>`. */
-function parseMarker(name: string): { pid: number; boot: string } | undefined {
-  const m = /^m-(\d+)-([0-9a-z]+)-/.exec(name);
-  return m ? { pid: Number(m[1]), boot: m[2] } : undefined;
+function parseMarker(
+  name: string,
+): { pid: number; boot: string; tempPrefix?: string } | undefined {
+  const m = /^m-(\d+)-([0-9a-z]+)-(?:([0-9a-f]+)-)?/.exec(name);
+  if (!m) return undefined;
+  return {
+    pid: Number(m[1]),
+    boot: m[2],
+    tempPrefix: m[3] ? `.tmp-${m[1]}-${m[3]}-` : undefined,
+  };
 }
 
 /** Parsed claim name `r-<pid>-<boot>--<marker name>` (a marker being recovered). */
@@ -267,8 +280,11 @@ export class DataDirSync implements SyncPoint {
       return;
     }
     if (this.#marker === undefined) await this.#ensureMarker();
-    writeFileUnsynced(tmpDir, finalPath, parts);
-    this.#writes++;
+    writeFileUnsynced(
+      `${dirname(finalPath)}/${TEMP_PREFIX}${(this.#writes++).toString(36)}`,
+      finalPath,
+      parts,
+    );
   }
 
   /**
@@ -407,7 +423,7 @@ export class DataDirSync implements SyncPoint {
       for (const name of names) {
         const m = parseMarker(name);
         const c = m ? undefined : parseClaim(name);
-        let original: { boot: string };
+        let original: { boot: string; tempPrefix?: string };
         if (m) {
           if (m.boot === me && pidAlive(m.pid)) continue;
           original = m;
@@ -430,7 +446,11 @@ export class DataDirSync implements SyncPoint {
           if (errCode(e) === "ENOENT") continue; // someone else claimed it
           throw e;
         }
-        await this.#recoverOne(claim, original.boot === me);
+        await this.#recoverOne(
+          claim,
+          original.boot === me,
+          original.tempPrefix,
+        );
       }
       if (!othersRecovering) return;
       if (Date.now() > deadline) {
@@ -442,12 +462,20 @@ export class DataDirSync implements SyncPoint {
     }
   }
 
-  async #recoverOne(claim: string, sameBoot: boolean): Promise<void> {
+  async #recoverOne(
+    claim: string,
+    sameBoot: boolean,
+    tempPrefix: string | undefined,
+  ): Promise<void> {
+    const since = (await fsp.stat(claim)).mtimeMs - RECOVERY_SLACK_MS;
+    const { removeTempFiles, repairSince } = await import(
+      "./unsynced_recovery.ts"
+    );
+    // The dead process's half-written temporary files, beside the objects.
+    if (tempPrefix) await removeTempFiles(this.#dataDir, since, tempPrefix);
     if (!sameBoot || !this.deferred) {
       // Objects newer than the marker may have been cut by a power loss (or,
       // without syncfs, cannot be made durable here): check them.
-      const since = (await fsp.stat(claim)).mtimeMs - RECOVERY_SLACK_MS;
-      const { repairSince } = await import("./unsynced_recovery.ts");
       const { touched } = await repairSince(this.#dataDir, since, {
         fsyncGood: !this.deferred,
       });

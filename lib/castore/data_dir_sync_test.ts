@@ -252,15 +252,45 @@ Deno.test("data dir sync: without recovery (the marker's owner is alive) the cut
   });
 });
 
-Deno.test("data dir sync: a dead process's marker from this boot is synced and removed without reading objects", async () => {
+Deno.test("data dir sync: a dead process's marker from this boot is synced and removed, its temporary files deleted, objects not read", async () => {
   await withDirs(async (data, src) => {
     const { s, l } = await ingestAndCut(data, src);
-    writeMarker(data, `m-${deadPid()}-${bootId()}-t-0`);
+    const dead = deadPid();
+    writeMarker(data, `m-${dead}-${bootId()}-abcd1234-0`);
+    // What kill -9 in the middle of a write leaves: a temporary file beside
+    // the objects (named after the marker's pid and tag), and one of a live
+    // process that must stay.
+    const shard = join(s.blobs.chunkPath(l.big), "..");
+    const leftover = join(shard, `.tmp-${dead}-abcd1234-7`);
+    const live = join(shard, `.tmp-${process.pid}-ffff0000-3`);
+    fs.writeFileSync(leftover, "half");
+    fs.writeFileSync(live, "busy");
     await open(data);
     assert.deepEqual(markers(data), []);
+    assert.ok(!fs.existsSync(leftover), "dead writer's temporary file deleted");
+    assert.ok(fs.existsSync(live), "another writer's temporary file kept");
+    fs.rmSync(live);
     // The kernel kept whole objects in this case, so none is read: the
     // (artificially) cut chunk is still there.
     assert.ok(fs.existsSync(s.blobs.chunkPath(l.bigChunk)));
+  });
+});
+
+Deno.test("data dir sync: unsynced objects are written through temporary files beside them; none is left after an import", async () => {
+  await withDirs(async (data, src) => {
+    const s = await open(data);
+    await importPath(src, "src", s);
+    const castore = join(data, "castore");
+    const stray: string[] = [];
+    for (const kind of ["chunks", "blobs", "directories"]) {
+      for (const shard of fs.readdirSync(join(castore, kind))) {
+        for (const n of fs.readdirSync(join(castore, kind, shard))) {
+          if (!/^[0-9a-f]{64}$/.test(n)) stray.push(n);
+        }
+      }
+    }
+    assert.deepEqual(stray, []);
+    assert.deepEqual(fs.readdirSync(join(data, "tmp")), []);
   });
 });
 

@@ -34,9 +34,16 @@ interface Recent {
   shard: string;
 }
 
-/** Objects in `base/<shard>/<hex>` modified at or after `since` (ms). */
-async function recentObjects(base: string, since: number): Promise<Recent[]> {
-  const out: Recent[] = [];
+/**
+ * Shard directories `base/<2 hex>` changed at or after `since` (ms), with
+ * their entries. A rename into a shard updates its mtime (in the same
+ * journal transaction as the new entry), so older shards are skipped unread.
+ */
+async function recentShards(
+  base: string,
+  since: number,
+): Promise<{ shard: string; dir: string; names: string[] }[]> {
+  const out: { shard: string; dir: string; names: string[] }[] = [];
   let shards: string[];
   try {
     shards = await fsp.readdir(base);
@@ -46,16 +53,52 @@ async function recentObjects(base: string, since: number): Promise<Recent[]> {
   for (const shard of shards.sort()) {
     if (!/^[0-9a-f]{2}$/.test(shard)) continue;
     const dir = join(base, shard);
-    let st: fs.Stats;
     try {
-      st = await fsp.stat(dir);
+      const st = await fsp.stat(dir);
+      if (Math.max(st.mtimeMs, st.ctimeMs) < since) continue;
+      out.push({ shard, dir, names: (await fsp.readdir(dir)).sort() });
     } catch {
       continue;
     }
-    // A rename into the shard updates its mtime (in the same journal
-    // transaction as the new entry).
-    if (Math.max(st.mtimeMs, st.ctimeMs) < since) continue;
-    for (const name of (await fsp.readdir(dir)).sort()) {
+  }
+  return out;
+}
+
+const OBJECT_KINDS = ["chunks", "blobs", "directories"];
+
+/**
+ * Deletes the temporary files named `<prefix>...` (one dead process's, see
+ * ./data_dir_sync.ts) from shard directories changed since `since` (ms).
+ * Returns how many were deleted.
+ */
+export async function removeTempFiles(
+  dataDir: string,
+  since: number,
+  prefix: string,
+): Promise<number> {
+  let n = 0;
+  for (const kind of OBJECT_KINDS) {
+    for (
+      const { dir, names } of await recentShards(
+        join(dataDir, "castore", kind),
+        since,
+      )
+    ) {
+      for (const name of names) {
+        if (!name.startsWith(prefix)) continue;
+        fs.rmSync(join(dir, name), { force: true });
+        n++;
+      }
+    }
+  }
+  return n;
+}
+
+/** Objects in `base/<shard>/<hex>` modified at or after `since` (ms). */
+async function recentObjects(base: string, since: number): Promise<Recent[]> {
+  const out: Recent[] = [];
+  for (const { shard, dir, names } of await recentShards(base, since)) {
+    for (const name of names) {
       if (!HEX64.test(name) || !name.startsWith(shard)) continue;
       const path = join(dir, name);
       try {
