@@ -171,21 +171,33 @@ export class GrpcBlobService implements BlobService {
     }
     const size = chunks.reduce((n, c) => n + c.size, 0);
     const [start, end] = checkRange(range, size);
-    if (start === 0 && end === size && size > 0) {
-      return await this.#readStreamByChunks(digest, chunks);
+    if (end <= start) return new ReadableStream({ start: (c) => c.close() });
+    // One Read of the blob from its start is faster than chunk Reads in
+    // parallel (measured ~2x for a 128 MiB blob), but it has to receive
+    // everything before the range: take it when that costs little.
+    let before = 0; // bytes of the chunks entirely before `start`
+    for (const c of chunks) {
+      if (before + c.size > start) break;
+      before += c.size;
+    }
+    if (before <= (end - start) / 4) {
+      return await this.#readStreamByChunks(digest, chunks, start, end);
     }
     return this.#readChunked(digest, chunks, start, end);
   }
 
   /**
-   * A whole chunked blob in one Read (the server assembles it: one call
-   * instead of one per chunk, measured ~1.5x faster over Deno's HTTP/2),
-   * split at the chunk boundaries Stat gave and each chunk verified before
-   * any of its bytes are handed out. `undefined` if the blob vanished.
+   * A chunked blob through one Read (the server assembles it: one call
+   * instead of one per chunk), split at the chunk boundaries Stat gave; each
+   * chunk touching `[start, end)` is verified before any of its bytes are
+   * handed out, chunks before it are received and dropped, and the call is
+   * cancelled once `end` is reached. `undefined` if the blob vanished.
    */
   async #readStreamByChunks(
     digest: Uint8Array,
     chunks: ChunkMeta[],
+    start: number,
+    end: number,
   ): Promise<ReadableStream<Uint8Array> | undefined> {
     const peer = this.#peer;
     const name = digestToString(digest);
@@ -195,9 +207,10 @@ export class GrpcBlobService implements BlobService {
     const it = started.it;
     let pending: IteratorResult<Uint8Array> | undefined = started.first;
     let ci = 0; // chunk being filled
-    let buf: Uint8Array | undefined; // chunk ci, if it spans messages
+    let chunkStart = 0; // offset of chunk ci in the blob
+    let held: Uint8Array[] = []; // received bytes of chunk ci
     let filled = 0;
-    let rest: Uint8Array | undefined; // bytes of the current message not yet placed
+    let rest: Uint8Array | undefined; // bytes of the current piece not yet placed
     return new ReadableStream<Uint8Array>({
       async pull(controller) {
         try {
@@ -222,25 +235,24 @@ export class GrpcBlobService implements BlobService {
               throw dataLoss(peer, `blob ${name} is longer than its chunks`);
             }
             const chunk = chunks[ci];
-            let whole: Uint8Array;
-            if (filled === 0 && rest.length >= chunk.size) {
-              // The chunk lies whole in one message (the server sends
-              // chunk-sized messages): hand out a view, no copy. Message
-              // buffers are fresh per message, never reused.
-              whole = rest.subarray(0, chunk.size);
-              rest = rest.subarray(chunk.size);
-            } else {
-              if (!buf) buf = new Uint8Array(chunk.size);
-              const take = Math.min(rest.length, buf.length - filled);
-              buf.set(rest.subarray(0, take), filled);
-              filled += take;
-              rest = rest.subarray(take);
-              if (filled < buf.length) continue;
-              whole = buf;
-              buf = undefined;
-              filled = 0;
+            // The received pieces are fresh buffers, never reused: they are
+            // held until their chunk verified and then handed out as they
+            // are (no chunk-sized buffer per chunk to allocate and fill).
+            const take = Math.min(rest.length, chunk.size - filled);
+            const wanted = chunkStart + chunk.size > start;
+            if (wanted) {
+              held.push(take === rest.length ? rest : rest.subarray(0, take));
             }
-            if (!digestEquals(blake3Sync(whole), chunk.digest)) {
+            filled += take;
+            rest = rest.subarray(take);
+            if (filled < chunk.size) continue;
+            if (!wanted) { // before the range: not handed out, not hashed
+              chunkStart += chunk.size;
+              filled = 0;
+              ci++;
+              continue;
+            }
+            if (!digestEquals(hashPieces(held, chunk.size), chunk.digest)) {
               throw dataLoss(
                 peer,
                 `chunk ${
@@ -248,8 +260,27 @@ export class GrpcBlobService implements BlobService {
                 } of blob ${name} does not match its digest`,
               );
             }
-            controller.enqueue(whole);
+            let o = chunkStart;
+            for (const piece of held) {
+              const a = Math.max(start, o) - o;
+              const b = Math.min(end, o + piece.length) - o;
+              if (a < b) {
+                controller.enqueue(
+                  a === 0 && b === piece.length ? piece : piece.subarray(a, b),
+                );
+              }
+              o += piece.length;
+            }
+            held = [];
+            filled = 0;
+            chunkStart += chunk.size;
             ci++;
+            if (chunkStart >= end && ci < chunks.length) {
+              // The range is complete (the rest of the blob is not needed).
+              controller.close();
+              abort.abort();
+              void it.return?.();
+            }
             return;
           }
         } catch (e) {
@@ -562,4 +593,21 @@ function asClientError(peer: string, e: unknown): ConnectError {
   } catch (ce) {
     return ce as ConnectError;
   }
+}
+
+/** Scratch space for hashing a chunk received in several pieces (grown as needed). */
+let scratch = new Uint8Array(0);
+
+/** BLAKE3 of the concatenation of `pieces` (`size` bytes), one-shot. */
+function hashPieces(pieces: Uint8Array[], size: number): Uint8Array {
+  if (pieces.length === 1) return blake3Sync(pieces[0]);
+  // Kept for reuse up to a few MiB (local-store chunks are <= 512 KiB).
+  if (scratch.length < size && size <= 4 << 20) scratch = new Uint8Array(size);
+  const buf = scratch.length >= size ? scratch : new Uint8Array(size);
+  let o = 0;
+  for (const p of pieces) {
+    buf.set(p, o);
+    o += p.length;
+  }
+  return blake3Sync(buf.subarray(0, size));
 }

@@ -130,16 +130,15 @@ export async function serveBlobRead(
       let len = 0;
       for (const p of group) len += p.length;
       res.write(messageHeader(len));
-      for (const p of group) res.write(p);
-      // Keep up to WRITE_AHEAD_BYTES on their way instead of waiting for
-      // 'drain' after every message (the stream's buffer is 16 KiB, so
-      // 'drain' would mean stop-and-wait: the connection idles while the
-      // next message is read from the store).
       unflushed += len;
-      res.write(EMPTY, () => {
+      const onTaken = () => {
         unflushed -= len;
         if (unflushed <= WRITE_AHEAD_BYTES / 2) wakeWriter?.();
-      });
+      };
+      for (let i = 0; i < group.length; i++) {
+        if (i < group.length - 1) res.write(group[i]);
+        else res.write(group[i], onTaken);
+      }
       if (unflushed > WRITE_AHEAD_BYTES) {
         await flushed(res, abort.signal, (w) => wakeWriter = w);
         wakeWriter = undefined;
@@ -281,7 +280,6 @@ export function messageHeader(len: number): Uint8Array {
 
 /** Bytes of a Read response that may be written ahead of what HTTP/2 has taken. */
 const WRITE_AHEAD_BYTES = 2 << 20;
-const EMPTY = new Uint8Array(0);
 
 /** Resolves once `setWake`'s callback is called, the response closes or `signal` aborts. */
 function flushed(

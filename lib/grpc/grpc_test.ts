@@ -299,17 +299,28 @@ Deno.test("grpc blob client: whole reads stream once, ranged reads fetch only th
           [0, 2],
           "a range touching 2 chunks fetches 2",
         );
-        chunked.chunkReads = 0;
+        const ranged = async (offset: number, length: number) => {
+          chunked.chunkReads = chunked.wholeReads = 0;
+          assert.deepEqual(
+            await readAll(await client.read(digest, { offset, length })),
+            data.subarray(offset, offset + length),
+          );
+          return [chunked.wholeReads, chunked.chunkReads];
+        };
         assert.deepEqual(
-          await readAll(
-            await client.read(digest, { offset: 1, length: 1_049_998 }),
-          ),
-          data.subarray(1, -1),
+          await ranged(1, 1_049_998),
+          [1, 0],
+          `a range starting in the first chunk: one Read (${kind})`,
         );
-        assert.equal(
-          chunked.chunkReads,
-          11,
-          `all 11 chunks, fetched in parallel (${kind})`,
+        assert.deepEqual(
+          await ranged(100_001, 500_000),
+          [1, 0],
+          `little to skip before the range: one Read (${kind})`,
+        );
+        assert.deepEqual(
+          await ranged(300_000, 700_000),
+          [0, 7],
+          `much to skip: its 7 chunks, fetched in parallel (${kind})`,
         );
       } finally {
         await client.close();
@@ -333,12 +344,15 @@ Deno.test("grpc blob client: a chunk with wrong bytes is DataLoss, and none of i
         const first = await reader.read();
         assert.deepEqual(first.value, data.subarray(0, 1000));
         await expectCode(reader.read(), Code.DataLoss, /does not match/);
-        // Ranged read (chunks fetched by digest).
-        await expectCode(
-          readAll(await client.read(digest, { offset: 500, length: 1000 })),
-          Code.DataLoss,
-          /does not match/,
-        );
+        // Ranged reads: through one Read from the start, and (far from the
+        // start) with the chunks fetched by digest.
+        for (const offset of [900, 1500]) {
+          await expectCode(
+            readAll(await client.read(digest, { offset, length: 200 })),
+            Code.DataLoss,
+            /does not match/,
+          );
+        }
       } finally {
         await client.close();
       }
