@@ -85,18 +85,22 @@ export async function forceUnmount(mnt: string): Promise<void> {
 export async function withMount(
   services: CastoreServices,
   options: CastoreFsOptions & { threads?: number },
-  fn: (mnt: string) => Promise<void>,
+  fn: (
+    mnt: string,
+    served: { fs: CastoreFs; session: FuseSession },
+  ) => Promise<void>,
 ): Promise<void> {
   const c = await libc();
   const mnt = await Deno.makeTempDir({ prefix: "snix-fuse-mnt-" });
   const { fd, mountpoint } = mountFuse(c, mnt);
-  const session = new FuseSession(c, fd, new CastoreFs(services, options), {
+  const fs = new CastoreFs(services, options);
+  const session = new FuseSession(c, fd, fs, {
     threads: options.threads ?? 3,
   });
   const running = session.run();
   try {
     await session.ready;
-    await fn(mountpoint);
+    await fn(mountpoint, { fs, session });
   } finally {
     try {
       unmountFuse(c, mountpoint);

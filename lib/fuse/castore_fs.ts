@@ -21,7 +21,12 @@
 import { getLogger } from "@logtape/logtape";
 import type { BlobService } from "../castore/blob_service.ts";
 import type { DirectoryService } from "../castore/directory_service.ts";
-import { digestToHex, digestToString } from "../castore/digest.ts";
+import {
+  blake3Sync,
+  digestEquals,
+  digestToHex,
+  digestToString,
+} from "../castore/digest.ts";
 import type {
   Directory,
   Entry,
@@ -33,9 +38,11 @@ import {
   type DirEntry,
   FuseError,
   type FuseFilesystem,
+  type FuseNotifier,
   type OpenResult,
   type StatFs,
 } from "./filesystem.ts";
+import { FileLoader } from "./file_loader.ts";
 import {
   type Attr,
   Errno,
@@ -71,6 +78,20 @@ export interface CastoreFsOptions {
    * per file. Default true.
    */
   zeroMessageOpen?: boolean;
+  /**
+   * During a walk that reads file contents (tar, cp -r, diff -r), push the
+   * contents of small files into the kernel's page cache as soon as their
+   * directory has been listed (FUSE_NOTIFY_STORE), so reading them needs no
+   * READ round trip. Default true (it needs a notifier from the session).
+   */
+  pushSmallFiles?: boolean;
+  /**
+   * Read the local store's directory and chunk files into the page cache
+   * ahead of a walk, many at once (see ./file_loader.ts). Default
+   * true; has an effect only on services that name their files
+   * (`directoryPath`, `chunkPath`: the local data directory).
+   */
+  warmPageCache?: boolean;
 }
 
 /** The services the file system reads. */
@@ -91,6 +112,8 @@ type Node =
     executable: boolean;
     /** Where the file was first seen, for prefetching the files after it. */
     seenIn?: { listing: Listing; index: number };
+    /** Whether its contents were pushed (see {@linkcode PushState}). */
+    push?: PushState;
   }
   | { kind: "symlink"; ino: bigint; target: Uint8Array };
 
@@ -113,14 +136,40 @@ type Child =
   }
   | { kind: "symlink"; name: Uint8Array; key: string; target: Uint8Array };
 
+/**
+ * Where pushing a file's contents into the kernel's page cache stands:
+ * running, or done (pushed, READ by the kernel, or given up).
+ */
+type PushState = "busy" | "done";
+
 const MTIME = 1;
 const LISTING_CACHE = 32768;
 /** Directories fetched ahead of demand at once. */
-const DIR_PREFETCH_CONCURRENCY = 8;
+const DIR_PREFETCH_CONCURRENCY = 16;
 /** Files after a file being read in the same directory to fetch ahead. */
 const FILE_PREFETCH_AHEAD = 32;
 /** Largest file fetched ahead that way. */
 const FILE_PREFETCH_MAX = 1 << 20;
+/** Small files of a freshly listed directory warmed ahead in a content walk. */
+const LISTING_WARM_AHEAD = 256;
+/** The local blob service keeps blobs up to this size as one chunk. */
+const SINGLE_CHUNK_MAX = 128 << 10;
+/**
+ * Largest file whose contents are pushed into the kernel's page cache (the
+ * workers load a pushed file as the one chunk of its blob).
+ */
+const PUSH_MAX = SINGLE_CHUNK_MAX;
+/** Longest wait for pushed data before answering a READDIR anyway (ms). */
+const PUSH_WAIT_MS = 50;
+/** Small files loaded (or loading) ahead of a content walk at most, and their bytes. */
+const PRELOAD_AHEAD = 2048;
+const PRELOAD_BYTES = 32 << 20;
+/** Small files waiting to be loaded at most. */
+const PRELOAD_QUEUE_MAX = 65536;
+/** Loaded contents not pushed within this time are dropped (ms). */
+const PRELOAD_TTL_MS = 5000;
+/** A READ this recent means a walk reads contents (ms). */
+const CONTENT_WALK_MS = 1000;
 const utf8 = new TextEncoder();
 const utf8d = new TextDecoder("utf-8", { fatal: true });
 const DOT = utf8.encode(".");
@@ -159,6 +208,43 @@ export class CastoreFs implements FuseFilesystem {
   #dirPrefetchQueue: Uint8Array[] = [];
   #dirPrefetching = 0;
   #nextFh = 1n;
+  #notifier: FuseNotifier | undefined;
+  /** How far the files of a directory (by inode) have been pushed. */
+  #pushedUpTo = new Map<bigint, number>();
+  /** Small-file contents loaded for pushes, by digest, with when. */
+  #ready = new Map<
+    string,
+    {
+      data: Promise<Uint8Array | undefined>;
+      path: string;
+      at: number;
+      size: number;
+      done?: boolean;
+      urgent?: boolean;
+    }
+  >();
+  /** Small files to load next, in walk order. */
+  #preloadQueue: (Child & { kind: "file" })[] = [];
+  #preloadHead = 0;
+  #readyBytes = 0;
+  #loader: FileLoader | undefined;
+  #chunkPath: ((digest: Uint8Array) => string) | undefined;
+  #directoryPath: ((digest: Uint8Array) => string) | undefined;
+  /** Files whose contents were pushed to the kernel (for tests and stats). */
+  pushedFiles = 0;
+  /**
+   * Where pushed contents came from (for diagnostics): loaded ahead (of
+   * which `settled` were there already, `urgentPending` were asked for only
+   * when the walker listed their directory), and the summed wait for them;
+   * `urgent`: not asked for before the push.
+   */
+  readonly pushStats = {
+    ready: 0,
+    settled: 0,
+    urgentPending: 0,
+    readyWaitMs: 0,
+    urgent: 0,
+  };
 
   constructor(services: CastoreServices, options: CastoreFsOptions = {}) {
     this.#services = services;
@@ -166,6 +252,45 @@ export class CastoreFs implements FuseFilesystem {
     this.entryTimeout = options.entryTimeout ?? 86400;
     this.#reader = new BlobReader(services.blobs, options.cacheBytes);
     this.#nodes.set(FUSE_ROOT_ID, { kind: "root", ino: FUSE_ROOT_ID });
+    if (options.warmPageCache ?? true) {
+      // The local services name the file behind a directory or a
+      // single-chunk blob; remote ones do not (and need no warming).
+      const b = services.blobs as { chunkPath?: (d: Uint8Array) => string };
+      const d = services.directories as {
+        directoryPath?: (d: Uint8Array) => string;
+      };
+      if (typeof b.chunkPath === "function") {
+        this.#chunkPath = (x) => b.chunkPath!(x);
+      }
+      if (typeof d.directoryPath === "function") {
+        this.#directoryPath = (x) => d.directoryPath!(x);
+      }
+      if (this.#chunkPath || this.#directoryPath) {
+        this.#loader = new FileLoader();
+      }
+    }
+  }
+
+  /** Files read into the page cache ahead of demand (for tests and stats). */
+  get warmedFiles(): number {
+    return this.#loader?.reads ?? 0;
+  }
+
+  destroy(): void {
+    this.#loader?.close();
+    this.#notifier = undefined;
+    this.#ready.clear();
+    this.#readyBytes = 0;
+    this.#preloadQueue = [];
+  }
+
+  attachNotifier(notifier: FuseNotifier): void {
+    if (this.#opts.pushSmallFiles ?? true) this.#notifier = notifier;
+  }
+
+  /** Whether a walk that reads file contents is under way. */
+  #contentWalk(): boolean {
+    return performance.now() - this.#lastFileRead < CONTENT_WALK_MS;
   }
 
   #node(ino: bigint): Node {
@@ -308,8 +433,8 @@ export class CastoreFs implements FuseFilesystem {
       this.#prefetchDirs(listing);
       // In a content-reading walk, directories listed ahead bring their
       // small files along (as far as prefetch slots allow).
-      if (performance.now() - this.#lastFileRead < 1000) {
-        this.#prefetchListed(listing, 0);
+      if (this.#contentWalk()) {
+        this.#prefetchListed(listing, 0, LISTING_WARM_AHEAD);
       }
       return listing;
     })();
@@ -340,10 +465,14 @@ export class CastoreFs implements FuseFilesystem {
       const d = q.pop()!;
       if (this.#listings.has(digestToHex(d))) continue;
       this.#dirPrefetching++;
-      this.#listing(d).catch(() => {}).finally(() => {
-        this.#dirPrefetching--;
-        this.#prefetchDirs({ children: [], byName: new Map() });
-      });
+      const path = this.#directoryPath?.(d);
+      (path === undefined
+        ? this.#listing(d)
+        : this.#loader!.warm(path, 1).then(() => this.#listing(d)))
+        .catch(() => {}).finally(() => {
+          this.#dirPrefetching--;
+          this.#prefetchDirs({ children: [], byName: new Map() });
+        });
     }
   }
 
@@ -353,15 +482,199 @@ export class CastoreFs implements FuseFilesystem {
     if (n.seenIn) this.#prefetchListed(n.seenIn.listing, n.seenIn.index + 1);
   }
 
-  /** Starts fetching the small files of a listing from position `from` on. */
-  #prefetchListed(listing: Listing, from: number): void {
-    const end = Math.min(listing.children.length, from + FILE_PREFETCH_AHEAD);
+  /**
+   * Starts fetching the small files of a listing from position `from` on:
+   * into the page cache where the store has local files (asynchronous, so
+   * this never waits for the disk), else into the blob reader's cache.
+   */
+  #prefetchListed(
+    listing: Listing,
+    from: number,
+    ahead = FILE_PREFETCH_AHEAD,
+  ): void {
+    const end = Math.min(listing.children.length, from + ahead);
     for (let i = from; i < end; i++) {
       const c = listing.children[i];
-      if (c.kind === "file" && c.size > 0 && c.size <= FILE_PREFETCH_MAX) {
-        this.#reader.prefetch(c.digest, c.size);
+      if (c.kind !== "file" || c.size === 0 || c.size > FILE_PREFETCH_MAX) {
+        continue;
       }
+      if (this.#notifier && c.size <= PUSH_MAX && this.#loader?.canDecompress) {
+        this.#preload(c);
+      } else if (this.#chunkPath) this.#loader!.warm(this.#chunkPath(c.digest));
+      else this.#reader.prefetch(c.digest, c.size);
     }
+  }
+
+  /**
+   * In a content walk, the walker has come back for more of directory
+   * `dir` from position `offset` on, so the kernel has processed the
+   * entries before it: push the contents of the small files among them into
+   * its page cache before answering, so reading them needs no READ. (An
+   * entry of a READDIRPLUS reply becomes an inode only once the kernel has
+   * processed the reply, so a push right after the reply could come too
+   * early.) Waits at most {@linkcode PUSH_WAIT_MS} for data still loading;
+   * the session sends our answer only after the pushes queued before it.
+   */
+  async #pushListed(dir: bigint, listing: Listing, offset: number) {
+    // Entries 0 and 1 are `.` and `..`.
+    const upTo = Math.min(listing.children.length, offset - 2);
+    const from = this.#pushedUpTo.get(dir) ?? 0;
+    if (upTo >= listing.children.length) this.#pushedUpTo.delete(dir);
+    else this.#pushedUpTo.set(dir, Math.max(from, upTo));
+    const pushes: Promise<void>[] = [];
+    for (let i = from; i < upTo; i++) {
+      const c = listing.children[i];
+      if (c.kind !== "file" || c.size === 0 || c.size > PUSH_MAX) continue;
+      const n = this.#childNode(dir, c, { listing, index: i });
+      if (n.kind === "file" && n.push === undefined) {
+        n.push = "busy";
+        pushes.push(this.#push(n));
+      } else this.#dropReady(digestToHex(c.digest)); // already in the kernel
+    }
+    if (pushes.length === 0) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(pushes),
+      new Promise<void>((r) => timer = setTimeout(r, PUSH_WAIT_MS)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Queues a small file's contents to be loaded for a later push, in walk
+   * order; at most {@linkcode PRELOAD_AHEAD} are loaded ahead at once.
+   */
+  #preload(c: Child & { kind: "file" }): void {
+    if (this.#preloadQueue.length - this.#preloadHead >= PRELOAD_QUEUE_MAX) {
+      return;
+    }
+    this.#preloadQueue.push(c);
+    this.#pumpPreloads();
+  }
+
+  /**
+   * The walker is listing this directory: it will read the small files next,
+   * so load them first thing (loads already under way are hurried).
+   */
+  #loadListedNow(listing: Listing): void {
+    const now = performance.now();
+    for (const c of listing.children) {
+      if (c.kind !== "file" || c.size === 0 || c.size > PUSH_MAX) continue;
+      const hex = digestToHex(c.digest);
+      const known = this.#ready.get(hex);
+      if (known) {
+        this.#loader!.hurry(known.path);
+        continue;
+      }
+      const path = this.#chunkPath!(c.digest);
+      const r = {
+        data: this.#loader!.readZstd(path, c.size, 0),
+        path,
+        at: now,
+        size: c.size,
+        done: false,
+        urgent: true,
+      };
+      this.#readyBytes += c.size;
+      r.data.then(() => r.done = true);
+      this.#ready.set(hex, r);
+    }
+  }
+
+  /**
+   * Starts loads from the queue while fewer than PRELOAD_AHEAD wait to be
+   * pushed. From the local store the workers read and decompress the blob's
+   * one chunk (a blob of up to 128 KiB is one chunk named by the blob's
+   * digest), so the main thread does no file I/O.
+   */
+  #pumpPreloads(): void {
+    const now = performance.now();
+    for (const [hex, r] of this.#ready) {
+      if (now - r.at < PRELOAD_TTL_MS) break;
+      this.#dropReady(hex); // never pushed: the walk went elsewhere
+    }
+    const q = this.#preloadQueue;
+    while (
+      this.#ready.size < PRELOAD_AHEAD && this.#readyBytes < PRELOAD_BYTES &&
+      this.#preloadHead < q.length
+    ) {
+      const c = q[this.#preloadHead++];
+      const hex = digestToHex(c.digest);
+      if (this.#ready.has(hex)) continue;
+      const n = this.#nodes.get(
+        this.#inoByKey.get(`f:${hex}:${c.executable ? 1 : 0}`) ?? 0n,
+      );
+      if (n?.kind === "file" && n.push !== undefined) continue;
+      const path = this.#chunkPath!(c.digest);
+      const r = {
+        data: this.#loader!.readZstd(path, c.size),
+        path,
+        at: now,
+        size: c.size,
+        done: false,
+      };
+      this.#readyBytes += c.size;
+      r.data.then(() => r.done = true);
+      this.#ready.set(hex, r);
+    }
+    if (this.#preloadHead > 4096 && this.#preloadHead * 2 > q.length) {
+      this.#preloadQueue = q.slice(this.#preloadHead);
+      this.#preloadHead = 0;
+    }
+  }
+
+  #dropReady(hex: string): void {
+    const r = this.#ready.get(hex);
+    if (!r) return;
+    this.#ready.delete(hex);
+    this.#readyBytes -= r.size;
+  }
+
+  /**
+   * A small file's contents for a push: loaded ahead (and checked against
+   * its BLAKE3 here), else read through the blob service as a READ would
+   * (so is anything that does not check out).
+   */
+  async #pushData(n: Node & { kind: "file" }): Promise<Uint8Array> {
+    const hex = digestToHex(n.digest);
+    const ready = this.#ready.get(hex);
+    let data: Uint8Array | undefined;
+    if (ready) {
+      if (ready.done) this.pushStats.settled++;
+      else if (ready.urgent) this.pushStats.urgentPending++;
+      this.#loader!.hurry(ready.path);
+      const t0 = performance.now();
+      data = await ready.data;
+      this.pushStats.readyWaitMs += performance.now() - t0;
+      this.pushStats.ready++;
+      this.#dropReady(hex);
+      this.#pumpPreloads();
+    } else if (this.#chunkPath && this.#loader!.canDecompress) {
+      // Not loaded ahead (yet): load it first thing.
+      this.pushStats.urgent++;
+      data = await this.#loader!.readZstd(
+        this.#chunkPath(n.digest),
+        n.size,
+        0,
+      );
+    }
+    if (data && digestEquals(blake3Sync(data), n.digest)) return data;
+    return await this.#reader.read(n.digest, n.size, 0, n.size, false);
+  }
+
+  /** Loads a file's contents and queues their push (not waiting for it). */
+  async #push(n: Node & { kind: "file" }): Promise<void> {
+    try {
+      const data = await this.#pushData(n);
+      // `n.push` turns "done" when the kernel READs the file meanwhile.
+      if ((n.push as PushState) === "done") return;
+      this.#notifier!.store(n.ino, 0, data).then((ok) => {
+        if (ok) this.pushedFiles++;
+      });
+    } catch {
+      // A READ will report what is wrong with this file.
+    }
+    n.push = "done";
   }
 
   /** The node of a store path's root entry, as a child of the mount root. */
@@ -466,12 +779,13 @@ export class CastoreFs implements FuseFilesystem {
     _fh: bigint,
     offset: number,
     size: number,
-  ): Promise<Uint8Array> {
+  ): Promise<Uint8Array[]> {
     const n = this.#node(ino);
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
+    n.push = "done";
     if (offset === 0) this.#prefetchFiles(n);
     try {
-      return await this.#reader.read(n.digest, n.size, offset, size);
+      return await this.#reader.readParts(n.digest, n.size, offset, size);
     } catch (e) {
       log.warn("read of blob {digest} at {offset} failed: {error}", {
         digest: digestToString(n.digest),
@@ -564,17 +878,39 @@ export class CastoreFs implements FuseFilesystem {
 
   async readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]> {
     let entries = this.#dirHandles.get(fh);
+    const n = this.#node(ino);
     if (!entries) {
       // No handle: opened without OPENDIR (zero-message open).
-      const n = this.#node(ino);
       if (n.kind === "root") throw new FuseError(Errno.EPERM);
       if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
       entries = await this.#dirEntries(n);
-      // Someone is reading file contents along a walk (tar, cp -r, diff -r):
-      // fetch this directory's small files before they are asked for. A
-      // walk that reads no contents (find, ls -R) does not trigger this.
-      if (offset === 0 && performance.now() - this.#lastFileRead < 1000) {
-        this.#prefetchListed(await this.#listing(n.digest), 0);
+    }
+    // Someone is reading file contents along a walk (tar, cp -r, diff -r):
+    // fetch this directory's small files before they are asked for, and
+    // once the kernel knows them, push them. A walk that reads no contents
+    // (find, ls -R) does not trigger this.
+    if (n.kind === "dir" && this.#contentWalk()) {
+      const listing = await this.#listing(n.digest);
+      if (offset === 0) {
+        if (this.#notifier && this.#loader?.canDecompress) {
+          this.#loadListedNow(listing);
+          // The walker goes into the subdirectories next: load their small
+          // files ahead (in order, a bounded number at a time).
+          for (const c of listing.children) {
+            if (c.kind !== "dir") continue;
+            this.#listings.get(digestToHex(c.digest))?.then((l) => {
+              for (const f of l.children) {
+                if (f.kind === "file" && f.size > 0 && f.size <= PUSH_MAX) {
+                  this.#preload(f);
+                }
+              }
+            }, () => {});
+          }
+        } else if (this.#chunkPath) this.#prefetchListed(listing, 0);
+        // Synchronous backend reads must not hold up this reply.
+        else setTimeout(() => this.#prefetchListed(listing, 0), 0);
+      } else if (this.#notifier) {
+        await this.#pushListed(n.ino, listing, offset);
       }
     }
     return entries.slice(offset);

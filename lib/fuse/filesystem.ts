@@ -43,6 +43,21 @@ export interface StatFs {
   namelen: number;
 }
 
+/**
+ * What the session lets a file system send to the kernel unasked. Calls
+ * never block the caller's thread (a notification may wait in the kernel
+ * for a page lock that only our own reply to a READ releases).
+ */
+export interface FuseNotifier {
+  /**
+   * Stores `data` at `offset` in the page cache of inode `ino` (which the
+   * kernel must know, from a LOOKUP or READDIRPLUS reply it has processed):
+   * resolves true if the kernel took it, false otherwise (for instance the
+   * inode is not, or no longer, known).
+   */
+  store(ino: bigint, offset: number, data: Uint8Array): Promise<boolean>;
+}
+
 /** A read-only file system served over FUSE. All inode numbers are `bigint`. */
 export interface FuseFilesystem {
   /** Seconds the kernel may cache names and attributes. */
@@ -55,13 +70,16 @@ export interface FuseFilesystem {
   readlink(ino: bigint): Promise<Uint8Array>;
   /** Opens a file (`flags` are the open(2) flags). */
   open(ino: bigint, flags: number): Promise<OpenResult>;
-  /** Up to `size` bytes at `offset` (fewer only at the end of the file). */
+  /**
+   * Up to `size` bytes at `offset` (fewer only at the end of the file), in
+   * one array or as consecutive parts (sent as they are, with one writev).
+   */
   read(
     ino: bigint,
     fh: bigint,
     offset: number,
     size: number,
-  ): Promise<Uint8Array>;
+  ): Promise<Uint8Array | Uint8Array[]>;
   /** Closes a file handle. */
   release(ino: bigint, fh: bigint): void;
   /** Opens a directory. */
@@ -78,4 +96,8 @@ export interface FuseFilesystem {
   statfs(): StatFs;
   /** The kernel dropped `nlookup` references to `ino`. */
   forget?(ino: bigint, nlookup: bigint): void;
+  /** Called once when the session ends: release threads and caches. */
+  destroy?(): void;
+  /** Called once after INIT where the session can send notifications. */
+  attachNotifier?(notifier: FuseNotifier): void;
 }

@@ -311,6 +311,41 @@ export function encodeInitOut(o: InitOut): Uint8Array {
   return out;
 }
 
+/** Notification codes: sent in the `error` field of an out-header with `unique` 0. */
+export const NotifyCode = {
+  /** FUSE_NOTIFY_STORE: put data into an inode's page cache. */
+  STORE: 4,
+} as const;
+
+/** fuse_notify_store_out (nodeid, offset, size, padding). */
+export const NOTIFY_STORE_OUT_SIZE = 24;
+
+/**
+ * A FUSE_NOTIFY_STORE message: out-header (unique 0, code in `error`),
+ * fuse_notify_store_out, then the bytes to store at `offset` of inode
+ * `nodeid`. The kernel marks a page up to date when the data fills it or
+ * ends where the file ends, so a whole small file becomes readable without
+ * a READ.
+ */
+export function encodeNotifyStore(
+  nodeid: bigint,
+  offset: number,
+  data: Uint8Array,
+): Uint8Array {
+  const out = new Uint8Array(
+    OUT_HEADER_SIZE + NOTIFY_STORE_OUT_SIZE + data.byteLength,
+  );
+  const v = new DataView(out.buffer);
+  v.setUint32(0, out.byteLength, true);
+  v.setInt32(4, NotifyCode.STORE, true);
+  v.setBigUint64(8, 0n, true);
+  v.setBigUint64(OUT_HEADER_SIZE, nodeid, true);
+  v.setBigUint64(OUT_HEADER_SIZE + 8, BigInt(offset), true);
+  v.setUint32(OUT_HEADER_SIZE + 16, data.byteLength, true);
+  out.set(data, OUT_HEADER_SIZE + NOTIFY_STORE_OUT_SIZE);
+  return out;
+}
+
 /** Reads a NUL-terminated name from the start of `body` (a view, not a copy). */
 export function cName(body: Uint8Array): Uint8Array {
   const nul = body.indexOf(0);

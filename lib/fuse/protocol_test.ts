@@ -3,6 +3,7 @@ import {
   ATTR_OUT_SIZE,
   direntSize,
   encodeInitOut,
+  encodeNotifyStore,
   ENTRY_OUT_SIZE,
   INIT_OUT_SIZE,
   parseInHeader,
@@ -110,4 +111,19 @@ Deno.test("fuse protocol: entry_out, attr_out and dirent layouts", () => {
   assert.equal(dv.getUint32(20, true), 8);
   assert.equal(new TextDecoder().decode(d.subarray(24, 33)), "hello.txt");
   assert.ok(d.subarray(33, 40).every((x) => x === 0));
+});
+
+Deno.test("fuse protocol: notify_store message layout", () => {
+  const data = new TextEncoder().encode("hello");
+  const m = encodeNotifyStore(42n, 4096, data);
+  const v = new DataView(m.buffer);
+  assert.equal(m.length, 16 + 24 + 5);
+  assert.equal(v.getUint32(0, true), m.length); // len
+  assert.equal(v.getInt32(4, true), 4); // FUSE_NOTIFY_STORE in `error`
+  assert.equal(v.getBigUint64(8, true), 0n); // unique 0: a notification
+  assert.equal(v.getBigUint64(16, true), 42n); // nodeid
+  assert.equal(v.getBigUint64(24, true), 4096n); // offset
+  assert.equal(v.getUint32(32, true), 5); // size
+  assert.equal(v.getUint32(36, true), 0); // padding
+  assert.equal(new TextDecoder().decode(m.subarray(40)), "hello");
 });

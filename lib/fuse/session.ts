@@ -8,12 +8,17 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { DeviceReader, LibC } from "../runtime/libc.ts";
+import {
+  type OffThreadWriter,
+  offThreadWriter,
+} from "../runtime/async_write.ts";
 import { FuseError, type FuseFilesystem } from "./filesystem.ts";
 import {
   ATTR_OUT_SIZE,
   cName,
   direntSize,
   encodeInitOut,
+  encodeNotifyStore,
   ENTRY_OUT_SIZE,
   Errno,
   FUSE_KERNEL_MINOR_VERSION,
@@ -35,6 +40,8 @@ import {
 
 const log = getLogger(["snix", "fuse"]);
 
+/** READ replies at least this big are written off the main thread. */
+const OFF_THREAD_REPLY = 64 << 10;
 /** Largest READ we accept (and max_write): 1 MiB = 256 pages. */
 export const MAX_IO = 1 << 20;
 /** Read buffer per loop: at least max(8192, 80 + max_write). */
@@ -49,6 +56,12 @@ export interface SessionOptions {
    * flight; more loops mostly add thread wake-ups on a small machine.
    */
   threads?: number;
+  /**
+   * Let the file system push data to the kernel unasked (FUSE_NOTIFY_STORE;
+   * default true). Needs an off-thread write (Deno); without one (Bun) the
+   * file system gets no notifier.
+   */
+  notify?: boolean;
 }
 
 /** Serves one FUSE connection until the kernel ends it. */
@@ -57,6 +70,8 @@ export class FuseSession {
   #fd: number;
   #fs: FuseFilesystem;
   #threads: number;
+  #notify: boolean;
+  #writer: OffThreadWriter | undefined;
   #readers: DeviceReader[] = [];
   #initialized = false;
   #done: Promise<void> | undefined;
@@ -80,6 +95,7 @@ export class FuseSession {
     this.#fd = fd;
     this.#fs = fs;
     this.#threads = Math.max(1, Math.min(16, options.threads ?? 2));
+    this.#notify = options.notify ?? true;
     this.ready = new Promise((r) => this.#readyResolve = r);
   }
 
@@ -92,7 +108,12 @@ export class FuseSession {
         this.#readers.push(reader);
         loops.push(this.#loop(reader));
       }
-      await Promise.all(loops);
+      try {
+        await Promise.all(loops);
+      } finally {
+        this.#writer?.close();
+        this.#fs.destroy?.();
+      }
     })();
     return this.#done;
   }
@@ -152,13 +173,46 @@ export class FuseSession {
     this.#error(h.unique, Errno.EIO);
   }
 
-  #write(buf: Uint8Array): void {
-    const n = this.#libc.write(this.#fd, buf);
+  /**
+   * Writes a reply. With `afterNotifications` it goes after the
+   * notifications queued so far (the walker it wakes up is to find their
+   * data in place). Never for READ replies: a notification may be waiting in
+   * the kernel for exactly such a reply (a page locked for a READ).
+   */
+  #write(buf: Uint8Array, afterNotifications = false): void {
     this.requests++;
+    if (afterNotifications && this.#writer && this.#writer.pending > 0) {
+      this.#writer.write(buf);
+      return;
+    }
+    const n = this.#libc.write(this.#fd, buf);
     // ENOENT: the request was interrupted meanwhile; nothing to do.
     if (n < 0 && n !== -ENOENT) {
       log.debug("reply write failed: errno {errno}", { errno: -n });
     }
+  }
+
+  /**
+   * A success reply made of `parts` (READ data: views of cached blob
+   * segments), sent with one writev instead of being copied together; big
+   * replies leave the main thread while the kernel copies them, where the
+   * runtime allows (Deno).
+   */
+  #writeParts(unique: bigint, parts: Uint8Array[]): void | Promise<void> {
+    const len = parts.reduce((n, p) => n + p.byteLength, 0);
+    const [head] = this.#reply(unique, 0);
+    new DataView(head.buffer).setUint32(0, OUT_HEADER_SIZE + len, true);
+    this.requests++;
+    const all = [head, ...parts];
+    const done = (n: number) => {
+      if (n < 0 && n !== -ENOENT) {
+        log.debug("reply write failed: errno {errno}", { errno: -n });
+      }
+    };
+    if (len >= OFF_THREAD_REPLY && this.#libc.writevOffThread) {
+      return this.#libc.writevOffThread(this.#fd, all).then(done);
+    }
+    done(this.#libc.writev(this.#fd, all));
   }
 
   #error(unique: bigint, errno: number): void {
@@ -248,11 +302,9 @@ export class FuseSession {
         const fh = v.getBigUint64(0, true);
         const offset = Number(v.getBigUint64(8, true));
         const size = Math.min(v.getUint32(16, true), MAX_IO);
-        return fs.read(h.nodeid, fh, offset, size).then((data) => {
-          const [out] = this.#reply(h.unique, data.byteLength);
-          out.set(data, OUT_HEADER_SIZE);
-          this.#write(out);
-        });
+        return fs.read(h.nodeid, fh, offset, size).then((data) =>
+          this.#writeParts(h.unique, Array.isArray(data) ? data : [data])
+        );
       }
       case Op.RELEASE:
         fs.release(h.nodeid, v.getBigUint64(0, true));
@@ -371,12 +423,23 @@ export class FuseSession {
     });
     this.#initialized = true;
     this.#ok(h.unique, out);
+    if (this.#notify && this.#fs.attachNotifier) this.#attachNotifier();
     log.debug("FUSE INIT: kernel 7.{kminor}, using 7.{minor}, flags {flags}", {
       kminor: kin.minor,
       minor,
       flags: (want & kin.flags).toString(16),
     });
     this.#readyResolve();
+  }
+
+  #attachNotifier(): void {
+    const w = offThreadWriter(this.#fd);
+    if (!w) return;
+    this.#writer = w;
+    this.#fs.attachNotifier?.({
+      store: (ino, offset, data) =>
+        w.write(encodeNotifyStore(ino, offset, data)),
+    });
   }
 
   async #readdir(h: InHeader, v: DataView, plus: boolean): Promise<void> {
@@ -408,6 +471,6 @@ export class FuseSession {
       }
       o += writeDirent(out, ov, o, e.attr.ino, offset + i + 1, type, e.name);
     }
-    this.#write(out);
+    this.#write(out, true);
   }
 }
