@@ -9,7 +9,8 @@
  *   a ranged read of all but the first and last byte (one Read, trimmed;
  *   ranges far from the start fetch chunks by digest in parallel); one raw
  *   unverified Read stream over grpc+unix (through Connect). CPU time per
- *   MiB of this process and of the daemon is printed with each read.
+ *   MiB of this process and of the daemon is printed with each read; local,
+ *   unix and TCP reads are measured in turns (best of --runs each).
  * - blob Put throughput over grpc+unix;
  * - PathInfo Get rate at concurrency 1 and 32 (grpc+unix);
  * - recursive Directory Get of a 10k-directory tree (fresh client, no cache),
@@ -112,35 +113,49 @@ function pidCpu(pid: number | undefined): number {
 let daemonPid: number | undefined;
 
 /**
- * Best of `runs` read throughputs, MB/s, with the CPU time per MiB this
- * process and the daemon spent on the best run (less noisy than wall time
- * on a shared machine).
+ * Best of `runs` read throughputs (MB/s) of each of `reads`, measured in
+ * turns (one run of each per round, so load changes on a shared machine hit
+ * them alike), with the CPU time per MiB this process and the daemon spent
+ * on the best run (less noisy than wall time).
  */
+async function readRates(
+  reads: { label: string; read: () => Promise<number> }[],
+  runs: number,
+): Promise<number[]> {
+  const best = reads.map(() => 0);
+  const cpu = reads.map(() => "");
+  for (let i = 0; i < runs; i++) {
+    for (const [k, { label, read }] of reads.entries()) {
+      const c0 = ownCpu();
+      const d0 = pidCpu(daemonPid);
+      const [n, s] = await timeIt(read);
+      const mib = n / (1 << 20);
+      if (n / s / 1e6 > best[k]) {
+        best[k] = n / s / 1e6;
+        const d = pidCpu(daemonPid) - d0;
+        cpu[k] =
+          `  cpu ms/MiB: here ${((ownCpu() - c0) * 1e3 / mib).toFixed(2)}` +
+          (label.includes("local")
+            ? ""
+            : `, daemon ${(d * 1e3 / mib).toFixed(2)}`);
+      }
+    }
+  }
+  for (const [k, { label }] of reads.entries()) {
+    console.log(
+      `  ${label.padEnd(44)} ${best[k].toFixed(0).padStart(6)} MB/s${cpu[k]}`,
+    );
+  }
+  return best;
+}
+
+/** {@linkcode readRates} of one read. */
 async function readRate(
   label: string,
   runs: number,
   read: () => Promise<number>,
 ): Promise<number> {
-  let best = 0;
-  let cpu = "";
-  for (let i = 0; i < runs; i++) {
-    const c0 = ownCpu();
-    const d0 = pidCpu(daemonPid);
-    const [n, s] = await timeIt(read);
-    const mib = n / (1 << 20);
-    if (n / s / 1e6 > best) {
-      best = n / s / 1e6;
-      const d = pidCpu(daemonPid) - d0;
-      cpu = `  cpu ms/MiB: here ${((ownCpu() - c0) * 1e3 / mib).toFixed(2)}` +
-        (label.includes("local")
-          ? ""
-          : `, daemon ${(d * 1e3 / mib).toFixed(2)}`);
-    }
-  }
-  console.log(
-    `  ${label.padEnd(44)} ${best.toFixed(0).padStart(6)} MB/s${cpu}`,
-  );
-  return best;
+  return (await readRates([{ label, read }], runs))[0];
 }
 
 function startDaemon(
@@ -219,22 +234,21 @@ async function main() {
     const chunks = await unixBlobs.chunks(digest);
     console.log(`  (${chunks?.length} chunks)`);
     const local = await LocalBlobService.open(join(dir, "data"));
-    const localRate = await readRate(
-      "Read local in-process",
-      runs,
-      async () => drain(await local.read(digest)),
-    );
-    const unixRate = await readRate(
-      "Read GrpcBlobService grpc+unix (verified)",
-      runs,
-      async () => drain(await unixBlobs.read(digest)),
-    );
     const tcpBlobs = GrpcBlobService.connect(tcpUrl);
-    const tcpRate = await readRate(
-      "Read GrpcBlobService grpc+http TCP (verified)",
-      runs,
-      async () => drain(await tcpBlobs.read(digest)),
-    );
+    const [localRate, unixRate, tcpRate] = await readRates([
+      {
+        label: "Read local in-process",
+        read: async () => drain(await local.read(digest)),
+      },
+      {
+        label: "Read GrpcBlobService grpc+unix (verified)",
+        read: async () => drain(await unixBlobs.read(digest)),
+      },
+      {
+        label: "Read GrpcBlobService grpc+http TCP (verified)",
+        read: async () => drain(await tcpBlobs.read(digest)),
+      },
+    ], runs);
     const blobSize = chunks!.reduce((n, c) => n + c.size, 0);
     await readRate(
       "Read all but 2 bytes, grpc+unix (one Read)",
