@@ -1,12 +1,13 @@
 /**
  * `importPath`: adds a file system tree to the store as `nix-store --add`
  * does. One pass over the tree ingests it into castore and hashes its NAR
- * serialisation (on a second thread, ../nix/threaded_hasher.ts); the store path is the source path of that hash, and the
+ * serialisation; the store path is the source path of that hash, and the
  * PathInfo records the NAR size and hash and the content address
  * `fixed:r:sha256:<nar hash>` (what Nix records for `nix-store --add`).
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { PathInfo } from "../../proto/gen/snix/store/protos/pathinfo_pb.ts";
 import type { BlobService } from "../castore/blob_service.ts";
 import type { DirectoryService } from "../castore/directory_service.ts";
@@ -16,7 +17,6 @@ import {
 } from "../castore/ingest_tree.ts";
 import { makeSourcePath, validateStorePathName } from "../nix/store_path.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
-import { createThreadedHasher } from "../nix/threaded_hasher.ts";
 import type { PathInfoService } from "./path_info_service.ts";
 import { makePathInfo } from "./path_info.ts";
 import { rememberNar } from "./nar_calculation.ts";
@@ -44,29 +44,23 @@ export async function importPath(
   } catch (e) {
     throw new Error(`cannot import ${fsPath}: ${(e as Error).message}`);
   }
-  // The NAR's SHA-256 runs on a second thread where there is one (it cost
-  // ~1 s of the main thread's time per GiB, beside the chunking, hashing
-  // and compression of castore); the walk waits only when its 4 MiB ring is
-  // full.
-  const h = createThreadedHasher("sha256");
+  // Inline on purpose: ../nix/threaded_hasher.ts (a second thread) was
+  // tried here and cost as much main-thread time in postMessage and ring
+  // copies as the ~1 s/GiB of hashing it moved (the import's NAR comes in
+  // many small pieces), and its worker added ~15-20 MiB of peak RSS.
+  const h = createHash("sha256");
   let narSize = 0;
-  let entry;
-  let narSha256: Uint8Array;
-  try {
-    entry = await ingestTreeWithNar(
-      fsPath,
-      services.blobs,
-      services.directories,
-      (chunk) => {
-        narSize += chunk.length;
-        return h.update(chunk);
-      },
-      onProgress,
-    );
-    narSha256 = await h.digest();
-  } finally {
-    h.close();
-  }
+  const entry = await ingestTreeWithNar(
+    fsPath,
+    services.blobs,
+    services.directories,
+    (chunk) => {
+      h.update(chunk);
+      narSize += chunk.length;
+    },
+    onProgress,
+  );
+  const narSha256 = new Uint8Array(h.digest());
   rememberNar(entry, { narSize, narSha256 });
   const storePath = makeSourcePath(narSha256, name, []);
   const info = makePathInfo({
