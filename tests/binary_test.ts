@@ -3,7 +3,8 @@
  * path, then checks `--version`, `--help` of every (sub)command, and that
  * `snix nar dump /usr/share/doc` is byte for byte `nix-store --dump`, and that
  * `snix store mount` serves what `snix store import` stored (FUSE reader
- * workers must load inside the compiled binary).
+ * workers must load inside the compiled binary), and that its gRPC daemon
+ * serves repeated large Reads to python grpcio (Bun's HTTP/2 is not Deno's).
  */
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -14,6 +15,7 @@ import { createHash } from "node:crypto";
 import { buildProgram } from "../cli/main.ts";
 import { VERSION } from "../cli/version.ts";
 import { forceUnmount, sh, shOk, skipFuse } from "./fuse_helpers.ts";
+import { generatePythonStubs } from "./grpc_helpers.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const work = fs.mkdtempSync(join(tmpdir(), "snix-binary-"));
@@ -179,4 +181,65 @@ Deno.test({
       );
     }
   },
+});
+
+Deno.test("binary: the store daemon serves repeated large Reads to python grpcio (gRPC under the compiled binary)", async () => {
+  build();
+  const data = join(work, "grpc-data");
+  const env = { ...Deno.env.toObject(), SNIX_DATA_DIR: data };
+  // 48 MiB of the deterministic pattern, a few hundred chunks.
+  const file = join(work, "grpc-blob");
+  const block = new Uint8Array(1 << 20);
+  const fd = fs.openSync(file, "w");
+  for (let i = 0; i < 48; i++) {
+    for (let j = 0; j < block.length; j += 4096) block[j] = (i * 31 + j) & 255;
+    fs.writeSync(fd, block);
+  }
+  fs.closeSync(fd);
+  const imported = spawnSync(bin, ["store", "import", file], {
+    encoding: "utf8",
+    env,
+  });
+  assert.equal(imported.status, 0, imported.stderr);
+  const stubs = join(work, "stubs");
+  fs.mkdirSync(stubs, { recursive: true });
+  await generatePythonStubs(stubs);
+  const sock = join(work, "grpc.sock");
+  const daemon = spawn(bin, ["store", "daemon", "-l", `unix:${sock}`], {
+    env,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  daemon.stderr!.on("data", (d) => stderr += d);
+  try {
+    for (let i = 0; i < 100 && !fs.existsSync(sock); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const want = createHash("sha256").update(fs.readFileSync(file))
+      .digest("hex");
+    // The blob digest is the chunk list's name (the file is one blob).
+    const digest = fs.readdirSync(join(data, "castore/blobs"))
+      .flatMap((d) => fs.readdirSync(join(data, "castore/blobs", d)))[0];
+    const script = `
+import sys, hashlib, grpc
+sys.path.insert(0, ${JSON.stringify(stubs)})
+from snix.castore.protos import rpc_blobstore_pb2 as bpb, rpc_blobstore_pb2_grpc as bgrpc
+ch = grpc.insecure_channel("unix:${sock}")
+stub = bgrpc.BlobServiceStub(ch)
+for _ in range(4):
+    h = hashlib.sha256()
+    for m in stub.Read(bpb.ReadBlobRequest(digest=bytes.fromhex("${digest}")), timeout=60):
+        h.update(m.data)
+    print(h.hexdigest())
+`;
+    const py = spawnSync("/usr/bin/python3", ["-c", script], {
+      encoding: "utf8",
+      timeout: 120_000,
+    });
+    assert.equal(py.status, 0, `${py.stderr}\ndaemon: ${stderr}`);
+    assert.deepEqual(py.stdout.trim().split("\n"), [want, want, want, want]);
+  } finally {
+    daemon.kill("SIGTERM");
+    await new Promise((r) => daemon.once("exit", r));
+  }
 });

@@ -8,6 +8,7 @@
  */
 import * as http2 from "node:http2";
 import * as net from "node:net";
+import process from "node:process";
 import * as fs from "node:fs";
 import {
   ConnectError,
@@ -44,6 +45,15 @@ import {
 } from "./listen_address.ts";
 
 const log = getLogger(["snix", "grpc"]);
+
+/**
+ * Whether BlobService.Read takes the direct path (./blob_read_server.ts).
+ * Not under Bun: Bun 1.4's node:http2 then sends DATA frames beyond the
+ * client's flow-control window once a few MiB are queued (python grpcio:
+ * "frame of size 16374 overflows local window", seen on the second 1 GiB
+ * Read of a connection), so Bun keeps Connect's write-and-drain path.
+ */
+const DIRECT_READ = typeof process.versions.bun !== "string";
 
 /** The services a store server exposes. */
 export interface StoreBackends {
@@ -163,7 +173,7 @@ export async function startStoreServer(
     req: http2.Http2ServerRequest,
     res: http2.Http2ServerResponse,
   ) => {
-    if (!isPlainBlobRead(req)) return handler(req, res);
+    if (!DIRECT_READ || !isPlainBlobRead(req)) return handler(req, res);
     void serveBlobRead(backends.blobs, req, res, {
       shutdownSignal: shutdownController.signal,
       onError: (e) => {
