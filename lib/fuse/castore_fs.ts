@@ -276,6 +276,11 @@ export class CastoreFs implements FuseFilesystem {
     return this.#loader?.reads ?? 0;
   }
 
+  /** Messages sent to the loader workers (for diagnostics). */
+  get loaderMessages(): number {
+    return this.#loader?.messages ?? 0;
+  }
+
   destroy(): void {
     this.#loader?.close();
     this.#notifier = undefined;

@@ -111,11 +111,14 @@ export class FileLoader {
   /** Jobs not yet handed to a worker (or the in-thread reader), by priority. */
   #unsent: number[][] = [[], [], []];
   #sendScheduled = false;
+  #sendSoon = false;
   #running = 0;
   #warm = new Set<string>();
   #closed = false;
   /** Files read so far (for tests and diagnostics). */
   reads = 0;
+  /** Messages sent to the workers (for diagnostics). */
+  messages = 0;
 
   /**
    * `workers` threads read (several files at a time each); beyond `maxWaiting`
@@ -179,7 +182,7 @@ export class FileLoader {
     // Its entry in the lower list goes stale (skipped when taken).
     job.priority = 0;
     this.#unsent[0].push(id);
-    this.#scheduleSend();
+    this.#scheduleSend(true);
   }
 
   /** Stops the workers; waiting promises resolve. */
@@ -198,7 +201,7 @@ export class FileLoader {
     this.#jobs.set(id, job);
     this.#unsent[job.priority].push(id);
     this.#unsentByPath.set(job.path, id);
-    this.#scheduleSend();
+    this.#scheduleSend(job.priority === 0);
   }
 
   get #unsentCount(): number {
@@ -228,14 +231,25 @@ export class FileLoader {
     return out;
   }
 
-  #scheduleSend(): void {
-    if (!this.#sendScheduled) {
-      // Batched: what is asked for in one go goes out together.
-      this.#sendScheduled = true;
+  /**
+   * Sends what waits soon: an urgent job at the end of this task, others
+   * with the next timer (so the many small requests of a busy loop turn go
+   * out as a few messages).
+   */
+  #scheduleSend(urgent = false): void {
+    if (urgent && !this.#sendSoon) {
+      this.#sendSoon = true;
       queueMicrotask(() => {
-        this.#sendScheduled = false;
+        this.#sendSoon = false;
         this.#send();
       });
+    }
+    if (!this.#sendScheduled) {
+      this.#sendScheduled = true;
+      setTimeout(() => {
+        this.#sendScheduled = false;
+        this.#send();
+      }, 0);
     }
   }
 
@@ -306,6 +320,7 @@ export class FileLoader {
           sizes[i] = job?.size ?? -1;
         });
         best.busy += ids.length;
+        this.messages++;
         best.w.postMessage({ ids, paths, sizes }, [ids.buffer, sizes.buffer]);
       }
       return;

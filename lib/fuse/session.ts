@@ -433,12 +433,21 @@ export class FuseSession {
   }
 
   #attachNotifier(): void {
-    const w = offThreadWriter(this.#fd);
-    if (!w) return;
-    this.#writer = w;
+    if (typeof Worker === "undefined") return;
+    let tried = false;
     this.#fs.attachNotifier?.({
-      store: (ino, offset, data) =>
-        w.write(encodeNotifyStore(ino, offset, data)),
+      store: (ino, offset, data) => {
+        // The writer thread starts with the first notification: a mount
+        // that is only listed (find, ls -R) never needs it.
+        if (!tried) {
+          tried = true;
+          this.#writer = offThreadWriter(this.#fd);
+        }
+        const w = this.#writer;
+        return w
+          ? w.write(encodeNotifyStore(ino, offset, data))
+          : Promise.resolve(false);
+      },
     });
   }
 
