@@ -183,7 +183,7 @@ Deno.test({
   },
 });
 
-Deno.test("binary: the store daemon serves repeated large Reads to python grpcio (gRPC under the compiled binary)", async () => {
+Deno.test("binary: the store daemon serves repeated large Reads to python grpcio and big Puts and Reads to the binary itself (gRPC under Bun)", async () => {
   build();
   const data = join(work, "grpc-data");
   const env = { ...Deno.env.toObject(), SNIX_DATA_DIR: data };
@@ -238,6 +238,29 @@ for _ in range(4):
     });
     assert.equal(py.status, 0, `${py.stderr}\ndaemon: ${stderr}`);
     assert.deepEqual(py.stdout.trim().split("\n"), [want, want, want, want]);
+    // The binary as a client of its own daemon: a big Put and Read back
+    // (Bun's HTTP/2 once stalled both after ~4 MiB; see lib/grpc/transport.ts).
+    const other = join(work, "grpc-blob-2");
+    fs.writeFileSync(other, crypto.getRandomValues(new Uint8Array(1 << 16)));
+    for (let i = 0; i < 9; i++) {
+      fs.appendFileSync(other, fs.readFileSync(file).subarray(i << 20));
+    }
+    const remote = ["--remote", `grpc+unix://${sock}`];
+    const put = spawnSync(bin, [...remote, "store", "import", other], {
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(put.status, 0, `${put.stderr}\ndaemon: ${stderr}`);
+    const back = spawnSync(
+      bin,
+      [...remote, "store", "cat", put.stdout.trim()],
+      { timeout: 60_000, maxBuffer: 1 << 30 },
+    );
+    assert.equal(back.status, 0, `${back.stderr}\ndaemon: ${stderr}`);
+    assert.equal(
+      createHash("sha256").update(back.stdout).digest("hex"),
+      createHash("sha256").update(fs.readFileSync(other)).digest("hex"),
+    );
   } finally {
     daemon.kill("SIGTERM");
     await new Promise((r) => daemon.once("exit", r));

@@ -6,6 +6,7 @@
  * @module
  */
 import * as net from "node:net";
+import process from "node:process";
 import type * as http2 from "node:http2";
 import type { Transport } from "@connectrpc/connect";
 import {
@@ -18,6 +19,14 @@ import {
   MAX_MESSAGE_BYTES,
   SESSION_WINDOW_BYTES,
 } from "./limits.ts";
+
+/**
+ * Under Bun 1.4, `setLocalWindowSize` on an HTTP/2 session stalls large
+ * transfers: after about the first 4 MiB of a blob Read no more data arrives
+ * (seen from the compiled binary as a client of any of our daemons), so Bun
+ * keeps the default connection window.
+ */
+const BUN = typeof process.versions.bun === "string";
 
 /** Silence on a connection with open calls before a PING is sent. */
 const KEEPALIVE_INTERVAL_MS = 10_000;
@@ -112,10 +121,12 @@ class WindowedSessionManager {
     if (session && !this.#widened.has(session)) {
       this.#widened.add(session);
       session.on("error", () => {});
-      try {
-        session.setLocalWindowSize(SESSION_WINDOW_BYTES);
-      } catch {
-        // Not every runtime implements it; the default window still works.
+      if (!BUN) {
+        try {
+          session.setLocalWindowSize(SESSION_WINDOW_BYTES);
+        } catch {
+          // Not every runtime implements it; the default window still works.
+        }
       }
     }
     return stream;
