@@ -40,8 +40,6 @@ import {
 
 const log = getLogger(["snix", "fuse"]);
 
-/** READ replies at least this big are written off the main thread. */
-const OFF_THREAD_REPLY = 64 << 10;
 /** Largest READ we accept (and max_write): 1 MiB = 256 pages. */
 export const MAX_IO = 1 << 20;
 /** Read buffer per loop: at least max(8192, 80 + max_write). */
@@ -194,25 +192,18 @@ export class FuseSession {
 
   /**
    * A success reply made of `parts` (READ data: views of cached blob
-   * segments), sent with one writev instead of being copied together; big
-   * replies leave the main thread while the kernel copies them, where the
-   * runtime allows (Deno).
+   * segments), sent with one writev instead of being copied together.
    */
-  #writeParts(unique: bigint, parts: Uint8Array[]): void | Promise<void> {
+  #writeParts(unique: bigint, parts: Uint8Array[]): void {
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     const [head] = this.#reply(unique, 0);
     new DataView(head.buffer).setUint32(0, OUT_HEADER_SIZE + len, true);
     this.requests++;
-    const all = [head, ...parts];
-    const done = (n: number) => {
-      if (n < 0 && n !== -ENOENT) {
-        log.debug("reply write failed: errno {errno}", { errno: -n });
-      }
-    };
-    if (len >= OFF_THREAD_REPLY && this.#libc.writevOffThread) {
-      return this.#libc.writevOffThread(this.#fd, all).then(done);
+    const n = this.#libc.writev(this.#fd, [head, ...parts]);
+    // ENOENT: the request was interrupted meanwhile; nothing to do.
+    if (n < 0 && n !== -ENOENT) {
+      log.debug("reply write failed: errno {errno}", { errno: -n });
     }
-    done(this.#libc.writev(this.#fd, all));
   }
 
   #error(unique: bigint, errno: number): void {

@@ -119,12 +119,6 @@ export interface LibC {
    */
   writev(fd: number, parts: Uint8Array[]): number;
   /**
-   * {@linkcode writev} on another thread where the runtime can call FFI off
-   * the main thread (Deno); `undefined` where it cannot (Bun). The parts
-   * must not change until the promise settles.
-   */
-  writevOffThread?: (fd: number, parts: Uint8Array[]) => Promise<number>;
-  /**
    * sendfile(2) from the current offset of `inFd` (which it advances) to
    * `outFd`: bytes copied (0 at the end of the file), or a negative errno
    * (never throws: the hot path).

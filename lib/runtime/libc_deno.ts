@@ -33,12 +33,6 @@ const SYMBOLS = {
   },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  writev_nb: {
-    name: "writev",
-    parameters: ["i32", "buffer", "i32"],
-    result: "isize",
-    nonblocking: true,
-  },
   sendfile: {
     parameters: ["i32", "i32", "pointer", "usize"],
     result: "isize",
@@ -112,13 +106,6 @@ export function openDenoLibC(): LibC {
       if (n === 0) return 0;
       const r = Number(s.writev(fd, iov, n));
       return r < 0 ? -errno() : r;
-    },
-    async writevOffThread(fd, parts) {
-      const [iov, n] = iovecs(parts);
-      if (n === 0) return 0;
-      const r = Number(await s.writev_nb(fd, iov, n));
-      // errno stayed on the pool thread: report a generic EIO.
-      return r < 0 ? -5 : r;
     },
     sendfile(outFd, inFd, count) {
       const n = Number(s.sendfile(outFd, inFd, null, BigInt(count)));
