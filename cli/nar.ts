@@ -25,6 +25,7 @@ import { errorCode } from "../lib/runtime/sync_fs.ts";
 import { readNar } from "../lib/nix/nar_reader.ts";
 import { createThreadedHasher } from "../lib/nix/threaded_hasher.ts";
 import { makeHash, printHash, printSri } from "../lib/nix/hash.ts";
+import { concatBytes } from "../lib/nix/bytes.ts";
 
 const enc = new TextEncoder();
 const READ_CHUNK = 256 * 1024;
@@ -218,18 +219,6 @@ const SLASH = enc.encode("/");
 const DOT_SLASH = enc.encode("./");
 const NL = enc.encode("\n");
 const ARROW = enc.encode(" -> ");
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function longPrefix(mode: string, size: number): Uint8Array {
   return enc.encode(`${mode} ${String(size).padStart(20)} `);

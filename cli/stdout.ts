@@ -17,6 +17,7 @@ import {
   OsError,
   POLLOUT,
 } from "../lib/runtime/libc.ts";
+import { concatBytes } from "../lib/nix/bytes.ts";
 
 const EINTR = 4, EAGAIN = 11, EINVAL = 22, EPIPE = 32, ENOSYS = 38;
 /** Largest count one sendfile(2) call transfers on Linux. */
@@ -143,8 +144,4 @@ export async function pipeToStdout(
     await reader.cancel().catch(() => {});
     throw e;
   }
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }

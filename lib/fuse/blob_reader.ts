@@ -21,6 +21,7 @@
  */
 import type { BlobService } from "../castore/blob_service.ts";
 import { digestToHex } from "../castore/digest.ts";
+import { concatBytes } from "../nix/bytes.ts";
 
 /** Segment size for blobs without chunks. */
 export const BLOCK_SIZE = 1 << 20;
@@ -173,14 +174,7 @@ export class BlobReader {
       length,
       readAhead,
     );
-    if (parts.length === 1) return parts[0];
-    const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.byteLength;
-    }
-    return out;
+    return concatBytes(parts);
   }
 
   /**

@@ -43,6 +43,7 @@ import {
   MIN_DATA_MESSAGE_BYTES,
 } from "./limits.ts";
 import { regroup } from "./rechunk.ts";
+import { concatBytes } from "../nix/bytes.ts";
 
 /** The HTTP/2 path of BlobService.Read. */
 export const BLOB_READ_PATH =
@@ -202,14 +203,7 @@ async function readRequestBody(
     parts.push(piece);
   }
   throwIfAborted(signal);
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts, n);
 }
 
 /** Decodes the single ReadBlobRequest envelope of a request body. */

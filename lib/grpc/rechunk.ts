@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { concatBytes } from "../nix/bytes.ts";
 
 /** Yields the bytes of `source` in pieces of `min`..`max` bytes (the last may be shorter). */
 export async function* rechunk(
@@ -17,7 +18,7 @@ export async function* rechunk(
   const flush = (): Uint8Array => {
     const out = pending.length === 1
       ? pending[0]
-      : concat(pending, pendingBytes);
+      : concatBytes(pending, pendingBytes);
     pending = [];
     pendingBytes = 0;
     return out;
@@ -40,16 +41,6 @@ export async function* rechunk(
     }
   }
   if (pendingBytes > 0) yield flush();
-}
-
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 /**
