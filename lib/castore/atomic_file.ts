@@ -205,6 +205,28 @@ export function existsNow(path: string): boolean {
   return fsSync.existsSync(path);
 }
 
+/** Writes all of `parts` to the open file `fd`, in order. */
+function writeParts(fd: number, parts: Uint8Array[]): void {
+  for (const p of parts) {
+    let off = 0;
+    while (off < p.length) {
+      off += fsSync.writeSync(fd, p, off, p.length - off);
+    }
+  }
+}
+
+/** After a failed write: closes `fd` (if open) and removes the temporary file. */
+function discardTemp(fd: number | undefined, tmp: string): void {
+  if (fd !== undefined) {
+    try {
+      fsSync.closeSync(fd);
+    } catch { /* already failing */ }
+  }
+  try {
+    fsSync.rmSync(tmp, { force: true });
+  } catch { /* best effort */ }
+}
+
 /**
  * Like {@linkcode writeFileAtomic} (temp file, fsync, rename; the caller
  * fsyncs the target directory), but opens, writes, closes and renames with
@@ -224,25 +246,13 @@ export async function writeFileAtomicFast(
   let fd: number | undefined;
   try {
     fd = fsSync.openSync(tmp, "wx", 0o644);
-    for (const p of parts) {
-      let off = 0;
-      while (off < p.length) {
-        off += fsSync.writeSync(fd, p, off, p.length - off);
-      }
-    }
+    writeParts(fd, parts);
     await fsyncFd(fd);
     fsSync.closeSync(fd);
     fd = undefined;
     fsSync.renameSync(tmp, finalPath);
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fsSync.closeSync(fd);
-      } catch { /* already failing */ }
-    }
-    try {
-      fsSync.rmSync(tmp, { force: true });
-    } catch { /* best effort */ }
+    discardTemp(fd, tmp);
     throw storageError(`cannot write ${finalPath}`, e);
   }
 }
@@ -267,24 +277,12 @@ export function writeFileUnsynced(
   let fd: number | undefined;
   try {
     fd = fsSync.openSync(tmp, "wx", 0o644);
-    for (const p of parts) {
-      let off = 0;
-      while (off < p.length) {
-        off += fsSync.writeSync(fd, p, off, p.length - off);
-      }
-    }
+    writeParts(fd, parts);
     fsSync.closeSync(fd);
     fd = undefined;
     fsSync.renameSync(tmp, finalPath);
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fsSync.closeSync(fd);
-      } catch { /* already failing */ }
-    }
-    try {
-      fsSync.rmSync(tmp, { force: true });
-    } catch { /* best effort */ }
+    discardTemp(fd, tmp);
     throw storageError(`cannot write ${finalPath}`, e);
   }
 }
