@@ -2,16 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { chunkAll, Chunker, DEFAULT_AVG_CHUNK_SIZE } from "./chunker.ts";
 import { pseudoRandom } from "./_test_blob_service.ts";
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+import { concatBytes } from "../nix/bytes.ts";
 
 function checkBounds(chunks: Uint8Array[], min: number, max: number) {
   chunks.forEach((c, i) => {
@@ -38,7 +29,7 @@ Deno.test("chunker property: deterministic, concatenates to input, split-indepen
         const data = pseudoRandom(n, seed);
         for (let o = seed % 3000; o < n; o += 9000) data.fill(0, o, o + 2500);
         const whole = chunkAll(data, { avgSize: avg });
-        assert.deepEqual(concat(whole), data);
+        assert.deepEqual(concatBytes(whole), data);
         checkBounds(whole, avg / 2, avg * 2);
         const c = new Chunker({ avgSize: avg });
         const pieces: Uint8Array[] = [];
@@ -70,7 +61,7 @@ Deno.test("chunker defaults: 128..512 KiB chunks, average near 256 KiB, boundari
   const mean = data.length / chunks.length;
   assert.ok(mean > 180_000 && mean < 360_000, `mean chunk size ${mean}`);
   // inserting bytes near the start changes only the first chunk or two
-  const shifted = concat([
+  const shifted = concatBytes([
     data.subarray(0, 1000),
     new Uint8Array(77).fill(9),
     data.subarray(1000),

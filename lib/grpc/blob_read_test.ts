@@ -24,22 +24,13 @@ import { GrpcBlobService } from "./blob_client.ts";
 import { startStoreServer } from "./server.ts";
 import { MAX_MESSAGE_BYTES } from "./limits.ts";
 import { openGrpcChannel } from "./transport.ts";
+import { concatBytes } from "../nix/bytes.ts";
 
 function envelope(message: Uint8Array, flags = 0): Uint8Array {
   const out = new Uint8Array(5 + message.length);
   out[0] = flags;
   new DataView(out.buffer).setUint32(1, message.length);
   out.set(message, 5);
-  return out;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
   return out;
 }
 
@@ -62,7 +53,7 @@ function parse(body: Uint8Array, cuts: number[]): Uint8Array {
     o = c;
   }
   p.end();
-  return concat(out);
+  return concatBytes(out);
 }
 
 Deno.test("BlobChunkParser: data of every message layout, cut anywhere", () => {
@@ -70,24 +61,24 @@ Deno.test("BlobChunkParser: data of every message layout, cut anywhere", () => {
   const b = bytes(200, 2);
   const c = bytes(5, 3);
   // Field 1 twice in one message: protobuf says the last one wins.
-  const twice = concat([
+  const twice = concatBytes([
     toBinary(BlobChunkSchema, create(BlobChunkSchema, { data: bytes(7, 9) })),
     toBinary(BlobChunkSchema, create(BlobChunkSchema, { data: c })),
   ]);
   // An unknown field after the data (another encoder's extension).
-  const extra = concat([
+  const extra = concatBytes([
     toBinary(BlobChunkSchema, create(BlobChunkSchema, { data: b })),
     new Uint8Array([0x10, 0x05]),
   ]);
-  const body = concat([
+  const body = concatBytes([
     envelope(toBinary(BlobChunkSchema, create(BlobChunkSchema, { data: a }))),
     envelope(new Uint8Array()), // an empty message
     envelope(new Uint8Array([0x0a, 0x00])), // empty data, spelt out
     envelope(extra),
     envelope(twice),
-    concat([messageHeader(a.length), a]), // what our server writes
+    concatBytes([messageHeader(a.length), a]), // what our server writes
   ]);
-  const want = concat([a, b, c, a]);
+  const want = concatBytes([a, b, c, a]);
   assert.deepEqual(parse(body, []), want);
   for (let cut = 1; cut < body.length; cut++) {
     assert.deepEqual(parse(body, [cut]), want, `cut at ${cut}`);
@@ -258,7 +249,7 @@ Deno.test({
       const [body, code] of [
         [new Uint8Array([1, 2, 3]), Code.InvalidArgument],
         [envelope(new Uint8Array([0xff, 0xff])), Code.InvalidArgument],
-        [concat([request, request]), Code.Unimplemented],
+        [concatBytes([request, request]), Code.Unimplemented],
         [envelope(new Uint8Array([0x0a, 2, 1, 2])), Code.InvalidArgument],
       ] as const
     ) {
@@ -285,7 +276,7 @@ Deno.test({
       const raw = createClient(BlobServiceDesc, transport);
       const got: Uint8Array[] = [];
       for await (const m of raw.read({ digest })) got.push(m.data);
-      assert.deepEqual(concat(got), data);
+      assert.deepEqual(concatBytes(got), data);
     }
     // And the fast path itself, through a plain Connect client.
     const channel = openGrpcChannel(url);
@@ -293,8 +284,8 @@ Deno.test({
       const raw = createClient(BlobServiceDesc, channel.transport);
       const got: Uint8Array[] = [];
       for await (const m of raw.read({ digest })) got.push(m.data);
-      assert.deepEqual(concat(got), data);
-      assert.deepEqual(blake3Sync(concat(got)), digest);
+      assert.deepEqual(concatBytes(got), data);
+      assert.deepEqual(blake3Sync(concatBytes(got)), digest);
       // Both clients: direct HTTP/2 reads and reads through Connect.
       const viaConnect = new GrpcBlobService(channel.transport);
       assert.deepEqual(await readAll(await viaConnect.read(digest)), data);

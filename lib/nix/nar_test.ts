@@ -6,6 +6,7 @@ import { narChunks, type NarNode, narStream } from "./nar_writer.ts";
 import { NarError, type NarEvent, readNar } from "./nar_reader.ts";
 import { narNodeFromTree, type NarTree, readNarTree } from "./nar_memory.ts";
 import { compareBytes, MAX_NAR_DEPTH } from "./nar_common.ts";
+import { concatBytes } from "./bytes.ts";
 
 const enc = new TextEncoder();
 const b = (s: string) => enc.encode(s);
@@ -21,17 +22,7 @@ const vector = (name: string) =>
 async function collect(s: ReadableStream<Uint8Array>): Promise<Uint8Array> {
   const parts: Uint8Array[] = [];
   for await (const c of s) parts.push(c.slice());
-  return concat(parts);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** A stream of `data` cut into pieces of `piece` bytes (tests chunk boundaries). */
@@ -65,7 +56,7 @@ function nar(...toks: Tok[]): Uint8Array {
       parts.push(u, s, new Uint8Array((8 - (s.length % 8)) % 8));
     }
   }
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 const file = (contents: string, executable = false): NarTree => ({
@@ -191,7 +182,7 @@ Deno.test("nar writer: reuseBuffers gives the same bytes", async () => {
     const c of narChunks(narNodeFromTree(tree), { reuseBuffers: true })
   ) reused.push(c.slice());
   assert.deepEqual(
-    concat(reused),
+    concatBytes(reused),
     await collect(narStream(narNodeFromTree(tree))),
   );
 });
@@ -414,12 +405,12 @@ Deno.test("nar reader: rejects every bad-input class with a clear message", asyn
     ],
     [nar(...HEAD, "(", ...REG, ")", ")"), /trailing bytes/],
     [
-      concat([nar(...HEAD, "(", ...REG, ")"), new Uint8Array(1)]),
+      concatBytes([nar(...HEAD, "(", ...REG, ")"), new Uint8Array(1)]),
       /trailing bytes/,
     ],
     // Bad padding: "regular" padded with a non-zero byte; contents padding non-zero.
     [
-      concat([
+      concatBytes([
         nar(...HEAD, "(", "type"),
         nar({ len: 7n }),
         b("regular"),
@@ -428,7 +419,7 @@ Deno.test("nar reader: rejects every bad-input class with a clear message", asyn
       /non-zero padding after type/,
     ],
     [
-      concat([
+      concatBytes([
         nar(...HEAD, "(", "type", "regular", "contents"),
         nar({ len: 1n }),
         b("x\0\0\0\0\0\0\x02"),
@@ -438,25 +429,25 @@ Deno.test("nar reader: rejects every bad-input class with a clear message", asyn
     ],
     // Huge lengths: bounded before allocating anything.
     [
-      concat([nar(...HEAD, "(", "type"), nar({ len: 1n << 40n })]),
+      concatBytes([nar(...HEAD, "(", "type"), nar({ len: 1n << 40n })]),
       /unknown node type \(too long\)/,
     ],
     [
-      concat([
+      concatBytes([
         nar(...HEAD, "(", "type", "directory", "entry", "(", "name"),
         nar({ len: 1n << 62n }),
       ]),
       /too large/,
     ],
     [
-      concat([
+      concatBytes([
         nar(...HEAD, "(", "type", "regular", "contents"),
         nar({ len: 1n << 60n }),
       ]),
       /too large/,
     ],
     [
-      concat([
+      concatBytes([
         nar(...HEAD, "(", "type", "regular", "contents"),
         nar({ len: 1n << 50n }),
         b("abc"),
@@ -499,7 +490,7 @@ Deno.test("nar reader: error offsets point at the offending token", async () => 
 });
 
 Deno.test("nar reader: truncation at every byte is a NarError", async () => {
-  const full = concat([
+  const full = concatBytes([
     nar(...HEAD, "(", "type", "directory"),
     nar(
       ...entry(
@@ -543,7 +534,7 @@ Deno.test("nar reader: nesting depth is bounded", async () => {
 Deno.test("nar reader: garbage never hangs or throws anything but NarError", async () => {
   await fc.assert(
     fc.asyncProperty(fc.uint8Array({ maxLength: 300 }), async (junk) => {
-      const withHead = concat([nar(...HEAD), junk]);
+      const withHead = concatBytes([nar(...HEAD), junk]);
       for (const input of [junk, withHead]) {
         try {
           for await (const ev of readNar(streamOf(input, 11))) {

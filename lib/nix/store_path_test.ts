@@ -10,6 +10,7 @@ import {
 } from "./store_path.ts";
 import { decodeBase16, makeHash, sha256 } from "./hash.ts";
 import { createHash } from "node:crypto";
+import { concatBytes } from "./bytes.ts";
 
 const HASH = "g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q";
 
@@ -153,11 +154,5 @@ function narOfFlatFile(contents: Uint8Array): Uint8Array {
   for (const t of ["nix-archive-1", "(", "type", "regular", "contents"]) str(t);
   str(contents);
   str(")");
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
