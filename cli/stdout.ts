@@ -6,7 +6,6 @@
  * @module
  */
 import * as fs from "node:fs";
-import { Buffer } from "node:buffer";
 import process from "node:process";
 import {
   ffiAvailable,
