@@ -79,6 +79,26 @@ export class OsError extends Error {
 }
 
 /**
+ * The `struct iovec` array for writev(2) (address, length pairs) of the
+ * non-empty parts (an empty one's address may be null), and their count.
+ * `addressOf` is the runtime's FFI pointer of a byte array's first byte.
+ */
+export function iovecs(
+  parts: Uint8Array[],
+  addressOf: (p: Uint8Array) => bigint,
+): [Uint8Array<ArrayBuffer>, number] {
+  const iov = new BigUint64Array(parts.length * 2);
+  let n = 0;
+  for (const p of parts) {
+    if (p.byteLength === 0) continue;
+    iov[n * 2] = addressOf(p);
+    iov[n * 2 + 1] = BigInt(p.byteLength);
+    n++;
+  }
+  return [new Uint8Array(iov.buffer), n];
+}
+
+/**
  * Reads whole messages from a character device such as `/dev/fuse`, one at a
  * time. The returned bytes are valid until the next `read()` call.
  */

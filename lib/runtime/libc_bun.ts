@@ -8,6 +8,7 @@
  */
 import {
   type DeviceReader,
+  iovecs,
   type LibC,
   OsError,
   pathCalls,
@@ -63,15 +64,7 @@ export async function openBunLibC(): Promise<LibC> {
       return n < 0 ? -errno() : n;
     },
     writev(fd, parts) {
-      // struct iovec { void *iov_base; size_t iov_len; }, empty parts left out.
-      const iov = new BigUint64Array(parts.length * 2);
-      let n = 0;
-      for (const p of parts) {
-        if (p.byteLength === 0) continue;
-        iov[n * 2] = BigInt(ptr(p));
-        iov[n * 2 + 1] = BigInt(p.byteLength);
-        n++;
-      }
+      const [iov, n] = iovecs(parts, (p) => BigInt(ptr(p)));
       if (n === 0) return 0;
       const r = Number(s.writev(fd, iov, n));
       return r < 0 ? -errno() : r;

@@ -9,6 +9,7 @@
  */
 import {
   type DeviceReader,
+  iovecs,
   type LibC,
   OsError,
   pathCalls,
@@ -44,26 +45,6 @@ const SYMBOLS = {
   syncfs_errno: { name: "syncfs", parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
-
-/**
- * The `struct iovec` array for writev (pointer, length pairs) of the
- * non-empty parts (an empty one's address may be null), and their count.
- */
-function iovecs(parts: Uint8Array[]): [Uint8Array<ArrayBuffer>, number] {
-  const iov = new BigUint64Array(parts.length * 2);
-  let n = 0;
-  for (const p of parts) {
-    if (p.byteLength === 0) continue;
-    iov[n * 2] = BigInt(
-      Deno.UnsafePointer.value(
-        Deno.UnsafePointer.of(p as Uint8Array<ArrayBuffer>),
-      ),
-    );
-    iov[n * 2 + 1] = BigInt(p.byteLength);
-    n++;
-  }
-  return [new Uint8Array(iov.buffer), n];
-}
 
 /** Opens libc with Deno's FFI (needs `--allow-ffi`). */
 export function openDenoLibC(): LibC {
@@ -102,7 +83,15 @@ export function openDenoLibC(): LibC {
       return n < 0 ? -errno() : n;
     },
     writev(fd, parts) {
-      const [iov, n] = iovecs(parts);
+      const [iov, n] = iovecs(
+        parts,
+        (p) =>
+          BigInt(
+            Deno.UnsafePointer.value(
+              Deno.UnsafePointer.of(p as Uint8Array<ArrayBuffer>),
+            ),
+          ),
+      );
       if (n === 0) return 0;
       const r = Number(s.writev(fd, iov, n));
       return r < 0 ? -errno() : r;
