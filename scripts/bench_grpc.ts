@@ -162,9 +162,10 @@ function startDaemon(
   dataDir: string,
   sock: string,
 ): Promise<{ tcp: string; stop: () => Promise<void> }> {
+  // The daemon runs on the runtime running this script (bun has no -A).
+  const runFlags = "Bun" in globalThis ? ["run"] : ["run", "-A"];
   const child = spawn(process.execPath, [
-    "run",
-    "-A",
+    ...runFlags,
     ...daemonFlags,
     join(ROOT, "cli/main.ts"),
     "--data-dir",

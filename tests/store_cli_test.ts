@@ -12,6 +12,7 @@ import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeCorpus } from "./corpus.ts";
+import { PackFile, PackKind } from "../lib/castore/pack.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DENO = Deno.execPath();
@@ -237,13 +238,21 @@ Deno.test("store cli: a flipped byte in a stored chunk fails cat naming the dige
     await fsp.writeFile(join(src, "file"), bytes);
     const p = (await ok(data, "store", "import", src)).out.trim();
     assert.equal((await ok(data, "store", "verify")).code, 0);
-    const chunks = filesUnder(join(data, "castore", "chunks"));
-    assert.ok(chunks.length > 0);
-    for (const c of chunks) {
-      const b = fs.readFileSync(c);
-      b[b.length >> 1] ^= 0x40;
-      fs.writeFileSync(c, b);
+    // The import wrote its chunks into a pack (lib/castore/pack.ts): flip
+    // a byte in the middle of each chunk record.
+    const packs = filesUnder(join(data, "castore", "packs", "blobs"));
+    assert.equal(packs.length, 1);
+    const pack = PackFile.load(packs[0]);
+    let flipped = 0;
+    const b = fs.readFileSync(packs[0]);
+    for (let i = 0; i < pack.count; i++) {
+      const r = pack.record(i);
+      if (r.kind !== PackKind.chunk) continue;
+      b[r.offset + (r.length >> 1)] ^= 0x40;
+      flipped++;
     }
+    fs.writeFileSync(packs[0], b);
+    assert.ok(flipped > 0);
     const cat = await snix(data, "store", "cat", p + "/file");
     assert.equal(cat.code, 1);
     assert.match(cat.err, /^snix: .*blake3-[A-Za-z0-9+/=]+.*\n$/);

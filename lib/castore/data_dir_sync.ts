@@ -69,16 +69,32 @@ export interface SyncPoint {
   commit(): Promise<void>;
 }
 
+/**
+ * Writes of one ingestion that become visible together (a pack file, see
+ * ./pack.ts): nothing of it is readable before `finish()`, and `abort()`
+ * drops all of it.
+ */
+export interface WriteSession {
+  /** Publishes everything written in the session, durably. */
+  finish(): Promise<void>;
+  /** Drops everything written in the session. */
+  abort(): Promise<void>;
+}
+
 /** A blob service with writers whose close() does not wait for durability. */
 export interface DeferredBlobService extends DeferredDurability {
-  /** A writer like `put()`'s, durable only after `syncPoint.commit()`. */
-  putDeferred(): BlobWriter;
+  /** A writer like `put()`'s, durable only after `syncPoint.commit()` (or its session's finish). */
+  putDeferred(session?: WriteSession): BlobWriter;
+  /** A session gathering deferred writes (optional; none: plain deferred writes). */
+  openSession?(): WriteSession | undefined;
 }
 
 /** A directory service with putters whose close() does not wait for durability. */
 export interface DeferredDirectoryService extends DeferredDurability {
-  /** A putter like `put()`'s, durable only after `syncPoint.commit()`. */
-  putDeferred(): DirectoryPutter;
+  /** A putter like `put()`'s, durable only after `syncPoint.commit()` (or its session's finish). */
+  putDeferred(session?: WriteSession): DirectoryPutter;
+  /** A session gathering deferred writes (optional; none: plain deferred writes). */
+  openSession?(): WriteSession | undefined;
 }
 
 /**
@@ -88,6 +104,8 @@ export interface DeferredDirectoryService extends DeferredDurability {
  */
 export class WriteBatch {
   #points = new Set<SyncPoint>();
+  #blobSession: WriteSession | undefined;
+  #directorySession: WriteSession | undefined;
   constructor(
     readonly blobs: BlobService,
     readonly directories: DirectoryService,
@@ -98,7 +116,8 @@ export class WriteBatch {
     const d = this.blobs as Partial<DeferredBlobService>;
     if (typeof d.putDeferred === "function" && d.syncPoint) {
       this.#points.add(d.syncPoint);
-      return d.putDeferred();
+      this.#blobSession ??= d.openSession?.();
+      return d.putDeferred(this.#blobSession);
     }
     return this.blobs.put();
   }
@@ -108,14 +127,28 @@ export class WriteBatch {
     const d = this.directories as Partial<DeferredDirectoryService>;
     if (typeof d.putDeferred === "function" && d.syncPoint) {
       this.#points.add(d.syncPoint);
-      return d.putDeferred();
+      this.#directorySession ??= d.openSession?.();
+      return d.putDeferred(this.#directorySession);
     }
     return this.directories.put();
   }
 
-  /** Makes every write of this batch durable. */
+  /**
+   * Makes every write of this batch durable and visible: blobs first, then
+   * the directories naming them.
+   */
   async commit(): Promise<void> {
+    await this.#blobSession?.finish();
+    await this.#directorySession?.finish();
     await Promise.all([...this.#points].map((p) => p.commit()));
+  }
+
+  /** Drops what the batch's sessions gathered (after a failed ingestion). */
+  async abort(): Promise<void> {
+    await Promise.allSettled([
+      this.#blobSession?.abort(),
+      this.#directorySession?.abort(),
+    ]);
   }
 }
 

@@ -48,8 +48,13 @@ async function makeTree(root: string): Promise<void> {
 
 async function open(data: string) {
   return {
-    blobs: await LocalBlobService.open(data, { avgChunkSize: 16 << 10 }),
-    directories: await LocalDirectoryService.open(data),
+    // Loose objects: packs (./pack.ts) are fsynced before they appear, the
+    // unsynced-object recovery tested here is for loose files.
+    blobs: await LocalBlobService.open(data, {
+      avgChunkSize: 16 << 10,
+      packs: false,
+    }),
+    directories: await LocalDirectoryService.open(data, { packs: false }),
     pathInfos: await LocalPathInfoService.open(data),
   };
 }
@@ -315,7 +320,7 @@ Deno.test("data dir sync: concurrent opens in one process recover once", async (
     const sync = await Promise.all([
       DataDirSync.open(data),
       DataDirSync.open(data),
-      LocalDirectoryService.open(data),
+      LocalDirectoryService.open(data, { packs: false }),
     ]);
     assert.equal(sync[0], sync[1]);
     assert.deepEqual(markers(data), []);

@@ -218,6 +218,7 @@ export async function ingestNar(
     await Promise.all(inflight);
     await Promise.all([...writers].map((w) => w.abort().catch(() => {})));
     await putChain.catch(() => {});
+    await batch.abort();
     throw e;
   }
 }

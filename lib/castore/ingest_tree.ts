@@ -152,6 +152,7 @@ class TreeIngester {
     this.#writers.clear();
     await Promise.all(ws.map((w) => w.abort().catch(() => {})));
     await this.#putChain.catch(() => {});
+    await this.batch.abort();
   }
 
   /** Counts ingested bytes and files and reports progress. */

@@ -6,7 +6,10 @@
  * - `chunks/<hex[0:2]>/<hex>`: one chunk, zstd-compressed, named by the
  *   BLAKE3 of its uncompressed bytes;
  * - `blobs/<hex[0:2]>/<hex>`: the chunk list of a blob of two or more
- *   chunks (see {@linkcode encodeChunkList}).
+ *   chunks (see {@linkcode encodeChunkList});
+ * - `packs/blobs/<id>.pack`: chunks and chunk lists written by one
+ *   ingestion (`putDeferred` with a session from `openSession`), in one
+ *   file (./pack.ts). Readers look in packs first, then at loose files.
  *
  * A blob of one chunk (every blob up to 128 KiB, and the empty blob, stored
  * as one empty chunk) has no list: its only chunk has the blob's digest. So a
@@ -59,7 +62,18 @@ import {
   readFileNow,
   storageError,
 } from "./atomic_file.ts";
-import { DataDirSync, type DeferredBlobService } from "./data_dir_sync.ts";
+import {
+  DataDirSync,
+  type DeferredBlobService,
+  type WriteSession,
+} from "./data_dir_sync.ts";
+import {
+  PackKind,
+  type PackRecord,
+  PackSet,
+  PackWriter,
+  type StoredRange,
+} from "./pack.ts";
 import {
   type ZstdCompressor,
   zstdCompressor,
@@ -281,7 +295,12 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   readonly #avgChunkSize: number | undefined;
   /** Until when read-ahead reads asynchronously (see #loadChunkAhead). */
   #coldUntil = 0;
+  /** Slow synchronous reads in a row. */
+  #slowReads = 0;
   readonly #sync: DataDirSync;
+  readonly #packs: PackSet;
+  /** Whether ingestion sessions write packs (else loose files). */
+  #packing = true;
   readonly #zstd: ZstdCompressor | undefined;
   /** libzstd for chunks of known size (set by `open`; node:zlib otherwise). */
   #unzstd: ZstdDecompressor | undefined;
@@ -295,6 +314,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     this.#chunksDir = join(dataDir, "castore", "chunks");
     this.#blobsDir = join(dataDir, "castore", "blobs");
     this.#tmpDir = join(dataDir, "tmp");
+    this.#packs = new PackSet(
+      join(dataDir, "castore", "packs", "blobs"),
+      this.#tmpDir,
+    );
     this.#sync = sync;
     this.#zstd = zstd;
     this.#avgChunkSize = avgChunkSize;
@@ -305,11 +328,12 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * with one line naming the path if it cannot be written.
    * `options.avgChunkSize` is for tests (default 256 KiB), as is
    * `options.asyncReads` (read-ahead always off this thread, as on a cold
-   * cache).
+   * cache), and `options.packs: false` (ingestion writes loose files).
    */
   static async open(
     dataDir: string,
-    options: { avgChunkSize?: number; asyncReads?: boolean } = {},
+    options: { avgChunkSize?: number; asyncReads?: boolean; packs?: boolean } =
+      {},
   ): Promise<LocalBlobService> {
     await prepareDataDir(dataDir, ["castore/chunks", "castore/blobs"]);
     const sync = await DataDirSync.open(dataDir);
@@ -322,6 +346,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     );
     svc.#unzstd = await zstdDecompressor();
     if (options.asyncReads) svc.#coldUntil = Infinity;
+    svc.#packing = options.packs ?? true;
     return svc;
   }
 
@@ -330,7 +355,37 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     return this.#sync;
   }
 
-  /** Path of a chunk file (for tests and `verify`). */
+  /** Pack files that could not be loaded (damaged), one line each (for `verify`). */
+  storageProblems(): string[] {
+    return [...this.#packs.problems];
+  }
+
+  /** The packs of this store (./pack.ts). */
+  get packs(): PackSet {
+    return this.#packs;
+  }
+
+  /** Where a packed chunk is, if it is in a pack. */
+  packedChunk(digest: Uint8Array): PackRecord | undefined {
+    const r = this.#packs.lookup(digest);
+    return r?.kind === PackKind.chunk ? r : undefined;
+  }
+
+  /**
+   * Where the stored (zstd-compressed) bytes of a blob stored as a single
+   * chunk are: a range of a pack file, or a whole loose chunk file
+   * (`length` -1); `undefined` if there is no such chunk. For readers that
+   * load files themselves (the FUSE loader threads); the bytes are not
+   * checked here.
+   */
+  locateChunk(digest: Uint8Array): StoredRange | undefined {
+    const r = this.packedChunk(digest);
+    if (r) return { path: r.pack.path, offset: r.offset, length: r.length };
+    const path = this.chunkPath(digest);
+    return existsNow(path) ? { path, offset: 0, length: -1 } : undefined;
+  }
+
+  /** Path of a loose chunk file (for tests and `verify`). */
   chunkPath(digest: Uint8Array): string {
     const h = digestToHex(digest);
     return join(this.#chunksDir, h.slice(0, 2), h);
@@ -346,7 +401,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   // deno-lint-ignore require-await -- async so a bad digest rejects
   async has(digest: Uint8Array): Promise<boolean> {
     validateDigest(digest, "blob digest");
-    return existsNow(this.blobListPath(digest)) ||
+    return this.#packs.has(digest) ||
+      existsNow(this.blobListPath(digest)) ||
       existsNow(this.chunkPath(digest));
   }
 
@@ -358,13 +414,18 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     validateDigest(digest, "blob digest");
     const list = await this.#readList(digest);
     if (list) return list.chunks;
-    return existsNow(this.chunkPath(digest)) ? [] : undefined;
+    return this.packedChunk(digest) || existsNow(this.chunkPath(digest))
+      ? []
+      : undefined;
   }
 
   #readList(
     digest: Uint8Array,
   ): { chunks: ChunkMeta[]; size: number; bound: boolean } | undefined {
-    const b = readFileNow(this.blobListPath(digest));
+    const r = this.#packs.lookup(digest);
+    const b = r?.kind === PackKind.list
+      ? r.pack.readSync(r)
+      : readFileNow(this.blobListPath(digest));
     if (!b) return undefined;
     try {
       return decodeChunkList(b, digest);
@@ -390,15 +451,21 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     blob: Uint8Array,
     expectedSize: number,
   ): Promise<Uint8Array | undefined> {
+    const packed = this.packedChunk(digest);
     const path = this.chunkPath(digest);
     let compressed: Uint8Array | undefined;
     if (performance.now() < this.#coldUntil) {
-      compressed = await readUnpooled(path);
+      compressed = packed
+        ? await packed.pack.read(packed)
+        : await readUnpooled(path);
     } else {
       const t0 = performance.now();
-      compressed = readChunkFile(path);
+      compressed = packed ? packed.pack.readSync(packed) : readChunkFile(path);
       const t1 = performance.now();
-      if (t1 - t0 > COLD_READ_MS) this.#coldUntil = t1 + COLD_WINDOW_MS;
+      // Two slow reads in a row: one alone is often a pack being opened or
+      // a pause of this thread, not the disk.
+      if (t1 - t0 <= COLD_READ_MS) this.#slowReads = 0;
+      else if (++this.#slowReads >= 2) this.#coldUntil = t1 + COLD_WINDOW_MS;
     }
     if (!compressed) return undefined;
     return this.#loadChunk(digest, blob, expectedSize, compressed, false);
@@ -416,8 +483,12 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     preread?: Uint8Array,
     pooled = true,
   ): Promise<Uint8Array | undefined> {
-    const path = this.chunkPath(digest);
-    const compressed = preread ?? readPooled(path);
+    const packed = preread ? undefined : this.packedChunk(digest);
+    const path = packed ? packed.pack.path : this.chunkPath(digest);
+    const compressed = preread ??
+      (packed
+        ? packed.pack.readSync(packed, readPool.pop())
+        : readPooled(path));
     if (!compressed) return undefined;
     const what = digestEquals(digest, blob)
       ? `blob ${digestToString(blob)}`
@@ -478,7 +549,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     // first, which costs big blobs one failed open and saves small ones the
     // failed open of a chunk list. A chunk file named by the blob digest
     // holds exactly the blob's bytes (checked when pulled).
-    const compressed = readChunkFile(this.chunkPath(digest));
+    const packed = this.packedChunk(digest);
+    const compressed = packed
+      ? packed.pack.readSync(packed)
+      : readChunkFile(this.chunkPath(digest));
     if (compressed) {
       const blob = digest;
       let loaded: Uint8Array | undefined;
@@ -601,19 +675,43 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * Starts writing a blob that is durable only after a later
    * `syncPoint.commit()` (for ingestion, which commits once at its end).
    */
-  putDeferred(): BlobWriter {
+  putDeferred(session?: WriteSession): BlobWriter {
     return new LocalBlobWriter(
       this,
       new Chunker({ avgSize: this.#avgChunkSize }),
       true,
+      session instanceof PackWriter ? session : undefined,
     );
   }
 
-  /** @internal Stores one chunk (if new); returns the shard directory to fsync. */
-  async storeChunk(digest: Uint8Array, data: Uint8Array): Promise<string> {
+  /**
+   * A session for {@linkcode putDeferred}: its chunks and lists go into one
+   * new pack file, published (durably) by the session's `finish()`.
+   * `undefined` (loose files) if opened with `packs: false`.
+   */
+  openSession(): WriteSession | undefined {
+    return this.#packing ? this.#packs.writer() : undefined;
+  }
+
+  #stored(digest: Uint8Array, pack: PackWriter): boolean {
+    return pack.holds(digest) || this.#packs.has(digest) ||
+      existsNow(this.chunkPath(digest)) || existsNow(this.blobListPath(digest));
+  }
+
+  /**
+   * @internal Stores one chunk (if new), into `pack` if given; returns the
+   * shard directory to fsync (none for a pack).
+   */
+  async storeChunk(
+    digest: Uint8Array,
+    data: Uint8Array,
+    pack?: PackWriter,
+  ): Promise<string> {
     const path = this.chunkPath(digest);
     const dir = join(this.#chunksDir, digestToHex(digest).slice(0, 2));
-    if (existsNow(path)) return dir;
+    if (pack ? this.#stored(digest, pack) : existsNow(path)) {
+      return pack ? "" : dir;
+    }
     let c: Uint8Array;
     try {
       // libzstd with one reused context where FFI allows (see
@@ -629,6 +727,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     } catch (e) {
       throw storageError(`cannot compress chunk ${digestToString(digest)}`, e);
     }
+    if (pack) {
+      pack.add(PackKind.chunk, digest, c, data.length);
+      return "";
+    }
     await this.#sync.write(this.#tmpDir, path, [
       new Uint8Array(c.buffer, c.byteOffset, c.byteLength),
     ]);
@@ -643,7 +745,14 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     digest: Uint8Array,
     chunks: ChunkMeta[],
     chunkDirs: Set<string>,
+    pack?: PackWriter,
   ): Promise<void> {
+    if (pack) {
+      if (!this.#stored(digest, pack)) {
+        pack.add(PackKind.list, digest, encodeChunkList(chunks, digest));
+      }
+      return;
+    }
     await this.#sync.dirsDurable(chunkDirs);
     const path = this.blobListPath(digest);
     if (existsNow(path)) return;
@@ -661,6 +770,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * that way). For `snix store verify`: read each back to check it.
    */
   async *listBlobs(): AsyncIterable<Uint8Array> {
+    for (const { digest } of this.#packs.entries()) yield digest;
     yield* listShardedDigests(this.#blobsDir);
     yield* listShardedDigests(this.#chunksDir);
   }
@@ -685,11 +795,18 @@ class LocalBlobWriter implements BlobWriter {
   #error: unknown;
   #state: "open" | "closing" | "closed" | "aborted" = "open";
   #deferred: boolean;
+  #pack: PackWriter | undefined;
 
-  constructor(svc: LocalBlobService, chunker: Chunker, deferred: boolean) {
+  constructor(
+    svc: LocalBlobService,
+    chunker: Chunker,
+    deferred: boolean,
+    pack?: PackWriter,
+  ) {
     this.#svc = svc;
     this.#chunker = chunker;
     this.#deferred = deferred;
+    this.#pack = pack;
   }
 
   #check(): void {
@@ -717,9 +834,9 @@ class LocalBlobWriter implements BlobWriter {
       await Promise.race(this.#inflight);
     }
     if (this.#error !== undefined) throw this.#error;
-    const p = this.#svc.storeChunk(digest, chunk).then(
+    const p = this.#svc.storeChunk(digest, chunk, this.#pack).then(
       (dir) => {
-        this.#dirs.add(dir);
+        if (dir) this.#dirs.add(dir);
       },
       (e) => {
         this.#error ??= e;
@@ -755,7 +872,12 @@ class LocalBlobWriter implements BlobWriter {
         // The single chunk is the blob (without syncfs: make its rename durable).
         await this.#svc.syncPoint.dirsDurable(this.#dirs);
       } else {
-        await this.#svc.storeList(digest, this.#chunks, this.#dirs);
+        await this.#svc.storeList(
+          digest,
+          this.#chunks,
+          this.#dirs,
+          this.#pack,
+        );
       }
       if (!this.#deferred) await this.#svc.syncPoint.commit();
       this.#state = "closed";

@@ -1,6 +1,10 @@
 /**
  * The embedded directory service: each Directory stored as its canonical
- * protobuf bytes in `<dataDir>/castore/directories/<hex[0:2]>/<hex>`.
+ * protobuf bytes in `<dataDir>/castore/directories/<hex[0:2]>/<hex>`, or,
+ * when written by an ingestion (`putDeferred` with a session from
+ * `openSession`), as a record of one pack file per ingestion in
+ * `<dataDir>/castore/packs/directories/` (./pack.ts). Reads look in packs
+ * first, then at loose files.
  *
  * A putter checks the whole tree (./directory_graph.ts) and only then writes
  * it, leaves first, each file atomically (temp file, rename). Durability as
@@ -31,7 +35,12 @@ import {
   prepareDataDir,
   readFileNow,
 } from "./atomic_file.ts";
-import { DataDirSync, type DeferredDirectoryService } from "./data_dir_sync.ts";
+import {
+  DataDirSync,
+  type DeferredDirectoryService,
+  type WriteSession,
+} from "./data_dir_sync.ts";
+import { PackKind, PackSet, PackWriter, type StoredRange } from "./pack.ts";
 
 /** Directories whose verified bytes are kept in memory. */
 const CACHE_ENTRIES = 4096;
@@ -42,11 +51,18 @@ export class LocalDirectoryService
   readonly #dir: string;
   readonly #tmpDir: string;
   readonly #sync: DataDirSync;
+  readonly #packs: PackSet;
+  /** Whether ingestion sessions write packs (else loose files). */
+  #packing = true;
   #cache = new Map<string, Uint8Array>();
 
   private constructor(dataDir: string, sync: DataDirSync) {
     this.#dir = join(dataDir, "castore", "directories");
     this.#tmpDir = join(dataDir, "tmp");
+    this.#packs = new PackSet(
+      join(dataDir, "castore", "packs", "directories"),
+      this.#tmpDir,
+    );
     this.#sync = sync;
   }
 
@@ -54,9 +70,17 @@ export class LocalDirectoryService
    * Opens (creating if needed) the directory store in `dataDir`. Throws an
    * `Error` with one line naming the path if it cannot be written.
    */
-  static async open(dataDir: string): Promise<LocalDirectoryService> {
+  static async open(
+    dataDir: string,
+    options: { packs?: boolean } = {},
+  ): Promise<LocalDirectoryService> {
     await prepareDataDir(dataDir, ["castore/directories"]);
-    return new LocalDirectoryService(dataDir, await DataDirSync.open(dataDir));
+    const svc = new LocalDirectoryService(
+      dataDir,
+      await DataDirSync.open(dataDir),
+    );
+    svc.#packing = options.packs ?? true;
+    return svc;
   }
 
   /** The commit point of this data directory (see ./data_dir_sync.ts). */
@@ -64,7 +88,31 @@ export class LocalDirectoryService
     return this.#sync;
   }
 
-  /** Path of a directory's file (for tests and `verify`). */
+  /** Pack files that could not be loaded (damaged), one line each (for `verify`). */
+  storageProblems(): string[] {
+    return [...this.#packs.problems];
+  }
+
+  /** The packs of this store (./pack.ts). */
+  get packs(): PackSet {
+    return this.#packs;
+  }
+
+  /**
+   * Where a directory's stored bytes are: a range of a pack file, or a whole
+   * loose file (`length` -1); `undefined` if missing. For readers that load
+   * files themselves (the FUSE loader threads); the bytes are not checked here.
+   */
+  locate(digest: Uint8Array): StoredRange | undefined {
+    const r = this.#packs.lookup(digest);
+    if (r?.kind === PackKind.directory) {
+      return { path: r.pack.path, offset: r.offset, length: r.length };
+    }
+    const path = this.directoryPath(digest);
+    return existsNow(path) ? { path, offset: 0, length: -1 } : undefined;
+  }
+
+  /** Path of a directory's loose file (for tests and `verify`). */
   directoryPath(digest: Uint8Array): string {
     const h = digestToHex(digest);
     return join(this.#dir, h.slice(0, 2), h);
@@ -83,7 +131,10 @@ export class LocalDirectoryService
     }
     // Synchronous: directory files are small and a warm read takes
     // microseconds, less than the thread-pool round trips of readFile.
-    const bytes = readFileNow(this.directoryPath(digest), true);
+    const r = this.#packs.lookup(digest);
+    const bytes = r?.kind === PackKind.directory
+      ? r.pack.readSync(r)
+      : readFileNow(this.directoryPath(digest), true);
     if (!bytes) return undefined;
     const d = checkStoredDirectory(digest, bytes);
     this.#remember(key, bytes);
@@ -114,11 +165,32 @@ export class LocalDirectoryService
    * A putter like {@linkcode put}'s whose directories are durable only after
    * a later `syncPoint.commit()` (for ingestion, which commits once at its end).
    */
-  putDeferred(): DirectoryPutter {
+  putDeferred(session?: WriteSession): DirectoryPutter {
+    const pack = session instanceof PackWriter ? session : undefined;
     return new GraphPutter(
       (d) => this.get(d),
-      (dirs) => this.#commit(dirs, true),
+      (dirs) => pack ? this.#pack(dirs, pack) : this.#commit(dirs, true),
     );
+  }
+
+  /**
+   * A session for {@linkcode putDeferred}: its directories go into one new
+   * pack file, published (durably) by the session's `finish()`.
+   * `undefined` (loose files) if opened with `packs: false`.
+   */
+  openSession(): WriteSession | undefined {
+    return this.#packing ? this.#packs.writer() : undefined;
+  }
+
+  // deno-lint-ignore require-await -- async so failures reject
+  async #pack(dirs: EncodedDirectory[], pack: PackWriter): Promise<void> {
+    for (const { digest, bytes } of dirs) {
+      if (
+        pack.holds(digest) || this.#packs.has(digest) ||
+        existsNow(this.directoryPath(digest))
+      ) continue;
+      pack.add(PackKind.directory, digest, bytes);
+    }
   }
 
   async #commit(dirs: EncodedDirectory[], deferred: boolean): Promise<void> {
@@ -161,6 +233,7 @@ export class LocalDirectoryService
 
   /** Every stored directory digest (for `snix store verify`). */
   async *listDirectories(): AsyncIterable<Uint8Array> {
+    for (const { digest } of this.#packs.entries()) yield digest;
     yield* listShardedDigests(this.#dir);
   }
 

@@ -57,6 +57,8 @@ interface Listable {
   listBlobs?(): AsyncIterable<Uint8Array>;
   listDirectories?(): AsyncIterable<Uint8Array>;
   hashParts?(): Promise<string[]>;
+  /** Stored files that could not be read at all (damaged pack files), one line each. */
+  storageProblems?(): string[];
 }
 
 function msg(e: unknown): string {
@@ -123,6 +125,7 @@ export async function verifyStore(
       }
       tick();
     }
+    for (const m of lb.storageProblems?.() ?? []) problem("blob", "pack", m);
   }
 
   // 2. every directory, loaded (digest checked) and validated
@@ -144,6 +147,9 @@ export async function verifyStore(
         problem("directory", id, msg(e));
       }
       tick();
+    }
+    for (const m of ld.storageProblems?.() ?? []) {
+      problem("directory", "pack", m);
     }
   }
 

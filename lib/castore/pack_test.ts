@@ -1,0 +1,166 @@
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ENTRY_SIZE, PackFile, PackKind, PackSet } from "./pack.ts";
+import { blake3Sync } from "./digest.ts";
+import { LocalBlobService } from "./local_blob_service.ts";
+import { LocalDirectoryService } from "./local_directory_service.ts";
+import { ingestTree } from "./ingest_tree.ts";
+import { renderNar } from "./render_nar.ts";
+import { execFileSync } from "node:child_process";
+
+async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await fsp.mkdtemp(join(tmpdir(), "snix-pack-"));
+  try {
+    await fn(dir);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+function setIn(dir: string): PackSet {
+  fs.mkdirSync(join(dir, "tmp"), { recursive: true });
+  return new PackSet(join(dir, "packs"), join(dir, "tmp"));
+}
+
+const rec = (n: number) => {
+  const bytes = new TextEncoder().encode(`record ${n} `.repeat(n + 1));
+  return { bytes, digest: blake3Sync(bytes) };
+};
+
+async function bytesOf(s: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(s).arrayBuffer());
+}
+
+Deno.test("pack: records are invisible until finish, then found by this and other readers", async () => {
+  await withTmp(async (dir) => {
+    const a = setIn(dir);
+    const b = setIn(dir); // another process's view
+    const w = a.writer();
+    const recs = Array.from({ length: 50 }, (_, i) => rec(i));
+    for (const r of recs) w.add(PackKind.directory, r.digest, r.bytes);
+    w.add(PackKind.directory, recs[0].digest, recs[0].bytes); // once only
+    assert.equal(w.count, 50);
+    assert.equal(a.lookup(recs[3].digest), undefined);
+    assert.equal(b.lookup(recs[3].digest), undefined);
+    assert.ok(!fs.existsSync(join(dir, "packs")));
+    await w.finish();
+    for (const set of [a, b]) {
+      for (const r of recs) {
+        const loc = set.lookup(r.digest)!;
+        assert.ok(loc, "found after publication");
+        assert.equal(loc.kind, PackKind.directory);
+        assert.deepEqual(loc.pack.readSync(loc), r.bytes);
+        assert.deepEqual(await loc.pack.read(loc), r.bytes);
+      }
+    }
+    assert.equal(fs.readdirSync(join(dir, "tmp")).length, 0);
+  });
+});
+
+Deno.test("pack: abort leaves nothing; an empty writer publishes nothing", async () => {
+  await withTmp(async (dir) => {
+    const s = setIn(dir);
+    const w = s.writer();
+    w.add(PackKind.chunk, rec(1).digest, rec(1).bytes, 5);
+    assert.equal(fs.readdirSync(join(dir, "tmp")).length, 1);
+    await w.abort();
+    assert.equal(fs.readdirSync(join(dir, "tmp")).length, 0);
+    await s.writer().finish();
+    assert.ok(!fs.existsSync(join(dir, "packs")));
+    assert.equal(s.lookup(rec(1).digest), undefined);
+  });
+});
+
+Deno.test("pack: a damaged index or trailer is refused with a clear error and reported", async () => {
+  await withTmp(async (dir) => {
+    const s = setIn(dir);
+    const w = s.writer();
+    for (let i = 0; i < 5; i++) {
+      w.add(PackKind.directory, rec(i).digest, rec(i).bytes);
+    }
+    await w.finish();
+    const [name] = fs.readdirSync(join(dir, "packs"));
+    const path = join(dir, "packs", name);
+    const good = fs.readFileSync(path);
+    const indexAt = good.length - 56 - 5 * ENTRY_SIZE;
+    const cases: [string, (b: Uint8Array) => Uint8Array, RegExp][] = [
+      ["flipped index byte", (b) => {
+        b[indexAt + 40] ^= 1;
+        return b;
+      }, /index checksum mismatch/],
+      ["truncated", (b) => b.subarray(0, b.length - 10), /no trailer/],
+      ["too short", (b) => b.subarray(0, 20), /too short/],
+    ];
+    for (const [what, cut, re] of cases) {
+      fs.writeFileSync(path, cut(new Uint8Array(good)));
+      assert.throws(
+        () => PackFile.load(path),
+        (e: Error) => re.test(e.message) && e.message.includes(path),
+        what,
+      );
+      const fresh = setIn(dir);
+      assert.equal(fresh.lookup(rec(1).digest), undefined, what);
+      assert.equal(fresh.problems.length, 1, what);
+      assert.match(fresh.problems[0], re);
+    }
+  });
+});
+
+Deno.test("pack: an imported tree lands in two packs, renders byte-identical to the original NAR, and a flipped record byte is DataLoss naming the digest", async () => {
+  await withTmp(async (dir) => {
+    const src = join(dir, "src");
+    fs.mkdirSync(join(src, "a/b"), { recursive: true });
+    const big = new Uint8Array(300_000).map((_, i) => (i * 7 + (i >> 9)) & 255);
+    fs.writeFileSync(join(src, "a/big"), big);
+    fs.writeFileSync(join(src, "a/b/small"), "small file\n");
+    fs.symlinkSync("../big", join(src, "a/b/link"));
+    const data = join(dir, "data");
+    const blobs = await LocalBlobService.open(data, { avgChunkSize: 16 << 10 });
+    const dirs = await LocalDirectoryService.open(data);
+    const entry = await ingestTree(src, blobs, dirs);
+    const packDir = join(data, "castore", "packs");
+    assert.equal(fs.readdirSync(join(packDir, "blobs")).length, 1);
+    assert.equal(fs.readdirSync(join(packDir, "directories")).length, 1);
+    // no loose objects were written
+    for (const sub of ["chunks", "blobs", "directories"]) {
+      for (const shard of fs.readdirSync(join(data, "castore", sub))) {
+        assert.deepEqual(
+          fs.readdirSync(join(data, "castore", sub, shard)),
+          [],
+        );
+      }
+    }
+    const want = new Uint8Array(
+      execFileSync("nix-store", ["--dump", src], { maxBuffer: 1 << 24 }),
+    );
+    assert.deepEqual(await bytesOf(renderNar(entry, blobs, dirs)), want);
+    // a fresh process sees the same
+    const blobs2 = await LocalBlobService.open(data);
+    const dirs2 = await LocalDirectoryService.open(data);
+    assert.deepEqual(await bytesOf(renderNar(entry, blobs2, dirs2)), want);
+    // flip a byte in the middle of a chunk record
+    const [packName] = fs.readdirSync(join(packDir, "blobs"));
+    const path = join(packDir, "blobs", packName);
+    const pack = PackFile.load(path);
+    let victim = -1;
+    for (let i = 0; i < pack.count; i++) {
+      if (
+        pack.record(i).kind === PackKind.chunk && pack.record(i).length > 100
+      ) {
+        victim = i;
+      }
+    }
+    const r = pack.record(victim);
+    const b = fs.readFileSync(path);
+    b[r.offset + (r.length >> 1)] ^= 0x10;
+    fs.writeFileSync(path, b);
+    const blobs3 = await LocalBlobService.open(data);
+    await assert.rejects(
+      bytesOf(renderNar(entry, blobs3, dirs2)),
+      (e: Error) => /corrupt/.test(e.message) && /b3:|blake3-/.test(e.message),
+    );
+  });
+});
