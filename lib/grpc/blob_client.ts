@@ -52,6 +52,7 @@ import {
 } from "./transport.ts";
 import { PushQueue } from "./push_queue.ts";
 import { type RawHttp2Caller, readBlobBytes } from "./blob_read_client.ts";
+import type { BulkReader } from "./bulk_read_client.ts";
 import { dataLoss, isNotFound, rethrowFrom } from "./client_errors.ts";
 
 /** Options of {@linkcode GrpcBlobService}. */
@@ -67,11 +68,13 @@ export class GrpcBlobService implements BlobService {
   readonly #concurrency: number;
   readonly #onClose?: () => void;
   readonly #raw?: RawHttp2Caller;
+  readonly #bulk?: BulkReader;
 
   /** Uses an existing transport (which the caller closes). */
   constructor(transport: Transport, opts: GrpcBlobServiceOptions = {}) {
     this.#client = createClient(BlobServiceDesc, transport);
     this.#raw = opts.raw;
+    this.#bulk = opts.bulk;
     this.#peer = opts.peer ?? "blob service";
     this.#concurrency = Math.max(
       1,
@@ -144,15 +147,26 @@ export class GrpcBlobService implements BlobService {
     | { it: AsyncIterator<Uint8Array>; first: IteratorResult<Uint8Array> }
     | undefined
   > {
-    const it = this.#raw
-      ? readBlobBytes(this.#raw, digest, signal)
-      : messageData(this.#client.read({ digest }, { signal }));
+    const it = this.#readBytes(digest, signal);
     try {
       return { it, first: await it.next() };
     } catch (e) {
       if (isNotFound(e)) return undefined;
       rethrowFrom(this.#peer, e);
     }
+  }
+
+  /**
+   * A Read's data bytes: over the bulk connection or the direct HTTP/2
+   * reader where this client opened the connection itself, else Connect.
+   */
+  #readBytes(
+    digest: Uint8Array,
+    signal: AbortSignal,
+  ): AsyncIterator<Uint8Array> {
+    if (this.#bulk) return this.#bulk.read(digest, signal);
+    if (this.#raw) return readBlobBytes(this.#raw, digest, signal);
+    return messageData(this.#client.read({ digest }, { signal }));
   }
 
   /** The blob's bytes (or a range), verified; `undefined` if missing. */
@@ -439,9 +453,7 @@ export class GrpcBlobService implements BlobService {
     const name = digestToString(chunk.digest);
     let buf: Uint8Array | undefined;
     let pos = 0;
-    const it = this.#raw
-      ? readBlobBytes(this.#raw, chunk.digest, signal)
-      : messageData(this.#client.read({ digest: chunk.digest }, { signal }));
+    const it = this.#readBytes(chunk.digest, signal);
     try {
       for (let r = await it.next(); !r.done; r = await it.next()) {
         const data = r.value;

@@ -33,6 +33,7 @@ import {
 } from "@connectrpc/connect/protocol-grpc";
 import {
   BlobService as BlobServiceDesc,
+  type ReadBlobRequest,
   ReadBlobRequestSchema,
 } from "../../proto/gen/snix/castore/protos/rpc_blobstore_pb.ts";
 import type { BlobService } from "../castore/blob_service.ts";
@@ -104,7 +105,7 @@ export async function serveBlobRead(
       );
     }
     const body = await readRequestBody(req, abort.signal);
-    const request = decodeRequest(body);
+    const request = decodeReadRequest(body);
     requireB3Digest(request.digest, "digest");
     const stream = await blobs.read(request.digest);
     if (stream === undefined) {
@@ -206,8 +207,8 @@ async function readRequestBody(
   return concatBytes(parts, n);
 }
 
-/** Decodes the single ReadBlobRequest envelope of a request body. */
-function decodeRequest(body: Uint8Array) {
+/** Decodes the single ReadBlobRequest envelope of a request body (ConnectError if malformed). */
+export function decodeReadRequest(body: Uint8Array): ReadBlobRequest {
   if (body.length < 5) {
     throw new ConnectError(
       body.length === 0

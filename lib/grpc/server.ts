@@ -30,6 +30,7 @@ import {
   isPlainBlobRead,
   serveBlobRead,
 } from "./blob_read_server.ts";
+import { serveBulkConnection, sniffBulk } from "./bulk_read_server.ts";
 import { directoryServer } from "./directory_server.ts";
 import { pathInfoServer } from "./path_info_server.ts";
 import { healthServer } from "./health_server.ts";
@@ -107,6 +108,11 @@ export interface StoreServerOptions {
   unlinkStaleSocket?: boolean;
   /** File mode of unix sockets (default 0o660). */
   socketMode?: number;
+  /**
+   * Serve bulk Read connections (./bulk_read_server.ts) to clients that ask
+   * for them (default true; every other connection is node:http2's either way).
+   */
+  bulkReads?: boolean;
 }
 
 /** A running server. */
@@ -176,15 +182,16 @@ export async function startStoreServer(
     if (!DIRECT_READ || !isPlainBlobRead(req)) return handler(req, res);
     void serveBlobRead(backends.blobs, req, res, {
       shutdownSignal: shutdownController.signal,
-      onError: (e) => {
-        if (SERVER_SIDE_CODES.has(e.code)) {
-          log.warn("{method} failed: {message}", {
-            method: BLOB_READ_PATH,
-            message: e.rawMessage,
-          });
-        }
-      },
+      onError: logReadError,
     });
+  };
+  const logReadError = (e: ConnectError) => {
+    if (SERVER_SIDE_CODES.has(e.code)) {
+      log.warn("{method} failed: {message}", {
+        method: BLOB_READ_PATH,
+        message: e.rawMessage,
+      });
+    }
   };
   const h2 = http2.createServer({ settings: HTTP2_SETTINGS }, onRequest);
   interface Conn {
@@ -228,9 +235,39 @@ export async function startStoreServer(
     const conn: Conn = { socket, active: 0 };
     conns.add(conn);
     socket.once("close", () => conns.delete(conn));
+    if (opts.bulkReads === false) {
+      toHttp2(conn);
+      return;
+    }
+    // Our blob client's bulk Read connection announces itself in its first
+    // SETTINGS frame; any other connection goes to node:http2 with the bytes
+    // read so far put back.
+    void sniffBulk(socket).then((sniffed) => {
+      if (!sniffed) {
+        socket.destroy();
+      } else if (sniffed.bulk && !draining) {
+        serveBulkConnection(socket, sniffed.head, backends.blobs, {
+          shutdownSignal: shutdownController.signal,
+          onError: logReadError,
+          onStreamOpen: () => conn.active++,
+          onStreamClose: () => {
+            conn.active--;
+            if (draining && conn.active === 0) closeGently(socket);
+          },
+          onProtocolError: (message) =>
+            log.debug("bulk Read connection error: {message}", { message }),
+        });
+      } else {
+        socket.unshift(sniffed.head);
+        toHttp2(conn);
+        socket.resume();
+      }
+    });
+  };
+  const toHttp2 = (conn: Conn) => {
     accepting = conn;
     try {
-      h2.emit("connection", socket);
+      h2.emit("connection", conn.socket);
     } finally {
       accepting = undefined;
     }

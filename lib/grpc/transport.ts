@@ -13,7 +13,8 @@ import {
   createGrpcTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
-import type { RawHttp2Caller } from "./blob_read_client.ts";
+import { type RawHttp2Caller, readBlobBytes } from "./blob_read_client.ts";
+import { BulkReader } from "./bulk_read_client.ts";
 import {
   HTTP2_SETTINGS,
   MAX_MESSAGE_BYTES,
@@ -90,6 +91,12 @@ export interface GrpcChannel {
   close(): void;
   /** Direct HTTP/2 requests on the same connection (for blob_read_client.ts). */
   readonly raw: RawHttp2Caller;
+  /**
+   * Blob Reads over a second, bulk connection where the server offers it
+   * (./bulk_read_client.ts), else over `raw`; absent if turned off with
+   * `SNIX_GRPC_BULK_READ=0`.
+   */
+  readonly bulk?: BulkReader;
 }
 
 /**
@@ -179,15 +186,23 @@ export function openGrpcChannel(
     // Blob data is mostly incompressible; skip the cost.
     acceptCompression: [],
   });
+  const raw: RawHttp2Caller = {
+    request: (path, headers) => manager.request("POST", path, headers, {}),
+    notifyResponseByteRead: (stream) => manager.notifyResponseByteRead(stream),
+  };
+  const bulk = process.env.SNIX_GRPC_BULK_READ === "0"
+    ? undefined
+    : new BulkReader(addr, (digest, signal) =>
+      readBlobBytes(raw, digest, signal));
   return {
     transport,
     peer: socketPath ? `grpc+unix://${socketPath}` : `grpc+${addr.baseUrl}`,
-    close: () => manager.abort(),
-    raw: {
-      request: (path, headers) => manager.request("POST", path, headers, {}),
-      notifyResponseByteRead: (stream) =>
-        manager.notifyResponseByteRead(stream),
+    close: () => {
+      bulk?.close();
+      manager.abort();
     },
+    raw,
+    bulk,
   };
 }
 
@@ -199,6 +214,8 @@ export interface ClientOptions {
   onClose?: () => void;
   /** Direct HTTP/2 access to the connection, where the client opened it. */
   raw?: RawHttp2Caller;
+  /** Blob Reads over a bulk connection, where the client opened it. */
+  bulk?: BulkReader;
 }
 
 /**
@@ -214,6 +231,7 @@ export function connectClient<O extends ClientOptions, C>(
   return make(channel.transport, {
     peer: channel.peer,
     raw: channel.raw,
+    bulk: channel.bulk,
     ...opts,
     onClose: () => {
       opts.onClose?.();
