@@ -5,7 +5,9 @@
  *
  * Measured:
  * - blob Read throughput of one large blob: local in-process; GrpcBlobService
- *   whole reads (one Read, verified chunk by chunk) over grpc+unix and TCP;
+ *   whole reads (one Read, verified chunk by chunk) over grpc+unix and TCP
+ *   (through the bulk Read connection, lib/grpc/bulk_read_client.ts, then
+ *   again without it, `SNIX_GRPC_BULK_READ=0`);
  *   a ranged read of all but the first and last byte (one Read, trimmed;
  *   ranges far from the start fetch chunks by digest in parallel); one raw
  *   unverified Read stream over grpc+unix (through Connect). CPU time per
@@ -250,6 +252,24 @@ async function main() {
         read: async () => drain(await tcpBlobs.read(digest)),
       },
     ], runs);
+    // The same reads without the bulk Read connection (node:http2 only),
+    // for comparison.
+    process.env.SNIX_GRPC_BULK_READ = "0";
+    const plainUnix = GrpcBlobService.connect(unixUrl);
+    const plainTcp = GrpcBlobService.connect(tcpUrl);
+    delete process.env.SNIX_GRPC_BULK_READ;
+    await readRates([
+      {
+        label: "Read grpc+unix, no bulk connection (verified)",
+        read: async () => drain(await plainUnix.read(digest)),
+      },
+      {
+        label: "Read grpc+http TCP, no bulk connection",
+        read: async () => drain(await plainTcp.read(digest)),
+      },
+    ], runs);
+    await plainUnix.close();
+    await plainTcp.close();
     const blobSize = chunks!.reduce((n, c) => n + c.size, 0);
     await readRate(
       "Read all but 2 bytes, grpc+unix (one Read)",
