@@ -117,8 +117,9 @@ let daemonPid: number | undefined;
 /**
  * Best of `runs` read throughputs (MB/s) of each of `reads`, measured in
  * turns (one run of each per round, so load changes on a shared machine hit
- * them alike), with the CPU time per MiB this process and the daemon spent
- * on the best run (less noisy than wall time).
+ * them alike; the order rotates from round to round), with the CPU time
+ * per MiB this process and the daemon spent on the best run (less noisy
+ * than wall time).
  */
 async function readRates(
   reads: { label: string; read: () => Promise<number> }[],
@@ -127,7 +128,13 @@ async function readRates(
   const best = reads.map(() => 0);
   const cpu = reads.map(() => "");
   for (let i = 0; i < runs; i++) {
-    for (const [k, { label, read }] of reads.entries()) {
+    // The order rotates each round: the read right after the in-process
+    // local one measured slower whichever transport it was (the daemon
+    // spent ~2.0-2.3 instead of ~1.2-1.4 ms CPU/MiB there), so a fixed
+    // order favoured whatever came later.
+    for (let j = 0; j < reads.length; j++) {
+      const k = (i + j) % reads.length;
+      const { label, read } = reads[k];
       const c0 = ownCpu();
       const d0 = pidCpu(daemonPid);
       const [n, s] = await timeIt(read);
