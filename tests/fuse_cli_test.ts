@@ -2,7 +2,7 @@
  * `snix store mount` as its own process on a local data directory (as
  * root): serves what was imported, SIGTERM unmounts and exits 0, a kill -9
  * leaves a stale mount that the next mount explains (or clears with
- * --force-unmount-stale), a corrupt chunk file gives EIO for its file only,
+ * --force-unmount-stale), a corrupt stored chunk gives EIO for its file only,
  * and a process without CAP_SYS_ADMIN gets a one-line error.
  */
 import assert from "node:assert/strict";
@@ -171,7 +171,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "fuse cli: a corrupt chunk file gives EIO for its file only",
+  name: "fuse cli: a corrupt chunk (pack record) gives EIO for its file only",
   ignore,
 }, async () => {
   await withDataDir(async (dataDir, mnt, n) => {
@@ -194,10 +194,13 @@ Deno.test({
       chunks && chunks.length > 1,
       "the big file should have several chunks",
     );
-    const victim = blobs.chunkPath(chunks[1].digest);
-    const bytes = await Deno.readFile(victim);
-    bytes[bytes.length >> 1] ^= 0xff;
-    await Deno.writeFile(victim, bytes);
+    // The chunk's stored bytes: a pack record (an import writes packs)
+    // or a loose file.
+    const at = blobs.locateChunk(chunks[1].digest)!;
+    const bytes = await Deno.readFile(at.path);
+    const len = at.length < 0 ? bytes.length : at.length;
+    bytes[at.offset + (len >> 1)] ^= 0xff;
+    await Deno.writeFile(at.path, bytes);
     const r = spawnMount(dataDir, mnt);
     try {
       await waitMounted(r, mnt);

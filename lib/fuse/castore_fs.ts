@@ -18,6 +18,7 @@
  *
  * @module
  */
+import * as fs from "node:fs";
 import { getLogger } from "@logtape/logtape";
 import type { BlobService } from "../castore/blob_service.ts";
 import type { DirectoryService } from "../castore/directory_service.ts";
@@ -42,7 +43,12 @@ import {
   type OpenResult,
   type StatFs,
 } from "./filesystem.ts";
-import { FileLoader } from "./file_loader.ts";
+import {
+  FileLoader,
+  PACK_BLOCK,
+  type Priority,
+  type StoredRange,
+} from "./file_loader.ts";
 import {
   type Attr,
   Errno,
@@ -86,10 +92,10 @@ export interface CastoreFsOptions {
    */
   pushSmallFiles?: boolean;
   /**
-   * Read the local store's directory and chunk files into the page cache
-   * ahead of a walk, many at once (see ./file_loader.ts). Default
-   * true; has an effect only on services that name their files
-   * (`directoryPath`, `chunkPath`: the local data directory).
+   * Read the local store's directories and chunks into the page cache ahead
+   * of a walk, many at once (see ./file_loader.ts). Default true; has an
+   * effect only on services that say where their objects are stored
+   * (`locate`, `locateChunk`: the local data directory).
    */
   warmPageCache?: boolean;
 }
@@ -166,6 +172,20 @@ const PRELOAD_AHEAD = 2048;
 const PRELOAD_BYTES = 32 << 20;
 /** Small files waiting to be loaded at most. */
 const PRELOAD_QUEUE_MAX = 65536;
+/**
+ * A pack of directories up to this size is read whole on first use (one
+ * ingestion's directories, ~1.7 MB per GiB of tree): a walk then finds
+ * every directory in the page cache.
+ */
+const DIR_PACK_WHOLE = 64 << 20;
+/** Blocks of a bigger directory pack warmed after the one in use. */
+const DIR_PACK_AHEAD_BLOCKS = 4;
+/**
+ * Blocks of a blob pack warmed ahead of the records a content walk asks
+ * for: a pack holds one ingestion's files in walk order, so a walk of that
+ * tree reads it front to back.
+ */
+const BLOB_PACK_AHEAD_BLOCKS = 8;
 /** Loaded contents not pushed within this time are dropped (ms). */
 const PRELOAD_TTL_MS = 5000;
 /** A READ this recent means a walk reads contents (ms). */
@@ -204,7 +224,7 @@ export class CastoreFs implements FuseFilesystem {
   #listings = new Map<string, Promise<Listing>>();
   #dirHandles = new Map<bigint, DirEntry[]>();
   #entryCache = new Map<bigint, DirEntry[]>();
-  #lastFileRead = 0;
+  #lastFileRead = -Infinity;
   #dirPrefetchQueue: Uint8Array[] = [];
   #dirPrefetching = 0;
   #nextFh = 1n;
@@ -216,7 +236,7 @@ export class CastoreFs implements FuseFilesystem {
     string,
     {
       data: Promise<Uint8Array | undefined>;
-      path: string;
+      range: StoredRange;
       at: number;
       size: number;
       done?: boolean;
@@ -228,15 +248,20 @@ export class CastoreFs implements FuseFilesystem {
   #preloadHead = 0;
   #readyBytes = 0;
   #loader: FileLoader | undefined;
-  #chunkPath: ((digest: Uint8Array) => string) | undefined;
-  #directoryPath: ((digest: Uint8Array) => string) | undefined;
+  #locateChunk: ((digest: Uint8Array) => StoredRange | undefined) | undefined;
+  #locateDir: ((digest: Uint8Array) => StoredRange | undefined) | undefined;
+  /** Directory packs seen (and warmed whole, if small enough): path -> size. */
+  #dirPacks = new Map<string, number>();
+  /** Per blob pack, the block a content walk last asked for. */
+  #walkBlock = new Map<string, number>();
   /** Files whose contents were pushed to the kernel (for tests and stats). */
   pushedFiles = 0;
   /**
    * Where pushed contents came from (for diagnostics): loaded ahead (of
    * which `settled` were there already, `urgentPending` were asked for only
    * when the walker listed their directory), and the summed wait for them;
-   * `urgent`: not asked for before the push.
+   * `urgent`: not asked for before the push; `fallback`: read through the
+   * blob service instead (not loaded, or the loaded bytes did not check out).
    */
   readonly pushStats = {
     ready: 0,
@@ -244,6 +269,7 @@ export class CastoreFs implements FuseFilesystem {
     urgentPending: 0,
     readyWaitMs: 0,
     urgent: 0,
+    fallback: 0,
   };
 
   constructor(services: CastoreServices, options: CastoreFsOptions = {}) {
@@ -253,27 +279,35 @@ export class CastoreFs implements FuseFilesystem {
     this.#reader = new BlobReader(services.blobs, options.cacheBytes);
     this.#nodes.set(FUSE_ROOT_ID, { kind: "root", ino: FUSE_ROOT_ID });
     if (options.warmPageCache ?? true) {
-      // The local services name the file behind a directory or a
-      // single-chunk blob; remote ones do not (and need no warming).
-      const b = services.blobs as { chunkPath?: (d: Uint8Array) => string };
-      const d = services.directories as {
-        directoryPath?: (d: Uint8Array) => string;
+      // The local services say where a directory's or a single-chunk blob's
+      // stored bytes are (a pack range or a loose file); remote ones do not
+      // (and need no warming).
+      const b = services.blobs as {
+        locateChunk?: (d: Uint8Array) => StoredRange | undefined;
       };
-      if (typeof b.chunkPath === "function") {
-        this.#chunkPath = (x) => b.chunkPath!(x);
+      const d = services.directories as {
+        locate?: (d: Uint8Array) => StoredRange | undefined;
+      };
+      if (typeof b.locateChunk === "function") {
+        this.#locateChunk = (x) => b.locateChunk!(x);
       }
-      if (typeof d.directoryPath === "function") {
-        this.#directoryPath = (x) => d.directoryPath!(x);
+      if (typeof d.locate === "function") {
+        this.#locateDir = (x) => d.locate!(x);
       }
-      if (this.#chunkPath || this.#directoryPath) {
+      if (this.#locateChunk || this.#locateDir) {
         this.#loader = new FileLoader();
       }
     }
   }
 
-  /** Files read into the page cache ahead of demand (for tests and stats). */
+  /** Objects and pack blocks read ahead of demand (for tests and stats). */
   get warmedFiles(): number {
     return this.#loader?.reads ?? 0;
+  }
+
+  /** Small files the loader threads read and decompressed (for tests and stats). */
+  get loadedFiles(): number {
+    return this.#loader?.loaded ?? 0;
   }
 
   /** Messages sent to the loader workers (for diagnostics). */
@@ -389,6 +423,10 @@ export class CastoreFs implements FuseFilesystem {
     p = (async () => {
       let d: Directory | undefined;
       try {
+        // The service reads synchronously: have a cold record read on a
+        // loader thread first (with the rest of its pack, see #warmDir).
+        const warming = this.#warmDir(digest);
+        if (warming) await warming;
         d = await this.#services.directories.get(digest);
       } catch (e) {
         log.warn("directory {digest}: {error}", {
@@ -470,15 +508,72 @@ export class CastoreFs implements FuseFilesystem {
       const d = q.pop()!;
       if (this.#listings.has(digestToHex(d))) continue;
       this.#dirPrefetching++;
-      const path = this.#directoryPath?.(d);
-      (path === undefined
-        ? this.#listing(d)
-        : this.#loader!.warm(path, 1).then(() => this.#listing(d)))
+      const warming = this.#warmDir(d, 1);
+      (warming ? warming.then(() => this.#listing(d)) : this.#listing(d))
         .catch(() => {}).finally(() => {
           this.#dirPrefetching--;
           this.#prefetchDirs({ children: [], byName: new Map() });
         });
     }
+  }
+
+  /**
+   * Starts reading a directory's stored bytes into the page cache unless
+   * they are there (`undefined` then, or without a local store). A pack is
+   * read whole on first use if small (one ingestion's directories),
+   * otherwise a few blocks after the record.
+   */
+  #warmDir(
+    digest: Uint8Array,
+    priority: Priority = 0,
+  ): Promise<void> | undefined {
+    const loader = this.#loader;
+    const r = loader && this.#locateDir?.(digest);
+    if (!r || loader.isWarm(r)) return undefined;
+    const p = loader.warm(r, priority);
+    if (r.length >= 0) {
+      let size = this.#dirPacks.get(r.path);
+      if (size === undefined) {
+        try {
+          size = fs.statSync(r.path).size;
+        } catch {
+          size = Infinity;
+        }
+        this.#dirPacks.set(r.path, size);
+        if (size <= DIR_PACK_WHOLE) loader.warmSpan(r.path, 0, size, 1);
+      }
+      if (size > DIR_PACK_WHOLE) {
+        const next = (Math.floor(r.offset / PACK_BLOCK) + 1) * PACK_BLOCK;
+        loader.warmSpan(
+          r.path,
+          next,
+          next + DIR_PACK_AHEAD_BLOCKS * PACK_BLOCK,
+          2,
+        );
+      }
+    }
+    return p;
+  }
+
+  /**
+   * Where a small file's one chunk is stored; in a pack, the blocks after
+   * it are warmed too (a content walk of the tree that pack was written
+   * from reads it front to back).
+   */
+  #locateForWalk(digest: Uint8Array): StoredRange | undefined {
+    const r = this.#locateChunk?.(digest);
+    if (!r || r.length < 0) return r;
+    const b = Math.floor(r.offset / PACK_BLOCK);
+    if (this.#walkBlock.get(r.path) !== b) {
+      this.#walkBlock.set(r.path, b);
+      this.#loader!.warmSpan(
+        r.path,
+        b * PACK_BLOCK,
+        (b + 1 + BLOB_PACK_AHEAD_BLOCKS) * PACK_BLOCK,
+        1,
+      );
+    }
+    return r;
   }
 
   /** Starts fetching small files that follow `n` in its directory (tar, cp -r, diff -r read in order). */
@@ -505,8 +600,10 @@ export class CastoreFs implements FuseFilesystem {
       }
       if (this.#notifier && c.size <= PUSH_MAX && this.#loader?.canDecompress) {
         this.#preload(c);
-      } else if (this.#chunkPath) this.#loader!.warm(this.#chunkPath(c.digest));
-      else this.#reader.prefetch(c.digest, c.size);
+      } else if (this.#locateChunk) {
+        const r = this.#locateChunk(c.digest);
+        if (r) this.#loader!.warm(r);
+      } else this.#reader.prefetch(c.digest, c.size);
     }
   }
 
@@ -568,13 +665,14 @@ export class CastoreFs implements FuseFilesystem {
       const hex = digestToHex(c.digest);
       const known = this.#ready.get(hex);
       if (known) {
-        this.#loader!.hurry(known.path);
+        this.#loader!.hurry(known.range);
         continue;
       }
-      const path = this.#chunkPath!(c.digest);
+      const range = this.#locateForWalk(c.digest);
+      if (!range) continue; // not local: the push reads it like a READ
       const r = {
-        data: this.#loader!.readZstd(path, c.size, 0),
-        path,
+        data: this.#loader!.readZstd(range, c.size, 0),
+        range,
         at: now,
         size: c.size,
         done: false,
@@ -610,10 +708,11 @@ export class CastoreFs implements FuseFilesystem {
         this.#inoByKey.get(`f:${hex}:${c.executable ? 1 : 0}`) ?? 0n,
       );
       if (n?.kind === "file" && n.push !== undefined) continue;
-      const path = this.#chunkPath!(c.digest);
+      const range = this.#locateForWalk(c.digest);
+      if (!range) continue;
       const r = {
-        data: this.#loader!.readZstd(path, c.size),
-        path,
+        data: this.#loader!.readZstd(range, c.size),
+        range,
         at: now,
         size: c.size,
         done: false,
@@ -647,23 +746,21 @@ export class CastoreFs implements FuseFilesystem {
     if (ready) {
       if (ready.done) this.pushStats.settled++;
       else if (ready.urgent) this.pushStats.urgentPending++;
-      this.#loader!.hurry(ready.path);
+      this.#loader!.hurry(ready.range);
       const t0 = performance.now();
       data = await ready.data;
       this.pushStats.readyWaitMs += performance.now() - t0;
       this.pushStats.ready++;
       this.#dropReady(hex);
       this.#pumpPreloads();
-    } else if (this.#chunkPath && this.#loader!.canDecompress) {
+    } else if (this.#locateChunk && this.#loader!.canDecompress) {
       // Not loaded ahead (yet): load it first thing.
       this.pushStats.urgent++;
-      data = await this.#loader!.readZstd(
-        this.#chunkPath(n.digest),
-        n.size,
-        0,
-      );
+      const range = this.#locateChunk(n.digest);
+      if (range) data = await this.#loader!.readZstd(range, n.size, 0);
     }
     if (data && digestEquals(blake3Sync(data), n.digest)) return data;
+    this.pushStats.fallback++;
     return await this.#reader.read(n.digest, n.size, 0, n.size, false);
   }
 
@@ -911,7 +1008,7 @@ export class CastoreFs implements FuseFilesystem {
               }
             }, () => {});
           }
-        } else if (this.#chunkPath) this.#prefetchListed(listing, 0);
+        } else if (this.#locateChunk) this.#prefetchListed(listing, 0);
         // Synchronous backend reads must not hold up this reply.
         else setTimeout(() => this.#prefetchListed(listing, 0), 0);
       } else if (this.#notifier) {

@@ -1,37 +1,59 @@
 /**
- * Reads files ahead of demand on worker threads, several at once: either only
- * into the kernel's page cache ("warming"), or also zstd-decompressed and
- * handed back.
+ * Reads stored objects ahead of demand on worker threads, several at once:
+ * either only into the kernel's page cache ("warming"), or also
+ * zstd-decompressed and handed back.
  *
- * The local castore reads its small files (directories, chunks) with
+ * What is read is a {@linkcode StoredRange}: a whole loose file (`length`
+ * -1) or `length` bytes at `offset` of a pack file (../castore/pack.ts).
+ *
+ * The local castore reads its objects (directories, chunks) with
  * synchronous calls: microseconds when cached, but on a cold cache each one
  * is a disk wait on the main thread, one at a time. A FUSE tree walk knows
- * which files it will want next; reading them here turns those serial waits
- * into parallel I/O, and the synchronous reads that follow are cache hits.
- * Decompressing on the worker as well leaves the main thread only the
+ * which objects it will want next; reading them here turns those serial
+ * waits into parallel I/O, and the synchronous reads that follow are cache
+ * hits. Decompressing on the worker as well leaves the main thread only the
  * checksum of what it gets back.
  *
- * The workers do asynchronous `node:fs` reads, several at once each, and
- * the main thread pays one message per batch of paths, not several
- * thread-pool round trips per file. Where no worker can be started, warming runs on the main thread
- * and decompressed loads are not offered.
+ * Pack ranges are warmed a whole aligned block ({@linkcode PACK_BLOCK}) at a
+ * time: a pack holds one ingestion's records in walk order, so the
+ * neighbours of a record are what a walk wants next, and one big sequential
+ * read costs the disk about what one small random read does.
+ *
+ * The workers do asynchronous `node:fs` reads, several at once each (pack
+ * files stay open in the worker), and the main thread pays one message per
+ * batch of ranges, not several thread-pool round trips per object. Where no
+ * worker can be started, warming runs on the main thread and decompressed
+ * loads are not offered.
  *
  * @module
  */
 import { promises as fsp } from "node:fs";
+import type { StoredRange } from "../castore/pack.ts";
 
-/** Paths remembered as warm (so they are not read twice). */
+export type { StoredRange };
+
+/** Ranges remembered as warm (so they are not read twice). */
 const REMEMBER = 1 << 16;
+/**
+ * How long a range counts as warm (ms): the page cache may drop it later,
+ * and then it is read again (in one block, not record by record).
+ */
+const WARM_TTL_MS = 60_000;
+/** Granularity of pack warming: aligned blocks of this many bytes. */
+export const PACK_BLOCK = 1 << 20;
 
 /**
- * A worker. In: `{ ids: Uint32Array, paths: string[], sizes: Int32Array }`
- * (size -1: only read; else zstd-decompress to exactly that many bytes).
+ * A worker. In: `{ ids: Uint32Array, paths: string[], offsets: Float64Array,
+ * lengths: Float64Array, sizes: Int32Array }` (length -1: the whole file;
+ * size -1: only read; else zstd-decompress to exactly that many bytes).
  * Out: `{ ids: Uint32Array, datas: (ArrayBuffer | null)[] }` (null:
  * unreadable, or only warmed), a batch per turn of its event loop. Up to
  * {@linkcode WORKER_CONCURRENCY} asynchronous reads run at once, so a cold
- * cache sees many disk reads in parallel.
+ * cache sees many disk reads in parallel. Pack files stay open (a bounded
+ * number, closed once unused when over the bound).
  */
 const WORKER_SOURCE = `
+import * as fs from "node:fs";
 import { promises as fsp } from "node:fs";
 import * as zlib from "node:zlib";
 const queue = [];
@@ -47,9 +69,50 @@ const flush = () => {
   for (const d of datas) if (d) transfer.push(d);
   self.postMessage({ ids, datas }, transfer);
 };
-const load = async (path, size) => {
-  const bytes = await fsp.readFile(path);
-  if (size < 0) return null;
+// Open files by path: { fd, users }, least recently used first.
+const files = new Map();
+const MAX_OPEN = 64;
+const openFile = (path) => {
+  let f = files.get(path);
+  if (f) files.delete(path);
+  else f = { fd: fs.openSync(path, "r"), users: 0 };
+  files.set(path, f);
+  f.users++;
+  if (files.size > MAX_OPEN) {
+    for (const [p, g] of files) {
+      if (files.size <= MAX_OPEN) break;
+      if (g.users === 0) { files.delete(p); fs.close(g.fd, () => {}); }
+    }
+  }
+  return f;
+};
+const pread = (fd, buf, n, len, at) =>
+  new Promise((ok, fail) =>
+    fs.read(fd, buf, n, len - n, at + n, (e, got) => e ? fail(e) : ok(got)));
+// Scratch buffers for warm-only reads (their bytes are thrown away).
+const scratch = [];
+const load = async (path, offset, length, size) => {
+  if (length < 0) {
+    const bytes = await fsp.readFile(path);
+    return size < 0 ? null : unzstd(bytes, size);
+  }
+  const f = openFile(path);
+  const own = size >= 0 || length > BLOCK;
+  const buf = own ? new Uint8Array(length) : (scratch.pop() ?? new Uint8Array(BLOCK));
+  try {
+    let n = 0;
+    while (n < length) {
+      const got = await pread(f.fd, buf, n, length, offset);
+      if (got === 0) throw new Error("unexpected end of file");
+      n += got;
+    }
+  } finally {
+    f.users--;
+    if (!own) scratch.push(buf);
+  }
+  return size < 0 ? null : unzstd(buf, size);
+};
+const unzstd = (bytes, size) => {
   const out = zlib.zstdDecompressSync(bytes, { maxOutputLength: Math.max(size, 1) });
   if (out.byteLength !== size) return null;
   return out.byteOffset === 0 && out.byteLength === out.buffer.byteLength
@@ -65,15 +128,23 @@ const finish = (id, data) => {
 };
 const pump = () => {
   while (running < CONCURRENCY && head < queue.length) {
-    const [id, path, size] = queue[head++];
+    const [id, path, offset, length, size] = queue[head++];
     if (head > 4096 && head * 2 > queue.length) { queue.splice(0, head); head = 0; }
     running++;
-    load(path, size).then((d) => finish(id, d), () => finish(id, null));
+    let p;
+    try {
+      p = load(path, offset, length, size);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then((d) => finish(id, d), () => finish(id, null));
   }
 };
 self.onmessage = (e) => {
-  const { ids, paths, sizes } = e.data;
-  for (let i = 0; i < ids.length; i++) queue.push([ids[i], paths[i], sizes[i]]);
+  const { ids, paths, offsets, lengths, sizes } = e.data;
+  for (let i = 0; i < ids.length; i++) {
+    queue.push([ids[i], paths[i], offsets[i], lengths[i], sizes[i]]);
+  }
   pump();
 };
 `;
@@ -88,14 +159,20 @@ const JOB_BATCH = 16;
 export type Priority = 0 | 1 | 2;
 
 interface Job {
-  path: string;
+  range: StoredRange;
+  key: string;
   priority: Priority;
   /** -1: warm only; else decompress to exactly this many bytes. */
   size: number;
   done: (data: Uint8Array | undefined) => void;
 }
 
-/** Reads files on worker threads, a bounded number at a time. */
+/** The key of a range (for de-duplication and {@linkcode FileLoader.hurry}). */
+export function rangeKey(r: StoredRange): string {
+  return r.length < 0 ? r.path : `${r.path}\0${r.offset}\0${r.length}`;
+}
+
+/** Reads stored ranges on worker threads, a bounded number at a time. */
 export class FileLoader {
   readonly #workerCount: number;
   readonly #maxWaiting: number;
@@ -103,27 +180,32 @@ export class FileLoader {
   #workersTried = false;
   #workerUrl: string | undefined;
   #jobs = new Map<number, Job>();
-  /** Warm-only jobs by path (so one path is read once at a time). */
+  /** Warm-only jobs by key (so one range is read once at a time). */
   #warming = new Map<string, Promise<void>>();
-  /** Unsent jobs by path (to hurry them). */
-  #unsentByPath = new Map<string, number>();
+  /** Unsent jobs by key (to hurry them). */
+  #unsentByKey = new Map<string, number>();
   #nextId = 1;
   /** Jobs not yet handed to a worker (or the in-thread reader), by priority. */
   #unsent: number[][] = [[], [], []];
   #sendScheduled = false;
   #sendSoon = false;
   #running = 0;
-  #warm = new Set<string>();
+  /** Warm ranges by key, with when they were read. */
+  #warm = new Map<string, number>();
   #closed = false;
-  /** Files read so far (for tests and diagnostics). */
+  /** Ranges read so far (for tests and diagnostics). */
   reads = 0;
+  /** Decompressed loads that came back with data (for tests and diagnostics). */
+  loaded = 0;
+  /** Bytes read by warm-only jobs (for tests and diagnostics). */
+  warmedBytes = 0;
   /** Messages sent to the workers (for diagnostics). */
   messages = 0;
 
   /**
-   * `workers` threads read (several files at a time each); beyond `maxWaiting`
-   * waiting jobs new ones are not taken (they resolve at once, warm-only
-   * as done, loads as `undefined`).
+   * `workers` threads read (several ranges at a time each); beyond
+   * `maxWaiting` waiting jobs new ones are not taken (they resolve at once,
+   * warm-only as done, loads as `undefined`).
    */
   constructor(workers = 2, maxWaiting = 16384) {
     this.#workerCount = Math.max(1, workers);
@@ -142,47 +224,118 @@ export class FileLoader {
   }
 
   /**
-   * Resolves once `path` has been read into the page cache (or could not
+   * Resolves once `range` has been read into the page cache (or could not
    * be: a missing file is not an error here; the real read reports it).
-   * Never rejects.
+   * A range of a pack is warmed as the aligned {@linkcode PACK_BLOCK}s that
+   * hold it. Never rejects.
    */
-  warm(path: string, priority: Priority = 2): Promise<void> {
-    if (this.#closed || this.#warm.has(path)) return Promise.resolve();
-    const known = this.#warming.get(path);
-    if (known) return known;
+  warm(range: StoredRange, priority: Priority = 2): Promise<void> {
+    if (range.length < 0) return this.#warmOne(range, priority);
+    const first = Math.floor(range.offset / PACK_BLOCK);
+    const last = Math.floor(
+      (range.offset + Math.max(range.length, 1) - 1) / PACK_BLOCK,
+    );
+    if (first === last) return this.#warmBlock(range.path, first, priority);
+    const all: Promise<void>[] = [];
+    for (let b = first; b <= last; b++) {
+      all.push(this.#warmBlock(range.path, b, priority));
+    }
+    return Promise.all(all).then(() => {});
+  }
+
+  /**
+   * Warms the blocks of `path` covering bytes `[from, to)`, in order (the
+   * file need not be that long: reads past its end just come back short).
+   */
+  warmSpan(
+    path: string,
+    from: number,
+    to: number,
+    priority: Priority = 2,
+  ): Promise<void> {
+    if (to <= from) return Promise.resolve();
+    return this.warm({ path, offset: from, length: to - from }, priority);
+  }
+
+  /** Whether `range` was warmed recently (no job needed). */
+  isWarm(range: StoredRange): boolean {
+    if (range.length < 0) return this.#isWarmKey(range.path);
+    const first = Math.floor(range.offset / PACK_BLOCK);
+    const last = Math.floor(
+      (range.offset + Math.max(range.length, 1) - 1) / PACK_BLOCK,
+    );
+    for (let b = first; b <= last; b++) {
+      if (!this.#isWarmKey(blockKey(range.path, b))) return false;
+    }
+    return true;
+  }
+
+  #isWarmKey(key: string): boolean {
+    const at = this.#warm.get(key);
+    if (at === undefined) return false;
+    if (performance.now() - at < WARM_TTL_MS) return true;
+    this.#warm.delete(key);
+    return false;
+  }
+
+  #warmBlock(path: string, block: number, priority: Priority): Promise<void> {
+    return this.#warmOne(
+      { path, offset: block * PACK_BLOCK, length: PACK_BLOCK },
+      priority,
+      blockKey(path, block),
+    );
+  }
+
+  #warmOne(
+    range: StoredRange,
+    priority: Priority,
+    key = rangeKey(range),
+  ): Promise<void> {
+    if (this.#closed || this.#isWarmKey(key)) return Promise.resolve();
+    const known = this.#warming.get(key);
+    if (known) {
+      if (priority < 2) this.#hurryKey(key, priority);
+      return known;
+    }
     if (this.#jobs.size >= this.#maxWaiting) return Promise.resolve();
     const p = new Promise<void>((done) =>
-      this.#add({ path, priority, size: -1, done: () => done() })
+      this.#add({ range, key, priority, size: -1, done: () => done() })
     );
-    this.#warming.set(path, p);
+    this.#warming.set(key, p);
     return p;
   }
 
   /**
-   * The zstd-decompressed contents of file `path`, which must come out at
-   * exactly `size` bytes; `undefined` if the file cannot be read or
-   * decompressed to that size, or without workers. The caller checks the
-   * bytes (this does not know what they should hash to). Never rejects.
+   * The zstd-decompressed contents of `range`, which must come out at
+   * exactly `size` bytes; `undefined` if it cannot be read or decompressed
+   * to that size, or without workers. The caller checks the bytes (this
+   * does not know what they should hash to). Never rejects.
    */
   readZstd(
-    path: string,
+    range: StoredRange,
     size: number,
     priority: Priority = 1,
   ): Promise<Uint8Array | undefined> {
     if (this.#closed || !this.canDecompress) return Promise.resolve(undefined);
     if (this.#jobs.size >= this.#maxWaiting) return Promise.resolve(undefined);
-    return new Promise((done) => this.#add({ path, priority, size, done }));
+    return new Promise((done) =>
+      this.#add({ range, key: rangeKey(range), priority, size, done })
+    );
   }
 
-  /** Moves a job for `path` not yet handed to a worker to the front. */
-  hurry(path: string): void {
-    const id = this.#unsentByPath.get(path);
+  /** Moves a job for `range` not yet handed to a worker to the front. */
+  hurry(range: StoredRange): void {
+    this.#hurryKey(rangeKey(range), 0);
+  }
+
+  #hurryKey(key: string, priority: Priority): void {
+    const id = this.#unsentByKey.get(key);
     const job = id === undefined ? undefined : this.#jobs.get(id);
-    if (id === undefined || !job || job.priority === 0) return;
+    if (id === undefined || !job || job.priority <= priority) return;
     // Its entry in the lower list goes stale (skipped when taken).
-    job.priority = 0;
-    this.#unsent[0].push(id);
-    this.#scheduleSend(true);
+    job.priority = priority;
+    this.#unsent[priority].push(id);
+    this.#scheduleSend(priority === 0);
   }
 
   /** Stops the workers; waiting promises resolve. */
@@ -193,14 +346,14 @@ export class FileLoader {
     if (this.#workerUrl) URL.revokeObjectURL(this.#workerUrl);
     for (const id of [...this.#jobs.keys()]) this.#finish(id, null);
     this.#unsent = [[], [], []];
-    this.#unsentByPath.clear();
+    this.#unsentByKey.clear();
   }
 
   #add(job: Job): void {
     const id = this.#nextId++;
     this.#jobs.set(id, job);
     this.#unsent[job.priority].push(id);
-    this.#unsentByPath.set(job.path, id);
+    this.#unsentByKey.set(job.key, id);
     this.#scheduleSend(job.priority === 0);
   }
 
@@ -224,8 +377,8 @@ export class FileLoader {
     });
     for (const id of out) {
       const job = this.#jobs.get(id);
-      if (job && this.#unsentByPath.get(job.path) === id) {
-        this.#unsentByPath.delete(job.path);
+      if (job && this.#unsentByKey.get(job.key) === id) {
+        this.#unsentByKey.delete(job.key);
       }
     }
     return out;
@@ -261,7 +414,7 @@ export class FileLoader {
     const source = WORKER_SOURCE.replace(
       "CONCURRENCY",
       String(WORKER_CONCURRENCY),
-    );
+    ).replaceAll("BLOCK", String(PACK_BLOCK));
     const url = URL.createObjectURL(
       new Blob([source], { type: "text/javascript" }),
     );
@@ -284,7 +437,7 @@ export class FileLoader {
         if (this.#unsentCount > 0) this.#send();
       };
       w.onerror = (e: Event) => {
-        // What this worker owed is given up (those files are simply read
+        // What this worker owed is given up (those ranges are simply read
         // cold later); the others go on.
         e.preventDefault?.();
         w.terminate();
@@ -313,15 +466,24 @@ export class FileLoader {
         );
         if (ids.length === 0) continue; // only stale entries were left
         const paths: string[] = [];
+        const offsets = new Float64Array(ids.length);
+        const lengths = new Float64Array(ids.length);
         const sizes = new Int32Array(ids.length);
         ids.forEach((id, i) => {
           const job = this.#jobs.get(id);
-          paths.push(job?.path ?? "");
+          paths.push(job?.range.path ?? "");
+          offsets[i] = job?.range.offset ?? 0;
+          lengths[i] = job?.range.length ?? -1;
           sizes[i] = job?.size ?? -1;
         });
         best.busy += ids.length;
         this.messages++;
-        best.w.postMessage({ ids, paths, sizes }, [ids.buffer, sizes.buffer]);
+        best.w.postMessage({ ids, paths, offsets, lengths, sizes }, [
+          ids.buffer,
+          offsets.buffer,
+          lengths.buffer,
+          sizes.buffer,
+        ]);
       }
       return;
     }
@@ -335,7 +497,7 @@ export class FileLoader {
         continue;
       }
       this.#running++;
-      fsp.readFile(job.path).then(() => {}, () => {}).then(() => {
+      readRange(job.range).then(() => {}, () => {}).then(() => {
         this.#running--;
         this.#finish(id, null);
         this.#send();
@@ -349,12 +511,42 @@ export class FileLoader {
     this.#jobs.delete(id);
     this.reads++;
     if (job.size < 0) {
-      this.#warming.delete(job.path);
-      this.#warm.add(job.path);
+      this.#warming.delete(job.key);
+      this.#warm.delete(job.key);
+      this.#warm.set(job.key, performance.now());
+      if (job.range.length > 0) this.warmedBytes += job.range.length;
       if (this.#warm.size > REMEMBER) {
-        this.#warm.delete(this.#warm.values().next().value!);
+        this.#warm.delete(this.#warm.keys().next().value!);
       }
-    }
+    } else if (data) this.loaded++;
     job.done(data ? new Uint8Array(data) : undefined);
+  }
+}
+
+function blockKey(path: string, block: number): string {
+  return `${path}\0b${block}`;
+}
+
+/** Reads a range on this thread's runtime (the no-worker fallback). */
+async function readRange(r: StoredRange): Promise<void> {
+  if (r.length < 0) {
+    await fsp.readFile(r.path);
+    return;
+  }
+  const fh = await fsp.open(r.path, "r");
+  try {
+    const buf = new Uint8Array(Math.min(r.length, PACK_BLOCK));
+    for (let n = 0; n < r.length;) {
+      const { bytesRead } = await fh.read(
+        buf,
+        0,
+        Math.min(buf.length, r.length - n),
+        r.offset + n,
+      );
+      if (bytesRead === 0) break;
+      n += bytesRead;
+    }
+  } finally {
+    await fh.close();
   }
 }
