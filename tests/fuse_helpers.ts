@@ -84,7 +84,7 @@ export async function forceUnmount(mnt: string): Promise<void> {
  */
 export async function withMount(
   services: CastoreServices,
-  options: CastoreFsOptions & { threads?: number },
+  options: CastoreFsOptions & { threads?: number; direct?: boolean },
   fn: (
     mnt: string,
     served: { fs: CastoreFs; session: FuseSession },
@@ -96,6 +96,7 @@ export async function withMount(
   const fs = new CastoreFs(services, options);
   const session = new FuseSession(c, fd, fs, {
     threads: options.threads ?? 3,
+    direct: options.direct,
   });
   const running = session.run();
   try {

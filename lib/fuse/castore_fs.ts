@@ -120,8 +120,21 @@ type Node =
     seenIn?: { listing: Listing; index: number };
     /** Whether its contents were pushed (see {@linkcode PushState}). */
     push?: PushState;
+    /** Where a big file's chunks are stored (see {@linkcode ChunkMap}). */
+    chunkMap?: Promise<ChunkMap | undefined>;
   }
   | { kind: "symlink"; ino: bigint; target: Uint8Array };
+
+/**
+ * Where a big file's chunks are stored, for warming the page cache ahead of
+ * a reader: chunk `i` starts at byte `starts[i]` of the file and is stored
+ * at `ranges[i]`; chunks before `warmedTo` have been asked for.
+ */
+interface ChunkMap {
+  starts: number[];
+  ranges: (StoredRange | undefined)[];
+  warmedTo: number;
+}
 
 /** A directory's children, merged and sorted by name bytes. */
 interface Listing {
@@ -186,6 +199,12 @@ const DIR_PACK_AHEAD_BLOCKS = 4;
  * tree reads it front to back.
  */
 const BLOB_PACK_AHEAD_BLOCKS = 8;
+/**
+ * File bytes ahead of a READ of a big file whose stored chunks are warmed
+ * (read into the page cache by the loader threads, in big sequential
+ * reads), so the blob service finds them there.
+ */
+const BIG_FILE_AHEAD = 64 << 20;
 /** Loaded contents not pushed within this time are dropped (ms). */
 const PRELOAD_TTL_MS = 5000;
 /** A READ this recent means a walk reads contents (ms). */
@@ -206,6 +225,17 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
   return a.length - b.length;
+}
+
+/** Index of the chunk holding byte `offset` (binary search over chunk starts). */
+function chunkIndex(starts: number[], offset: number): number {
+  let lo = 0, hi = starts.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid] <= offset) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -321,6 +351,11 @@ export class CastoreFs implements FuseFilesystem {
     this.#ready.clear();
     this.#readyBytes = 0;
     this.#preloadQueue = [];
+  }
+
+  busy(): boolean {
+    return (this.#loader?.pending ?? 0) > 0 || this.#ready.size > 0 ||
+      this.#dirPrefetching > 0;
   }
 
   attachNotifier(notifier: FuseNotifier): void {
@@ -886,6 +921,9 @@ export class CastoreFs implements FuseFilesystem {
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
     n.push = "done";
     if (offset === 0) this.#prefetchFiles(n);
+    if (n.size > PUSH_MAX && this.#locateChunk && this.#loader) {
+      this.#warmBigFile(n, offset);
+    }
     try {
       return await this.#reader.readParts(n.digest, n.size, offset, size);
     } catch (e) {
@@ -896,6 +934,62 @@ export class CastoreFs implements FuseFilesystem {
       });
       throw new FuseError(Errno.EIO);
     }
+  }
+
+  /**
+   * Warms the stored chunks of a big file from `offset` to
+   * {@linkcode BIG_FILE_AHEAD} beyond, in storage order: consecutive chunks
+   * of a pack become one span (read as 1 MiB blocks), so a cold sequential
+   * read costs the disk big sequential reads, done on the loader threads
+   * ahead of the blob service's own reads.
+   */
+  #warmBigFile(n: Node & { kind: "file" }, offset: number): void {
+    n.chunkMap ??= (async () => {
+      const chunks = await this.#services.blobs.chunks(n.digest);
+      if (!chunks || chunks.length < 2) return undefined;
+      const starts: number[] = [];
+      const ranges: (StoredRange | undefined)[] = [];
+      let at = 0;
+      for (const c of chunks) {
+        starts.push(at);
+        ranges.push(this.#locateChunk!(c.digest));
+        at += c.size;
+      }
+      return { starts, ranges, warmedTo: 0 };
+    })().catch(() => undefined);
+    n.chunkMap.then((m) => {
+      if (!m) return;
+      const end = offset + BIG_FILE_AHEAD;
+      let i = Math.max(m.warmedTo, chunkIndex(m.starts, offset));
+      while (i < m.starts.length && m.starts[i] < end) {
+        // One span per run of chunks stored back to back.
+        const first = m.ranges[i];
+        let last = first;
+        let j = i + 1;
+        while (j < m.starts.length && m.starts[j] < end) {
+          const r = m.ranges[j];
+          if (
+            !r || !last || r.path !== last.path || r.length < 0 ||
+            r.offset !== last.offset + last.length
+          ) break;
+          last = r;
+          j++;
+        }
+        if (first && last) {
+          if (first.length < 0) this.#loader!.warm(first, 1);
+          else {
+            this.#loader!.warmSpan(
+              first.path,
+              first.offset,
+              last.offset + last.length,
+              1,
+            );
+          }
+        }
+        i = j;
+      }
+      m.warmedTo = Math.max(m.warmedTo, i);
+    });
   }
 
   release(_ino: bigint, _fh: bigint): void {}

@@ -99,7 +99,10 @@ Deno.test("FileLoader: reads ranges of one file (a pack): records decompressed, 
     // A range cut short, one past the end of the file, a wrong size.
     const r5 = records[5].range;
     assert.equal(
-      await loader.readZstd({ ...r5, length: r5.length - 100 }, 20000 + 5 * 700),
+      await loader.readZstd(
+        { ...r5, length: r5.length - 100 },
+        20000 + 5 * 700,
+      ),
       undefined,
     );
     assert.equal(

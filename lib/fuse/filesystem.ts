@@ -100,4 +100,10 @@ export interface FuseFilesystem {
   destroy?(): void;
   /** Called once after INIT where the session can send notifications. */
   attachNotifier?(notifier: FuseNotifier): void;
+  /**
+   * Whether work of its own is under way (reads ahead, pushes): then the
+   * session does not wait for requests on the main thread, where it would
+   * hold that work up (see `direct` in ./session.ts).
+   */
+  busy?(): boolean;
 }

@@ -41,6 +41,8 @@ export const POLLOUT = 0x4;
 export const POLLHUP = 0x10;
 /** Invalid fd. */
 export const POLLNVAL = 0x20;
+/** Negated by {@linkcode LibC.readNow} when a non-blocking fd has nothing. */
+export const EAGAIN = 11;
 
 /** Linux errno names for the values the FUSE code meets. */
 const ERRNO_NAMES: Record<number, string> = {
@@ -156,6 +158,20 @@ export interface LibC {
    * {@linkcode OsError} on failure.
    */
   syncfs(fd: number): Promise<void>;
+  /**
+   * read(2) on this thread: bytes read, or a negative errno (never throws:
+   * the hot path). For a non-blocking fd ({@linkcode LibC.setNonBlocking}),
+   * where it returns `-EAGAIN` instead of waiting. Optional (Deno has it).
+   */
+  readNow?(fd: number, buffer: Uint8Array): number;
+  /**
+   * poll(2) on one fd off this thread (Deno: the FFI blocking pool), so it
+   * can wait without blocking the event loop: the returned events.
+   * Optional (Deno has it).
+   */
+  pollAsync?(fd: number, events: number, timeoutMs: number): Promise<number>;
+  /** Sets O_NONBLOCK on `fd` (fcntl(2)); false if that failed. Optional. */
+  setNonBlocking?(fd: number): boolean;
 }
 
 let cached: Promise<LibC> | undefined;

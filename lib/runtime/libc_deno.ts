@@ -44,7 +44,26 @@ const SYMBOLS = {
   // nonblocking one failed (its errno stayed on the pool thread).
   syncfs_errno: { name: "syncfs", parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  // read and poll on the calling thread / off it (see LibC.readNow, pollAsync).
+  read_now: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "isize",
+  },
+  poll_async: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // fcntl(fd, cmd, int arg): the variadic int passes like a fixed one on
+  // the x86-64 and aarch64 Linux ABIs.
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
 } as const;
+
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
 
 /** Opens libc with Deno's FFI (needs `--allow-ffi`). */
 export function openDenoLibC(): LibC {
@@ -106,6 +125,29 @@ export function openDenoLibC(): LibC {
       // Rare (EBADF, EIO, ENOSPC): a second call, on this thread, tells why
       // (or succeeds, and then everything is written after all).
       if (s.syncfs_errno(fd) < 0) throw new OsError("syncfs", errno());
+    },
+    readNow(fd, buffer) {
+      const n = Number(
+        s.read_now(
+          fd,
+          buffer as Uint8Array<ArrayBuffer>,
+          BigInt(buffer.byteLength),
+        ),
+      );
+      return n < 0 ? -errno() : n;
+    },
+    async pollAsync(fd, events, timeoutMs) {
+      // Its own buffer: the call runs on another thread.
+      const b = new Uint8Array(8);
+      const v = new DataView(b.buffer);
+      v.setInt32(0, fd, true);
+      v.setInt16(4, events, true);
+      const r = await s.poll_async(b, 1n, timeoutMs);
+      return r < 0 ? POLLERR : v.getUint16(6, true);
+    },
+    setNonBlocking(fd) {
+      const flags = s.fcntl(fd, F_GETFL, 0);
+      return flags >= 0 && s.fcntl(fd, F_SETFL, flags | O_NONBLOCK) >= 0;
     },
     reader(fd, bufferSize): DeviceReader {
       const buf = new Uint8Array(bufferSize);
