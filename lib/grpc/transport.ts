@@ -190,10 +190,14 @@ export function openGrpcChannel(
     request: (path, headers) => manager.request("POST", path, headers, {}),
     notifyResponseByteRead: (stream) => manager.notifyResponseByteRead(stream),
   };
-  const bulk = process.env.SNIX_GRPC_BULK_READ === "0"
+  // The bulk connection is cleartext HTTP/2 only (TCP or unix socket).
+  const bulk = process.env.SNIX_GRPC_BULK_READ === "0" ||
+      !addr.baseUrl.startsWith("http:")
     ? undefined
-    : new BulkReader(addr, (digest, signal) =>
-      readBlobBytes(raw, digest, signal));
+    : new BulkReader(
+      addr,
+      (digest, signal) => readBlobBytes(raw, digest, signal),
+    );
   return {
     transport,
     peer: socketPath ? `grpc+unix://${socketPath}` : `grpc+${addr.baseUrl}`,
