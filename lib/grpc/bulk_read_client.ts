@@ -28,6 +28,7 @@ import type { GrpcAddress } from "./transport.ts";
 import { concatBytes } from "../nix/bytes.ts";
 import {
   ACK,
+  appendHeaderBlock,
   BULK_SETTING,
   BULK_VERSION,
   CANCEL,
@@ -545,7 +546,7 @@ class BulkConnection {
         if (!this.#headerBlockOf || this.#headerBlockOf.id !== id) {
           throw new H2Error(PROTOCOL_ERROR, "unexpected CONTINUATION");
         }
-        this.#headerBlockOf.parts.push(payload);
+        appendHeaderBlock(this.#headerBlockOf.parts, payload);
         if (flags & END_HEADERS) this.#headersDone();
         return;
       case RST_STREAM: {

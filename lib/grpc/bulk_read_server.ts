@@ -36,6 +36,7 @@ import { regroup } from "./rechunk.ts";
 import { concatBytes } from "../nix/bytes.ts";
 import {
   ACK,
+  appendHeaderBlock,
   BULK_SETTING,
   BULK_VERSION,
   CONTINUATION,
@@ -296,7 +297,7 @@ export function serveBulkConnection(
           if (!headerBlockOf || headerBlockOf.stream !== id) {
             throw new H2Error(PROTOCOL_ERROR, "unexpected CONTINUATION");
           }
-          headerBlockOf.parts.push(payload);
+          appendHeaderBlock(headerBlockOf.parts, payload);
           if (flags & END_HEADERS) headersDone();
           return;
         case RST_STREAM: {

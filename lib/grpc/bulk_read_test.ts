@@ -173,6 +173,12 @@ Deno.test("h2 subset: HPACK round trip and refusals, frames cut anywhere, bulk s
       ),
     /101 bytes/,
   );
+  const block = [new Uint8Array(60_000)];
+  h2.appendHeaderBlock(block, new Uint8Array(5000));
+  assert.throws(
+    () => h2.appendHeaderBlock(block, new Uint8Array(1000)),
+    /header block over 65536 bytes/,
+  );
 
   // Sniffing: only a preface plus SETTINGS carrying the bulk setting.
   const bulkHead = concatBytes([

@@ -83,6 +83,22 @@ export const DEFAULT_MAX_FRAME = 16_384;
 /** The largest window a WINDOW_UPDATE may produce. */
 export const MAX_WINDOW = 2 ** 31 - 1;
 
+/** Largest header block (HEADERS plus CONTINUATIONs) either side accepts. */
+export const MAX_HEADER_BLOCK = 64 << 10;
+
+/** Adds a CONTINUATION payload to a header block, within {@linkcode MAX_HEADER_BLOCK}. */
+export function appendHeaderBlock(parts: Uint8Array[], more: Uint8Array): void {
+  let n = more.length;
+  for (const p of parts) n += p.length;
+  if (n > MAX_HEADER_BLOCK) {
+    throw new H2Error(
+      PROTOCOL_ERROR,
+      `header block over ${MAX_HEADER_BLOCK} bytes`,
+    );
+  }
+  parts.push(more);
+}
+
 /** A connection error: the connection ends with GOAWAY and this code. */
 export class H2Error extends Error {
   /** The HTTP/2 error code. */
