@@ -94,6 +94,20 @@ export class Chunker {
    */
   push(data: Uint8Array): Uint8Array[] {
     const out: Uint8Array[] = [];
+    this.#feed(data, (c) => out.push(c.slice()));
+    return out;
+  }
+
+  /**
+   * Like {@linkcode push}, but hands each completed chunk to `fn` as a view
+   * of the internal buffer, valid only during the call (no copy, no
+   * garbage: for callers that hash and compress a chunk right away).
+   */
+  pushEach(data: Uint8Array, fn: (chunk: Uint8Array) => void): void {
+    this.#feed(data, fn);
+  }
+
+  #feed(data: Uint8Array, fn: (chunk: Uint8Array) => void): void {
     let p = 0;
     while (p < data.length) {
       const n = Math.min(this.maxSize - this.#len, data.length - p);
@@ -101,9 +115,8 @@ export class Chunker {
       this.#buf.set(data.subarray(p, p + n), this.#len);
       this.#len += n;
       p += n;
-      this.#scan(out);
+      this.#scan(fn);
     }
-    return out;
   }
 
   /** Ends the input; returns the last chunk, if any bytes are left. */
@@ -127,12 +140,12 @@ export class Chunker {
     this.#buf = b;
   }
 
-  #scan(out: Uint8Array[]): void {
+  #scan(fn: (chunk: Uint8Array) => void): void {
     for (;;) {
       const cut = this.#findCut();
       if (cut < 0) return;
-      // Hand out an exactly sized copy and keep the (reused) buffer.
-      out.push(this.#buf.slice(0, cut));
+      // Hand out the chunk, then keep the (reused) buffer for the rest.
+      fn(this.#buf.subarray(0, cut));
       this.#buf.copyWithin(0, cut, this.#len);
       this.#len -= cut;
       this.#scanned = 0;

@@ -186,7 +186,7 @@ export class LocalDirectoryService
   async #pack(dirs: EncodedDirectory[], pack: PackWriter): Promise<void> {
     for (const { digest, bytes } of dirs) {
       if (
-        pack.holds(digest) || this.#packs.has(digest) ||
+        pack.holds(digest) || this.#packs.has(digest, false) ||
         existsNow(this.directoryPath(digest))
       ) continue;
       pack.add(PackKind.directory, digest, bytes);

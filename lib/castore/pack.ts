@@ -278,17 +278,21 @@ export class PackSet {
     return this.#dir;
   }
 
-  /** Finds a record; re-lists the directory on a miss if it may have changed. */
-  lookup(digest: Uint8Array): PackRecord | undefined {
+  /**
+   * Finds a record; on a miss re-lists the directory if it may have changed
+   * (unless `recheck` is false: for dedup checks, where missing a pack just
+   * published by another process only costs a duplicate record).
+   */
+  lookup(digest: Uint8Array, recheck = true): PackRecord | undefined {
     if (!this.#loaded) this.#refresh(true);
     const r = this.#find(digest);
-    if (r || !this.#refresh(false)) return r;
+    if (r || !recheck || !this.#refresh(false)) return r;
     return this.#find(digest);
   }
 
-  /** Whether some pack holds `digest`. */
-  has(digest: Uint8Array): boolean {
-    return this.lookup(digest) !== undefined;
+  /** Whether some pack holds `digest` (`recheck` as for {@linkcode lookup}). */
+  has(digest: Uint8Array, recheck = true): boolean {
+    return this.lookup(digest, recheck) !== undefined;
   }
 
   #find(digest: Uint8Array): PackRecord | undefined {
@@ -311,9 +315,11 @@ export class PackSet {
     this.#loaded = true;
     let mtimeMs: number;
     try {
+      // (existsSync first: a failing statSync costs an exception)
+      if (!fs.existsSync(this.#dir)) return false; // no packs yet
       mtimeMs = fs.statSync(this.#dir).mtimeMs;
     } catch {
-      return false; // no packs directory yet
+      return false;
     }
     if (
       !force && mtimeMs === this.#dirMtimeMs &&
@@ -392,6 +398,7 @@ export class PackWriter {
   #entries: Uint8Array[] = [];
   #own = new Set<string>();
   #state: "open" | "done" = "open";
+  #onClose: (() => void)[] = [];
 
   constructor(set: PackSet, tmpDir: string) {
     this.#set = set;
@@ -399,6 +406,18 @@ export class PackWriter {
       tmpDir,
       `pack-${process.pid}-${randomHex()}.tmp`,
     );
+  }
+
+  /** Calls `fn` once, when the pack is published or dropped. */
+  onClose(fn: () => void): void {
+    if (this.#state === "open") this.#onClose.push(fn);
+    else fn();
+  }
+
+  #closed(): void {
+    const fns = this.#onClose;
+    this.#onClose = [];
+    for (const fn of fns) fn();
   }
 
   /** Records written so far. */
@@ -477,6 +496,7 @@ export class PackWriter {
   finish(): Promise<void> {
     if (this.#state !== "open") return Promise.resolve();
     this.#state = "done";
+    this.#closed();
     if (this.#fd === undefined) return Promise.resolve();
     const fd = this.#fd;
     try {
@@ -528,6 +548,7 @@ export class PackWriter {
   abort(): Promise<void> {
     if (this.#state === "open") {
       this.#state = "done";
+      this.#closed();
       if (this.#fd !== undefined) {
         try {
           fs.closeSync(this.#fd);
