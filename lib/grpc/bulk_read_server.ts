@@ -79,6 +79,8 @@ import {
 
 /** Longest first SETTINGS frame looked at when sniffing. */
 const MAX_SNIFF_SETTINGS = 64 * 6;
+/** Longest grpc-message sent (characters, before percent-encoding). */
+const MAX_STATUS_MESSAGE = 4096;
 /** Concurrent streams a bulk connection takes. */
 const MAX_STREAMS = 256;
 
@@ -448,13 +450,24 @@ export function serveBulkConnection(
     }
   };
 
-  const sendHeaders = (st: Stream, headers: [string, string][], end: boolean) =>
-    send(frame(
-      HEADERS,
-      END_HEADERS | (end ? END_STREAM : 0),
-      st.id,
-      encodeHeaders(headers),
-    ));
+  /** A header block in HEADERS (+ CONTINUATION) frames of the peer's size. */
+  const sendHeaders = (
+    st: Stream,
+    headers: [string, string][],
+    end: boolean,
+  ) => {
+    const block = encodeHeaders(headers);
+    const max = peerMaxFrame;
+    for (let o = 0; o === 0 || o < block.length; o += max) {
+      const last = o + max >= block.length;
+      send(frame(
+        o === 0 ? HEADERS : CONTINUATION,
+        (last ? END_HEADERS : 0) | (o === 0 && end ? END_STREAM : 0),
+        st.id,
+        block.subarray(o, o + max),
+      ));
+    }
+  };
 
   const serveStream = async (st: Stream) => {
     const signal = st.abort.signal;
@@ -572,7 +585,16 @@ export function serveBulkConnection(
     error: ConnectError | undefined,
   ) => {
     const t = new Headers();
-    setTrailerStatus(t, error);
+    // A long message is cut (the peer limits header blocks to 64 KiB).
+    setTrailerStatus(
+      t,
+      error && error.rawMessage.length > MAX_STATUS_MESSAGE
+        ? new ConnectError(
+          error.rawMessage.slice(0, MAX_STATUS_MESSAGE) + "...",
+          error.code,
+        )
+        : error,
+    );
     const list: [string, string][] = headersSent
       ? []
       : [[":status", "200"], ["content-type", type]];

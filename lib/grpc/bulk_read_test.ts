@@ -322,21 +322,27 @@ class RawBulkClient {
     body: Uint8Array,
     extra: [string, string][] = [],
   ) {
-    this.send(concatBytes([
-      h2.frame(
-        h2.HEADERS,
-        h2.END_HEADERS,
+    const block = h2.encodeHeaders([
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", path],
+      [":authority", "x"],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+      ...extra,
+    ]);
+    // In frames of at most 16 KiB (HEADERS, then CONTINUATION).
+    const frames: Uint8Array[] = [];
+    for (let o = 0; o < block.length; o += 16_384) {
+      frames.push(h2.frame(
+        o === 0 ? h2.HEADERS : h2.CONTINUATION,
+        o + 16_384 >= block.length ? h2.END_HEADERS : 0,
         id,
-        h2.encodeHeaders([
-          [":method", "POST"],
-          [":scheme", "http"],
-          [":path", path],
-          [":authority", "x"],
-          ["content-type", "application/grpc"],
-          ["te", "trailers"],
-          ...extra,
-        ]),
-      ),
+        block.subarray(o, o + 16_384),
+      ));
+    }
+    this.send(concatBytes([
+      ...frames,
       h2.frame(h2.DATA, h2.END_STREAM, id, body),
     ]));
   }
@@ -352,11 +358,21 @@ class RawBulkClient {
       });
     }
   }
+  /** The trailers of stream `id` (joined from HEADERS and CONTINUATIONs). */
   trailers(id: number): Map<string, string> | undefined {
-    const f = this.frames.find((f) =>
+    const i = this.frames.findIndex((f) =>
       f.type === h2.HEADERS && f.id === id && f.flags & h2.END_STREAM
     );
-    return f && new Map(h2.decodeHeaders(f.p));
+    if (i < 0) return undefined;
+    const parts = [this.frames[i].p];
+    for (let j = i; !(this.frames[j].flags & h2.END_HEADERS);) {
+      j = this.frames.findIndex((f, k) =>
+        k > j && f.type === h2.CONTINUATION && f.id === id
+      );
+      if (j < 0) return undefined; // not all here yet
+      parts.push(this.frames[j].p);
+    }
+    return new Map(h2.decodeHeaders(concatBytes(parts)));
   }
   close() {
     this.#socket.destroy();
@@ -443,15 +459,26 @@ Deno.test("bulk Read server: windows and frame size respected, deadlines, other 
         readBody(blake3Sync(new Uint8Array(1))),
         [["grpc-timeout", "100m"]],
       );
+      // A path of 20 kB: the request comes in CONTINUATIONs, the answer's
+      // message is cut to 4096 characters and still comes out in several
+      // frames (each character percent-encodes to 12).
+      c.request(11, "/" + "\u00e9".repeat(10_000), readBody(digest));
       await c.until(
-        "four answers",
-        () => [3, 5, 7, 9].every((id) => c.trailers(id) !== undefined),
+        "five answers",
+        () => [3, 5, 7, 9, 11].every((id) => c.trailers(id) !== undefined),
       );
+      assert.ok(
+        c.frames.some((f) => f.type === h2.CONTINUATION && f.id === 11),
+      );
+      const long = decodeURIComponent(c.trailers(11)!.get("grpc-message")!);
+      assert.equal(long.length, 4096 + 3);
+      assert.match(long, /^\/\u00c3\u00a9\u00c3\u00a9.*\.\.\.$/);
       const status = (id: number) => Number(c.trailers(id)!.get("grpc-status"));
       assert.equal(status(3), Code.Unimplemented);
       assert.equal(status(5), Code.InvalidArgument);
       assert.equal(status(7), Code.NotFound);
       assert.equal(status(9), Code.DeadlineExceeded);
+      assert.equal(status(11), Code.Unimplemented);
       assert.match(
         decodeURIComponent(c.trailers(7)!.get("grpc-message")!),
         /^blob blake3-.* not found$/,
