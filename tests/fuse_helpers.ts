@@ -17,6 +17,7 @@ import {
   canMountFuse,
   isMounted,
   mountFuse,
+  raiseReadahead,
   unmountFuse,
 } from "../lib/fuse/mount.ts";
 
@@ -101,6 +102,7 @@ export async function withMount(
   const running = session.run();
   try {
     await session.ready;
+    raiseReadahead(mountpoint); // as `snix store mount` does
     await fn(mountpoint, { fs, session });
   } finally {
     try {
