@@ -560,9 +560,13 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     // first, which costs big blobs one failed open and saves small ones the
     // failed open of a chunk list. A chunk file named by the blob digest
     // holds exactly the blob's bytes (checked when pulled).
-    const packed = this.packedChunk(digest);
+    // (A packed chunk list means more than one chunk: no loose try then.)
+    const rec = this.#packs.lookup(digest);
+    const packed = rec?.kind === PackKind.chunk ? rec : undefined;
     const compressed = packed
-      ? packed.pack.readSync(packed)
+      ? packed.pack.readSync(packed, readPool.pop())
+      : rec?.kind === PackKind.list
+      ? undefined
       : readChunkFile(this.chunkPath(digest));
     if (compressed) {
       const blob = digest;
@@ -576,7 +580,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
             blob,
             undefined,
             compressed,
-            false,
+            packed !== undefined, // a pooled buffer goes back to the pool
           );
           if (!loaded) {
             throw dataLoss(
