@@ -205,6 +205,21 @@ export function existsNow(path: string): boolean {
   return fsSync.existsSync(path);
 }
 
+/**
+ * Whether a sharded object directory (`dir/<00..ff>/...`) holds no object
+ * (a missing directory holds none). 256 small readdirs.
+ */
+export function shardsEmpty(dir: string): boolean {
+  for (const s of HEX_SHARDS) {
+    try {
+      if (fsSync.readdirSync(join(dir, s)).length > 0) return false;
+    } catch (e) {
+      if (errCode(e) !== "ENOENT") return false;
+    }
+  }
+  return true;
+}
+
 /** Writes all of `parts` to the open file `fd`, in order. */
 function writeParts(fd: number, parts: Uint8Array[]): void {
   for (const p of parts) {

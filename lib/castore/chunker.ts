@@ -101,15 +101,6 @@ export class Chunker {
     return out;
   }
 
-  /**
-   * Like {@linkcode push}, but hands each completed chunk to `fn` as a view
-   * of the internal buffer, valid only during the call (no copy, no
-   * garbage: for callers that hash and compress a chunk right away).
-   */
-  pushEach(data: Uint8Array, fn: (chunk: Uint8Array) => void): void {
-    this.#feed(data, fn);
-  }
-
   #feed(data: Uint8Array, fn: (chunk: Uint8Array) => void): void {
     let p = 0;
     while (p < data.length) {

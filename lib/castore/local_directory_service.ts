@@ -34,6 +34,7 @@ import {
   listShardedDigests,
   prepareDataDir,
   readFileNow,
+  shardsEmpty,
 } from "./atomic_file.ts";
 import {
   DataDirSync,
@@ -54,6 +55,8 @@ export class LocalDirectoryService
   readonly #packs: PackSet;
   /** Whether ingestion sessions write packs (else loose files). */
   #packing = true;
+  /** Whether loose directories existed when an ingestion first looked. */
+  #looseMayExist: boolean | undefined;
   #cache = new Map<string, Uint8Array>();
 
   private constructor(dataDir: string, sync: DataDirSync) {
@@ -185,10 +188,12 @@ export class LocalDirectoryService
   // deno-lint-ignore require-await -- async so failures reject
   async #pack(dirs: EncodedDirectory[], pack: PackWriter): Promise<void> {
     for (const { digest, bytes } of dirs) {
-      if (
-        pack.holds(digest) || this.#packs.has(digest, false) ||
-        existsNow(this.directoryPath(digest))
-      ) continue;
+      if (pack.holds(digest) || this.#packs.has(digest, false)) continue;
+      // Loose files only if there were any (see LocalBlobService#stored).
+      this.#looseMayExist ??= !shardsEmpty(this.#dir);
+      if (this.#looseMayExist && existsNow(this.directoryPath(digest))) {
+        continue;
+      }
       pack.add(PackKind.directory, digest, bytes);
     }
   }

@@ -398,7 +398,6 @@ export class PackWriter {
   #entries: Uint8Array[] = [];
   #own = new Set<string>();
   #state: "open" | "done" = "open";
-  #onClose: (() => void)[] = [];
 
   constructor(set: PackSet, tmpDir: string) {
     this.#set = set;
@@ -406,18 +405,6 @@ export class PackWriter {
       tmpDir,
       `pack-${process.pid}-${randomHex()}.tmp`,
     );
-  }
-
-  /** Calls `fn` once, when the pack is published or dropped. */
-  onClose(fn: () => void): void {
-    if (this.#state === "open") this.#onClose.push(fn);
-    else fn();
-  }
-
-  #closed(): void {
-    const fns = this.#onClose;
-    this.#onClose = [];
-    for (const fn of fns) fn();
   }
 
   /** Records written so far. */
@@ -496,7 +483,6 @@ export class PackWriter {
   finish(): Promise<void> {
     if (this.#state !== "open") return Promise.resolve();
     this.#state = "done";
-    this.#closed();
     if (this.#fd === undefined) return Promise.resolve();
     const fd = this.#fd;
     try {
@@ -548,7 +534,6 @@ export class PackWriter {
   abort(): Promise<void> {
     if (this.#state === "open") {
       this.#state = "done";
-      this.#closed();
       if (this.#fd !== undefined) {
         try {
           fs.closeSync(this.#fd);

@@ -10,7 +10,6 @@ import { LocalDirectoryService } from "./local_directory_service.ts";
 import { ingestTree } from "./ingest_tree.ts";
 import { renderNar } from "./render_nar.ts";
 import { execFileSync } from "node:child_process";
-import process from "node:process";
 
 async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await fsp.mkdtemp(join(tmpdir(), "snix-pack-"));
@@ -163,45 +162,5 @@ Deno.test("pack: an imported tree lands in two packs, renders byte-identical to 
       bytesOf(renderNar(entry, blobs3, dirs2)),
       (e: Error) => /corrupt/.test(e.message) && /b3:|blake3-/.test(e.message),
     );
-  });
-});
-
-Deno.test("pack: ingestion with and without the chunk threads stores the same bytes, in several writes per file", async () => {
-  await withTmp(async (dir) => {
-    const src = join(dir, "src");
-    fs.mkdirSync(src);
-    // Files around the pool's threshold (64 KiB), a big one, an empty one.
-    for (const n of [0, 1000, 65_536, 65_537, 200_000, 3_000_000]) {
-      const b = new Uint8Array(n);
-      for (let i = 0; i < n; i++) b[i] = (i * 131 + (i >> 11) * 7) & 255;
-      fs.writeFileSync(join(src, `f${n}`), b);
-    }
-    const want = new Uint8Array(
-      execFileSync("nix-store", ["--dump", src], { maxBuffer: 1 << 24 }),
-    );
-    const digests: string[] = [];
-    for (const threads of ["0", "2"]) {
-      const before = process.env.SNIX_INGEST_THREADS;
-      process.env.SNIX_INGEST_THREADS = threads;
-      try {
-        const data = join(dir, `data${threads}`);
-        const blobs = await LocalBlobService.open(data, {
-          avgChunkSize: 16 << 10,
-        });
-        const dirs = await LocalDirectoryService.open(data);
-        const entry = await ingestTree(src, blobs, dirs);
-        assert.deepEqual(
-          await bytesOf(renderNar(entry, blobs, dirs)),
-          want,
-          `threads=${threads}`,
-        );
-        const v = entry.entry.value as { digest?: Uint8Array };
-        digests.push(JSON.stringify(v.digest));
-      } finally {
-        if (before === undefined) delete process.env.SNIX_INGEST_THREADS;
-        else process.env.SNIX_INGEST_THREADS = before;
-      }
-    }
-    assert.equal(digests[0], digests[1]);
   });
 });
