@@ -168,3 +168,44 @@ Deno.test("store nar: truncated, garbage and mismatching NARs leave no PathInfo"
   );
   assert.equal(Number(good.narinfo!.narSize), dump.length);
 });
+
+Deno.test("store nar: a big NAR (hashed on a second thread) round-trips, and a flipped byte in it is a hash mismatch", async () => {
+  const dir = await fsp.mkdtemp(join(tmpdir(), "snix-bignar-"));
+  try {
+    const src = join(dir, "src");
+    await fsp.mkdir(src);
+    const big = new Uint8Array(20 << 20);
+    for (let i = 0; i < big.length; i += 65536) {
+      crypto.getRandomValues(big.subarray(i, i + 65536));
+    }
+    await fsp.writeFile(join(src, "big"), big);
+    await fsp.writeFile(join(src, "small"), "small\n");
+    const dump = execFileSync("nix-store", ["--dump", src], {
+      maxBuffer: 64 << 20,
+    });
+    const want = await hashNar(streamOf(dump));
+    const data = join(dir, "data");
+    const s = {
+      blobs: await LocalBlobService.open(data),
+      directories: await LocalDirectoryService.open(data),
+    };
+    const r = await ingestNar(
+      streamOf(dump, 13_000),
+      s.blobs,
+      s.directories,
+      want,
+    );
+    assert.deepEqual(r.narSha256, want.narSha256);
+    assert.ok(
+      (await bytesOf(renderNar(r.entry, s.blobs, s.directories))).equals(dump),
+    );
+    const flipped = Uint8Array.from(dump);
+    flipped[dump.length >> 1] ^= 1;
+    await assert.rejects(
+      ingestNar(streamOf(flipped, 13_000), s.blobs, s.directories, want),
+      /hash mismatch/,
+    );
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
