@@ -11,10 +11,7 @@ import {
   type DeviceReader,
   EAGAIN,
   type LibC,
-  POLLERR,
-  POLLHUP,
   POLLIN,
-  POLLNVAL,
 } from "../runtime/libc.ts";
 import {
   type OffThreadWriter,
@@ -179,7 +176,9 @@ export class FuseSession {
     const c = this.#libc;
     const fd = this.#fd;
     const buf = new Uint8Array(READ_BUFFER_SIZE);
-    const gone = POLLERR | POLLHUP | POLLNVAL;
+    // Only a read tells that the connection is gone (0 or ENODEV): poll(2)
+    // also fails on a signal (EINTR), and its POLLERR is only a hint.
+    let idleWakeups = 0;
     for (;;) {
       let got = 0;
       for (;;) {
@@ -194,18 +193,20 @@ export class FuseSession {
       }
       if (this.#stopped) return;
       if (got > 0) {
+        idleWakeups = 0;
         // Let what was just dispatched answer (mostly within microtasks).
         for (let i = 0; i < DIRECT_SETTLE_TURNS && this.#inflight > 0; i++) {
           await null;
         }
         if (this.#inflight === 0 && !this.#fs.busy?.()) {
-          const rev = c.poll(fd, POLLIN, DIRECT_WAIT_MS);
-          if (rev & POLLIN) continue;
-          if (rev & gone) return;
+          if (c.poll(fd, POLLIN, DIRECT_WAIT_MS) !== 0) continue;
         }
+      } else if (++idleWakeups > 100) {
+        // Woken again and again with nothing to read: do not spin.
+        await new Promise((r) => setTimeout(r, 10));
+        idleWakeups = 0;
       }
-      const rev = await c.pollAsync!(fd, POLLIN, -1);
-      if ((rev & gone) && !(rev & POLLIN)) return;
+      await c.pollAsync!(fd, POLLIN, -1);
     }
   }
 
