@@ -92,6 +92,8 @@ export class PackFile {
   /** The index entries, {@linkcode ENTRY_SIZE} bytes each. */
   readonly index: Uint8Array;
   readonly count: number;
+  /** Asynchronous reads in flight (its descriptor stays open meanwhile). */
+  #reading = 0;
 
   private constructor(readonly path: string, index: Uint8Array) {
     this.index = index;
@@ -176,11 +178,16 @@ export class PackFile {
     }
     openFds.set(this, fd);
     if (openFds.size > MAX_OPEN) {
-      const [oldest, ofd] = openFds.entries().next().value!;
-      openFds.delete(oldest);
-      try {
-        fs.closeSync(ofd);
-      } catch { /* nothing to do */ }
+      // The least recently used one without reads in flight (closing under
+      // an asynchronous read could make it read another file's bytes).
+      for (const [p, pfd] of openFds) {
+        if (p.#reading > 0 || p === this) continue;
+        openFds.delete(p);
+        try {
+          fs.closeSync(pfd);
+        } catch { /* nothing to do */ }
+        break;
+      }
     }
     return fd;
   }
@@ -213,7 +220,8 @@ export class PackFile {
     } catch (e) {
       return Promise.reject(e);
     }
-    return new Promise((resolve, reject) => {
+    this.#reading++;
+    return new Promise<Uint8Array>((resolve, reject) => {
       const step = (n: number) => {
         if (n >= r.length) return resolve(buf);
         fs.read(fd, buf, n, r.length - n, r.offset + n, (e, got) => {
@@ -228,7 +236,7 @@ export class PackFile {
         });
       };
       step(0);
-    });
+    }).finally(() => this.#reading--);
   }
 }
 

@@ -164,3 +164,27 @@ Deno.test("pack: an imported tree lands in two packs, renders byte-identical to 
     );
   });
 });
+
+Deno.test("pack: more packs than open descriptors, read at once asynchronously and synchronously, give the right bytes", async () => {
+  await withTmp(async (dir) => {
+    const s = setIn(dir);
+    const recs = Array.from({ length: 150 }, (_, i) => rec(i));
+    for (const r of recs) {
+      const w = s.writer();
+      w.add(PackKind.directory, r.digest, r.bytes);
+      await w.finish();
+    }
+    const fresh = setIn(dir);
+    for (let round = 0; round < 2; round++) {
+      const order = recs.map((_, i) => (i * 37 + round * 11) % recs.length);
+      const got = await Promise.all(order.map((i) => {
+        const loc = fresh.lookup(recs[i].digest)!;
+        // every third read synchronous, in between the asynchronous ones
+        return i % 3 === 0
+          ? Promise.resolve(loc.pack.readSync(loc))
+          : loc.pack.read(loc);
+      }));
+      got.forEach((b, j) => assert.deepEqual(b, recs[order[j]].bytes));
+    }
+  });
+});
