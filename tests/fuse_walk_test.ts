@@ -60,21 +60,27 @@ Deno.test({
     const info = await importPath(`${tmp}/src`, "walk", s);
     const name = new TextDecoder().decode(entryName(info.entry!));
     const want = await shOk(`tar c ${NORM} -C '${tmp}/src' . | sha256sum`);
-    await withMount(s, {}, async (mnt, { fs, session }) => {
-      const got = await shOk(`tar c ${NORM} -C '${mnt}/${name}' . | sha256sum`);
-      assert.equal(got, want);
-      const reads = session.opCounts.get(Op.READ) ?? 0;
-      assert.ok(
-        fs.pushedFiles > smallFiles / 2,
-        `only ${fs.pushedFiles} of ${smallFiles} small files were pushed`,
-      );
-      assert.ok(reads < smallFiles / 2, `${reads} READs`);
-      // The pushed pages are what a second reader gets, too.
-      assert.equal(
-        await shOk(`cd '${mnt}/${name}' && cat d7/f3 d30/same | sha256sum`),
-        await shOk(`cd '${tmp}/src' && cat d7/f3 d30/same | sha256sum`),
-      );
-    });
+    await withMount(
+      s,
+      { pushSmallFiles: true },
+      async (mnt, { fs, session }) => {
+        const got = await shOk(
+          `tar c ${NORM} -C '${mnt}/${name}' . | sha256sum`,
+        );
+        assert.equal(got, want);
+        const reads = session.opCounts.get(Op.READ) ?? 0;
+        assert.ok(
+          fs.pushedFiles > smallFiles / 2,
+          `only ${fs.pushedFiles} of ${smallFiles} small files were pushed`,
+        );
+        assert.ok(reads < smallFiles / 2, `${reads} READs`);
+        // The pushed pages are what a second reader gets, too.
+        assert.equal(
+          await shOk(`cd '${mnt}/${name}' && cat d7/f3 d30/same | sha256sum`),
+          await shOk(`cd '${tmp}/src' && cat d7/f3 d30/same | sha256sum`),
+        );
+      },
+    );
     await Promise.all([s.blobs.close?.(), s.directories.close()]);
   } finally {
     await Deno.remove(tmp, { recursive: true });
@@ -99,7 +105,10 @@ Deno.test({
     const wantTar = await shOk(`tar c ${NORM} -C '${tmp}/src' . | sha256sum`);
     // Round 1 reads requests on reader threads instead of the main thread.
     for (let round = 0; round < 2; round++) {
-      await withMount(s, { direct: round === 0 }, async (mnt) => {
+      await withMount(s, {
+        direct: round === 0,
+        pushSmallFiles: true,
+      }, async (mnt) => {
         const m = `${mnt}/${name}`;
         // A hang would show as the timeout's exit status 124.
         const out = await Promise.all([
@@ -151,7 +160,18 @@ Deno.test({
     assert.ok(dirAt.length > 0 && dirAt.path.endsWith(".pack"));
 
     const want = await shOk(`tar c ${NORM} -C '${tmp}/src' . | sha256sum`);
-    await withMount(s, {}, async (mnt, { fs }) => {
+    // By default the local store's small files are READ (their pack blocks
+    // warmed ahead), not pushed.
+    await withMount(s, {}, async (mnt, { fs, session }) => {
+      assert.equal(
+        await shOk(`tar c ${NORM} -C '${mnt}/${name}' . | sha256sum`),
+        want,
+      );
+      assert.equal(fs.pushedFiles, 0);
+      assert.ok((session.opCounts.get(Op.READ) ?? 0) > 100);
+      assert.ok(fs.warmedFiles > 0);
+    });
+    await withMount(s, { pushSmallFiles: true }, async (mnt, { fs }) => {
       assert.equal(
         await shOk(`tar c ${NORM} -C '${mnt}/${name}' . | sha256sum`),
         want,
@@ -189,27 +209,29 @@ Deno.test({
     const s2 = await localServices(`${tmp}/data`);
     const sums = (d: string) =>
       `cd '${d}' && find . -path ./d12 -prune -o -type f ! -path ./d7/f3 -print0 | LC_ALL=C sort -z | xargs -0 sha256sum`;
-    await withMount(s2, {}, async (mnt, { fs }) => {
-      const m = `${mnt}/${name}`;
-      // (Piped: GNU tar does not read files when it writes to /dev/null.)
-      const t = await sh(`set -o pipefail; tar c -C '${m}' . | wc -c`);
-      assert.notEqual(t.code, 0);
-      // tar names exactly the two damaged objects.
-      const errs = t.stderr.split("\n").filter((l) =>
-        l.includes("Input/output error")
-      );
-      assert.ok(errs.some((l) => l.includes("d7/f3")), t.stderr);
-      assert.ok(errs.some((l) => l.includes("d12")), t.stderr);
-      assert.equal(errs.length, 2, t.stderr);
-      assert.match(
-        (await sh(`cat '${m}/d7/f3'`)).stderr,
-        /Input\/output error/,
-      );
-      assert.match((await sh(`ls '${m}/d12'`)).stderr, /Input\/output error/);
-      // Everything else reads with the right bytes.
-      assert.equal(await shOk(sums(m)), await shOk(sums(`${tmp}/src`)));
-      assert.ok(fs.pushStats.fallback >= 1);
-    });
+    for (const pushSmallFiles of [true, false]) {
+      await withMount(s2, { pushSmallFiles }, async (mnt, { fs }) => {
+        const m = `${mnt}/${name}`;
+        // (Piped: GNU tar does not read files when it writes to /dev/null.)
+        const t = await sh(`set -o pipefail; tar c -C '${m}' . | wc -c`);
+        assert.notEqual(t.code, 0);
+        // tar names exactly the two damaged objects.
+        const errs = t.stderr.split("\n").filter((l) =>
+          l.includes("Input/output error")
+        );
+        assert.ok(errs.some((l) => l.includes("d7/f3")), t.stderr);
+        assert.ok(errs.some((l) => l.includes("d12")), t.stderr);
+        assert.equal(errs.length, 2, t.stderr);
+        assert.match(
+          (await sh(`cat '${m}/d7/f3'`)).stderr,
+          /Input\/output error/,
+        );
+        assert.match((await sh(`ls '${m}/d12'`)).stderr, /Input\/output error/);
+        // Everything else reads with the right bytes.
+        assert.equal(await shOk(sums(m)), await shOk(sums(`${tmp}/src`)));
+        if (pushSmallFiles) assert.ok(fs.pushStats.fallback >= 1);
+      });
+    }
     await Promise.all([s.blobs.close?.(), s.directories.close()]);
   } finally {
     await Deno.remove(tmp, { recursive: true });

@@ -190,6 +190,7 @@ export class FileLoader {
   #sendScheduled = false;
   #sendSoon = false;
   #running = 0;
+  #urgent = 0;
   /** Warm ranges by key, with when they were read. */
   #warm = new Map<string, number>();
   #closed = false;
@@ -215,6 +216,11 @@ export class FileLoader {
   /** Jobs waiting or running. */
   get pending(): number {
     return this.#jobs.size;
+  }
+
+  /** Jobs of priority 0 (someone waits for them) waiting or running. */
+  get urgent(): number {
+    return this.#urgent;
   }
 
   /** Whether {@linkcode readZstd} can work (workers run or can be started). */
@@ -334,6 +340,7 @@ export class FileLoader {
     if (id === undefined || !job || job.priority <= priority) return;
     // Its entry in the lower list goes stale (skipped when taken).
     job.priority = priority;
+    if (priority === 0) this.#urgent++;
     this.#unsent[priority].push(id);
     this.#scheduleSend(priority === 0);
   }
@@ -352,6 +359,7 @@ export class FileLoader {
   #add(job: Job): void {
     const id = this.#nextId++;
     this.#jobs.set(id, job);
+    if (job.priority === 0) this.#urgent++;
     this.#unsent[job.priority].push(id);
     this.#unsentByKey.set(job.key, id);
     this.#scheduleSend(job.priority === 0);
@@ -509,6 +517,7 @@ export class FileLoader {
     const job = this.#jobs.get(id);
     if (!job) return;
     this.#jobs.delete(id);
+    if (job.priority === 0) this.#urgent--;
     this.reads++;
     if (job.size < 0) {
       this.#warming.delete(job.key);
