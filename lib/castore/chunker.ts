@@ -101,15 +101,51 @@ export class Chunker {
     return out;
   }
 
+  /**
+   * Like {@linkcode push}, but hands each completed chunk to `fn` as a view
+   * (of `data` or of the internal buffer) valid only during the call: no
+   * copies, for callers that hash and compress a chunk right away.
+   */
+  pushEach(data: Uint8Array, fn: (chunk: Uint8Array) => void): void {
+    this.#feed(data, fn);
+  }
+
+  // Bytes are scanned where they are; only the tail that does not end a
+  // chunk yet is copied (and completed from the next input).
   #feed(data: Uint8Array, fn: (chunk: Uint8Array) => void): void {
     let p = 0;
     while (p < data.length) {
-      const n = Math.min(this.maxSize - this.#len, data.length - p);
-      this.#reserve(this.#len + n);
-      this.#buf.set(data.subarray(p, p + n), this.#len);
-      this.#len += n;
-      p += n;
-      this.#scan(fn);
+      if (this.#len > 0) {
+        // Complete the carried chunk with up to a maximum chunk's worth.
+        const before = this.#len;
+        const n = Math.min(this.maxSize - before, data.length - p);
+        this.#reserve(before + n);
+        this.#buf.set(data.subarray(p, p + n), before);
+        this.#len += n;
+        const cut = this.#findCut(this.#buf, 0, this.#len);
+        if (cut < 0) return; // all of `data` is carried now
+        fn(this.#buf.subarray(0, cut));
+        // The cut lies past the carried bytes (they held none): what
+        // follows it is still in `data`, scanned there.
+        p += cut - before;
+        this.#len = 0;
+        this.#scanned = 0;
+        this.#h = 0;
+        continue;
+      }
+      const cut = this.#findCut(data, p, data.length - p);
+      if (cut < 0) {
+        // Carry the tail; its scan state stays valid from its start.
+        const rest = data.length - p;
+        this.#reserve(rest);
+        this.#buf.set(data.subarray(p), 0);
+        this.#len = rest;
+        return;
+      }
+      fn(data.subarray(p, p + cut));
+      p += cut;
+      this.#scanned = 0;
+      this.#h = 0;
     }
   }
 
@@ -134,39 +170,31 @@ export class Chunker {
     this.#buf = b;
   }
 
-  #scan(fn: (chunk: Uint8Array) => void): void {
-    for (;;) {
-      const cut = this.#findCut();
-      if (cut < 0) return;
-      // Hand out the chunk, then keep the (reused) buffer for the rest.
-      fn(this.#buf.subarray(0, cut));
-      this.#buf.copyWithin(0, cut, this.#len);
-      this.#len -= cut;
-      this.#scanned = 0;
-      this.#h = 0;
-    }
-  }
-
-  /** Scans new bytes for a cut point; returns the chunk length or -1. */
-  #findCut(): number {
-    const buf = this.#buf;
-    const len = this.#len;
+  /**
+   * Scans the chunk starting at `buf[base]` (`len` bytes available) for a
+   * cut point, resuming where the last scan of this chunk stopped; returns
+   * the chunk length or -1.
+   */
+  #findCut(buf: Uint8Array, base: number, len: number): number {
     let i = Math.max(this.#scanned, this.minSize);
     if (i >= len) return -1;
     let h = this.#h;
     const gear = GEAR;
     const mS = this.#maskS;
     const mL = this.#maskL;
-    const end1 = Math.min(len, this.avgSize);
-    for (; i < end1; i++) {
-      h = ((h << 1) + gear[buf[i]]) | 0;
-      if ((h & mS) === 0) return i + 1;
+    // Absolute positions in the loops: one index per byte.
+    let j = base + i;
+    const end1 = base + Math.min(len, this.avgSize);
+    for (; j < end1; j++) {
+      h = ((h << 1) + gear[buf[j]]) | 0;
+      if ((h & mS) === 0) return j + 1 - base;
     }
-    const end2 = Math.min(len, this.maxSize);
-    for (; i < end2; i++) {
-      h = ((h << 1) + gear[buf[i]]) | 0;
-      if ((h & mL) === 0) return i + 1;
+    const end2 = base + Math.min(len, this.maxSize);
+    for (; j < end2; j++) {
+      h = ((h << 1) + gear[buf[j]]) | 0;
+      if ((h & mL) === 0) return j + 1 - base;
     }
+    i = j - base;
     if (i >= this.maxSize) return this.maxSize;
     this.#h = h;
     this.#scanned = i;

@@ -729,11 +729,30 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     data: Uint8Array,
     pack?: PackWriter,
   ): Promise<string> {
+    if (pack) {
+      this.storePacked(digest, data, pack);
+      return "";
+    }
     const path = this.chunkPath(digest);
     const dir = join(this.#chunksDir, digestToHex(digest).slice(0, 2));
-    if (pack ? this.#stored(digest, pack) : existsNow(path)) {
-      return pack ? "" : dir;
-    }
+    if (existsNow(path)) return dir;
+    const c = this.#compress(digest, data);
+    await this.#sync.write(this.#tmpDir, path, [
+      new Uint8Array(c.buffer, c.byteOffset, c.byteLength),
+    ]);
+    return dir;
+  }
+
+  /**
+   * @internal Adds one chunk to `pack` (if new), synchronously: `data` may
+   * be a view that is only valid during the call.
+   */
+  storePacked(digest: Uint8Array, data: Uint8Array, pack: PackWriter): void {
+    if (this.#stored(digest, pack)) return;
+    pack.add(PackKind.chunk, digest, this.#compress(digest, data), data.length);
+  }
+
+  #compress(digest: Uint8Array, data: Uint8Array): Uint8Array {
     let c: Uint8Array;
     try {
       // libzstd with one reused context where FFI allows (see
@@ -749,14 +768,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     } catch (e) {
       throw storageError(`cannot compress chunk ${digestToString(digest)}`, e);
     }
-    if (pack) {
-      pack.add(PackKind.chunk, digest, c, data.length);
-      return "";
-    }
-    await this.#sync.write(this.#tmpDir, path, [
-      new Uint8Array(c.buffer, c.byteOffset, c.byteLength),
-    ]);
-    return dir;
+    return c;
   }
 
   /**
@@ -866,8 +878,38 @@ class LocalBlobWriter implements BlobWriter {
     this.#inflight.add(p);
   }
 
+  /**
+   * Stores a chunk of a pack session right away (`chunk` is a view of the
+   * chunker's input, valid only during the call: the first chunk is copied,
+   * as it is hashed into the blob digest only once a second one exists).
+   */
+  #storeView(chunk: Uint8Array): void {
+    if (this.#error !== undefined) return;
+    try {
+      const digest = blake3Sync(chunk);
+      if (this.#chunks.length === 0) {
+        this.#first = chunk.slice();
+      } else {
+        this.#hasher ??= createBlake3();
+        if (this.#first) this.#hasher.update(this.#first);
+        this.#first = undefined;
+        this.#hasher.update(chunk);
+      }
+      this.#chunks.push({ digest, size: chunk.length });
+      this.#svc.storePacked(digest, chunk, this.#pack!);
+    } catch (e) {
+      this.#error = e;
+    }
+  }
+
   async write(data: Uint8Array): Promise<void> {
     this.#check();
+    if (this.#pack) {
+      // No copies: chunks are cut, hashed and compressed where they are.
+      this.#chunker.pushEach(data, (c) => this.#storeView(c));
+      if (this.#error !== undefined) throw this.#error;
+      return;
+    }
     // Feed big writes in slices, so only a few chunks exist at once.
     for (let o = 0; o < data.length; o += 1 << 20) {
       const part = data.subarray(o, o + (1 << 20));
