@@ -136,6 +136,7 @@ export class BlobReader {
   #streamCount = 0;
   #prefetches = 0;
   #prefetchWindow: number;
+  #active = 0;
 
   /** `cacheBytes` bounds the decompressed data kept in memory. */
   constructor(blobs: BlobService, cacheBytes = 128 << 20) {
@@ -153,6 +154,11 @@ export class BlobReader {
   /** Backend streams currently open. */
   get openStreams(): number {
     return this.#streamCount;
+  }
+
+  /** Backend reads under way (streams not parked, single reads). */
+  get active(): number {
+    return this.#active;
   }
 
   /**
@@ -350,6 +356,7 @@ export class BlobReader {
     const { layout } = st;
     const segs = layout.segments;
     let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    this.#active++;
     try {
       const stream = await this.#blobs.read(layout.digest, {
         offset: st.pos,
@@ -362,7 +369,9 @@ export class BlobReader {
       while (st.seg < segs.length) {
         if (st.dead) return;
         if (st.pos >= st.wantedUpTo) {
+          this.#active--; // parked
           await new Promise<void>((wake) => st.wake = wake);
+          this.#active++;
           st.wake = undefined;
           continue;
         }
@@ -398,6 +407,7 @@ export class BlobReader {
     } catch (e) {
       if (!st.dead || st.owed.size > 0) this.#broken(st, e);
     } finally {
+      this.#active--;
       this.#remove(st);
       if (st.seg < segs.length) reader?.cancel().catch(() => {});
     }
@@ -490,18 +500,23 @@ export class BlobReader {
     offset: number,
     length: number,
   ): Promise<Uint8Array> {
-    const stream = await this.#blobs.read(layout.digest, { offset, length });
-    if (!stream) throw new BlobReadError(`blob ${layout.hex} is missing`);
+    this.#active++;
     const buf = new Uint8Array(length);
     let pos = 0;
-    for await (const piece of stream) {
-      if (pos + piece.byteLength > length) {
-        throw new BlobReadError(
-          `blob ${layout.hex}: read returned too many bytes`,
-        );
+    try {
+      const stream = await this.#blobs.read(layout.digest, { offset, length });
+      if (!stream) throw new BlobReadError(`blob ${layout.hex} is missing`);
+      for await (const piece of stream) {
+        if (pos + piece.byteLength > length) {
+          throw new BlobReadError(
+            `blob ${layout.hex}: read returned too many bytes`,
+          );
+        }
+        buf.set(piece, pos);
+        pos += piece.byteLength;
       }
-      buf.set(piece, pos);
-      pos += piece.byteLength;
+    } finally {
+      this.#active--;
     }
     if (pos !== length) {
       throw new BlobReadError(

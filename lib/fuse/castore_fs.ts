@@ -375,8 +375,9 @@ export class CastoreFs implements FuseFilesystem {
   }
 
   busy(): boolean {
-    // Reads ahead may wait a little; what a request waits for may not.
-    return (this.#loader?.urgent ?? 0) > 0;
+    // Warming ahead may wait a little; what a request waits for, and the
+    // blob reader's streams (they read ahead on this thread), may not.
+    return (this.#loader?.urgent ?? 0) > 0 || this.#reader.active > 0;
   }
 
   attachNotifier(notifier: FuseNotifier): void {
