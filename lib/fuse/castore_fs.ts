@@ -1010,14 +1010,18 @@ export class CastoreFs implements FuseFilesystem {
     const n = this.#node(ino);
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
     n.push = "done";
-    if (offset === 0) {
-      this.#prefetchFiles(n);
-      // A small file in a pack: if its block is still on its way into the
-      // page cache, wait for it here rather than in a read on this thread.
-      const r = n.size <= PUSH_MAX ? this.#locateChunk?.(n.digest) : undefined;
-      if (r && r.length >= 0 && !this.#loader!.isWarm(r)) {
-        await this.#loader!.warm(r, 0);
+    if (offset === 0) this.#prefetchFiles(n);
+    // A small file in a pack (one chunk): once its block is in the page
+    // cache (waited for off this thread), read and check it here, without
+    // the blob reader's stream machinery (a walk reads thousands of them).
+    const r = n.size <= PUSH_MAX ? this.#locateChunk?.(n.digest) : undefined;
+    if (r && r.length >= 0) {
+      if (!this.#loader!.isWarm(r)) await this.#loader!.warm(r, 0);
+      const data = this.#readPacked(r, n.size);
+      if (data && digestEquals(blake3Sync(data), n.digest)) {
+        return [data.subarray(offset, Math.min(n.size, offset + size))];
       }
+      // Otherwise the blob reader below reports what is wrong.
     }
     if (n.size > PUSH_MAX && this.#locateChunk && this.#loader) {
       this.#warmBigFile(n, offset);
