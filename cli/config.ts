@@ -6,7 +6,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import process from "node:process";
 import { parse as parseToml } from "smol-toml";
 
@@ -188,9 +188,16 @@ export function resolveConfig(
     flags[key] ?? (envName ? env[envName] || undefined : undefined) ??
       file[key];
 
-  const dataDir = pick("dataDir", "SNIX_DATA_DIR") ?? defaultDataDir(env);
-  if (!dataDir.startsWith("/")) {
-    throw new ConfigError(`--data-dir: "${dataDir}" must be an absolute path`);
+  // A relative data directory is taken from where it was given: the
+  // working directory (flag, environment) or the config file's directory.
+  const givenDir = flags.dataDir ?? (env.SNIX_DATA_DIR || undefined);
+  const dataDir = givenDir !== undefined
+    ? resolve(givenDir)
+    : file.dataDir !== undefined
+    ? resolve(dirname(configPath!), file.dataDir)
+    : defaultDataDir(env);
+  if (dataDir.includes("\0")) {
+    throw new ConfigError(`--data-dir: "${dataDir}" contains a NUL byte`);
   }
   const logLevel = (pick("logLevel", "SNIX_LOG_LEVEL") ?? "info").toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {

@@ -54,10 +54,6 @@ Deno.test("config: config file (TOML and JSON) is below env", () => {
 });
 
 Deno.test("config: bad values name the option", () => {
-  assert.throws(
-    () => resolveConfig({ dataDir: "rel" }, {}),
-    (e) => e instanceof ConfigError && /--data-dir/.test(e.message),
-  );
   assert.throws(() => resolveConfig({ logLevel: "loud" }, {}), /--log-level/);
   assert.throws(
     () => parseServiceAddr("--remote", "grpc+http://host"),
@@ -66,5 +62,20 @@ Deno.test("config: bad values name the option", () => {
   assert.throws(
     () => resolveConfig({ remote: "ftp://x" }, {}),
     /--remote: unsupported/,
+  );
+});
+
+Deno.test("config: a relative data directory is taken from the working directory, or from the config file's directory", () => {
+  const cwd = Deno.cwd();
+  assert.equal(resolveConfig({ dataDir: "rel/x" }, {}).dataDir, `${cwd}/rel/x`);
+  assert.equal(
+    resolveConfig({}, { SNIX_DATA_DIR: "./d" }).dataDir,
+    `${cwd}/d`,
+  );
+  const dir = Deno.makeTempDirSync();
+  Deno.writeTextFileSync(`${dir}/c.toml`, 'data-dir = "store"\n');
+  assert.equal(
+    resolveConfig({ config: `${dir}/c.toml` }, {}).dataDir,
+    `${dir}/store`,
   );
 });

@@ -7,7 +7,8 @@
 import { Command, InvalidArgumentError } from "@commander-js/extra-typings";
 import { getLogger } from "@logtape/logtape";
 import process from "node:process";
-import { Readable, Writable } from "node:stream";
+import { Readable } from "node:stream";
+import { StdoutWriter } from "./stdout.ts";
 import type { CliContext } from "./context.ts";
 import { VERSION } from "./version.ts";
 import { onTermination } from "../lib/runtime/signals.ts";
@@ -62,9 +63,13 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         const readable = Readable.toWeb(
           process.stdin,
         ) as unknown as ReadableStream<Uint8Array>;
-        const writable = Writable.toWeb(
-          process.stdout,
-        ) as unknown as WritableStream<Uint8Array>;
+        // Blocking writes on fd 1 (./stdout.ts): process.stdout through
+        // Writable.toWeb made NarFromPath over ssh-ng about 3x slower than
+        // `snix store export` of the same path under the compiled binary.
+        const out = new StdoutWriter();
+        const writable = new WritableStream<Uint8Array>({
+          write: (chunk) => out.write(chunk),
+        });
         await serveStreams(readable, writable, base);
         return;
       }
