@@ -60,7 +60,10 @@ const TRAILER_SIZE = 8 + 8 + DIGEST_LENGTH + 8;
 const WRITE_BUFFER = 1 << 20;
 /** Pack files kept open for reading at once. */
 const MAX_OPEN = 128;
-/** A packs directory modified this recently (ms) is re-listed on every miss. */
+/**
+ * A packs directory whose last listing was made less than this (ms) after
+ * its mtime is listed again on a miss.
+ */
 const MTIME_TRUST_MS = 2000;
 
 /** A stored object's bytes: `length` bytes at `offset` of `path` (-1: the whole file). */
@@ -272,6 +275,8 @@ export class PackSet {
   /** Entries whose prefix collided, by full hex digest. */
   #overflow = new Map<string, number>();
   #dirMtimeMs = -1;
+  /** When the directory was last listed (ms since the epoch). */
+  #listedAt = 0;
   /** Packs that could not be loaded: path and reason (for `verify`). */
   readonly problems: string[] = [];
 
@@ -329,13 +334,17 @@ export class PackSet {
     } catch {
       return false;
     }
+    // An unchanged mtime proves nothing new only if the last listing was
+    // made well after it: the file system's clock is coarse, so a pack
+    // renamed in just after a listing can leave the mtime as it was.
     if (
       !force && mtimeMs === this.#dirMtimeMs &&
-      Date.now() - mtimeMs > MTIME_TRUST_MS
+      this.#listedAt - mtimeMs > MTIME_TRUST_MS
     ) {
       return false;
     }
     this.#dirMtimeMs = mtimeMs;
+    this.#listedAt = Date.now();
     let added = false;
     for (const name of fs.readdirSync(this.#dir)) {
       if (!name.endsWith(".pack") || this.#names.has(name)) continue;

@@ -188,3 +188,25 @@ Deno.test("pack: more packs than open descriptors, read at once asynchronously a
     }
   });
 });
+
+Deno.test("pack: a pack published right after a listing, under the same directory mtime, is still found later", async () => {
+  await withTmp(async (dir) => {
+    const packs = join(dir, "packs");
+    const writer = setIn(dir);
+    const reader = setIn(dir);
+    const a = rec(1), b = rec(2);
+    const w1 = writer.writer();
+    w1.add(PackKind.directory, a.digest, a.bytes);
+    await w1.finish();
+    // A coarse file-system clock: both renames carry the same mtime.
+    const stamp = new Date(Math.floor(Date.now()));
+    fs.utimesSync(packs, stamp, stamp);
+    assert.ok(reader.lookup(a.digest)); // listed now, just after `stamp`
+    const w2 = writer.writer();
+    w2.add(PackKind.directory, b.digest, b.bytes);
+    await w2.finish();
+    fs.utimesSync(packs, stamp, stamp);
+    await new Promise((r) => setTimeout(r, 2100)); // past the trust window
+    assert.ok(reader.lookup(b.digest), "the second pack is found");
+  });
+});
