@@ -11,6 +11,7 @@
 import * as fs from "node:fs/promises";
 import * as fsSync from "node:fs";
 import { join } from "node:path";
+import process from "node:process";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { digestFromHex } from "./digest.ts";
 
@@ -97,6 +98,10 @@ export async function removeStaleTemps(
   }
   for (const n of names) {
     const p = join(tmpDir, n);
+    // A pack being written (./pack.ts) by a live process may sit unchanged
+    // for long (a slow client of `nix copy`): only a dead writer's is stale.
+    const writer = /^pack-(\d+)-/.exec(n);
+    if (writer && processAlive(Number(writer[1]))) continue;
     try {
       const st = await fs.stat(p);
       if (st.isFile() && now - st.mtimeMs > maxAgeMs) {
@@ -106,6 +111,16 @@ export async function removeStaleTemps(
     } catch { /* raced with its writer or another cleaner */ }
   }
   return removed;
+}
+
+/** Whether process `pid` exists (as far as this pid namespace tells). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errCode(e) !== "ESRCH";
+  }
 }
 
 /** Whether a path exists. */

@@ -10,6 +10,8 @@ import { LocalDirectoryService } from "./local_directory_service.ts";
 import { ingestTree } from "./ingest_tree.ts";
 import { renderNar } from "./render_nar.ts";
 import { execFileSync } from "node:child_process";
+import process from "node:process";
+import { removeStaleTemps } from "./atomic_file.ts";
 
 async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await fsp.mkdtemp(join(tmpdir(), "snix-pack-"));
@@ -208,5 +210,22 @@ Deno.test("pack: a pack published right after a listing, under the same director
     fs.utimesSync(packs, stamp, stamp);
     await new Promise((r) => setTimeout(r, 2100)); // past the trust window
     assert.ok(reader.lookup(b.digest), "the second pack is found");
+  });
+});
+
+Deno.test("pack: stale temporary files are removed, but not a pack a live process is writing", async () => {
+  await withTmp(async (dir) => {
+    const tmp = join(dir, "tmp");
+    fs.mkdirSync(tmp);
+    const old = new Date(Date.now() - 3600_000);
+    const live = join(tmp, `pack-${process.pid}-0123456789abcdef.tmp`);
+    const dead = join(tmp, `pack-999999999-0123456789abcdef.tmp`);
+    const other = join(tmp, "x-0123.tmp");
+    for (const p of [live, dead, other]) {
+      fs.writeFileSync(p, "x");
+      fs.utimesSync(p, old, old);
+    }
+    assert.equal(await removeStaleTemps(tmp), 2);
+    assert.deepEqual(fs.readdirSync(tmp), [live.slice(tmp.length + 1)]);
   });
 });
