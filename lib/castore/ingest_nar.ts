@@ -13,6 +13,7 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
+import { createHash } from "node:crypto";
 import {
   type Directory,
   DirectoryEntrySchema,
@@ -26,10 +27,6 @@ import type { BlobService, BlobWriter } from "./blob_service.ts";
 import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
 import { directoryDigest, directorySize } from "./directory.ts";
 import { readNar } from "../nix/nar_reader.ts";
-import {
-  createInlineHasher,
-  createThreadedHasher,
-} from "../nix/threaded_hasher.ts";
 import { WriteBatch } from "./data_dir_sync.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
 
@@ -62,8 +59,6 @@ export class NarMismatchError extends Error {
 const EMPTY = new Uint8Array();
 /** Pieces of the NAR smaller than a quarter of this are gathered up to it. */
 const GATHER = 256 << 10;
-/** NARs declared at least this big are hashed on a second thread. */
-const THREADED_HASH_MIN = 16 << 20;
 /** Blob closes allowed in flight at once. */
 const MAX_IN_FLIGHT = 32;
 
@@ -78,12 +73,7 @@ export async function ingestNar(
   directories: DirectoryService,
   expect?: NarExpectation,
 ): Promise<NarIngestResult> {
-  // A big NAR's SHA-256 runs on a second thread (../nix/threaded_hasher.ts;
-  // ~0.9 s per GiB off this one); a small one inline (a thread's start-up
-  // would cost more).
-  const hasher = (expect?.narSize ?? 0) >= THREADED_HASH_MIN
-    ? createThreadedHasher("sha256")
-    : createInlineHasher("sha256");
+  const hasher = createHash("sha256");
   const batch = new WriteBatch(blobs, directories);
   let narSize = 0;
   // Small pieces (a socket's reads: ~13 KB on average from `nix copy`) are
@@ -92,38 +82,35 @@ export async function ingestNar(
   // the nix-daemon's SHA-256 updates alone).
   let gather = new Uint8Array(GATHER);
   let gathered = 0;
-  const pass = async (
+  const pass = (
     b: Uint8Array,
     controller: TransformStreamDefaultController<Uint8Array>,
   ) => {
+    hasher.update(b);
     narSize += b.length;
     if (expect?.narSize !== undefined && narSize > expect.narSize) {
       throw new NarMismatchError(
         `NAR size mismatch: expected ${expect.narSize} bytes, got more`,
       );
     }
-    const waiting = hasher.update(b);
-    if (waiting) await waiting;
     controller.enqueue(b);
   };
-  const flush = async (
-    controller: TransformStreamDefaultController<Uint8Array>,
-  ) => {
+  const flush = (controller: TransformStreamDefaultController<Uint8Array>) => {
     if (gathered === 0) return;
     const b = gather.subarray(0, gathered);
     gather = new Uint8Array(GATHER);
     gathered = 0;
-    await pass(b, controller);
+    pass(b, controller);
   };
   const counted = source.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
-      async transform(chunk, controller) {
+      transform(chunk, controller) {
         if (chunk.length >= GATHER >> 2) {
-          await flush(controller);
-          await pass(chunk, controller);
+          flush(controller);
+          pass(chunk, controller);
           return;
         }
-        if (gathered + chunk.length > GATHER) await flush(controller);
+        if (gathered + chunk.length > GATHER) flush(controller);
         gather.set(chunk, gathered);
         gathered += chunk.length;
       },
@@ -240,8 +227,7 @@ export async function ingestNar(
     if (!root) throw new NarMismatchError("NAR ended without a root node");
     const entry = await root;
     await putChain;
-    const narSha256 = await hasher.digest();
-    hasher.close();
+    const narSha256 = new Uint8Array(hasher.digest());
     if (expect?.narSize !== undefined && expect.narSize !== narSize) {
       throw new NarMismatchError(
         `NAR size mismatch: expected ${expect.narSize} bytes, got ${narSize}`,
@@ -262,7 +248,6 @@ export async function ingestNar(
     await Promise.all([...writers].map((w) => w.abort().catch(() => {})));
     await putChain.catch(() => {});
     await batch.abort();
-    hasher.close();
     throw e;
   }
 }

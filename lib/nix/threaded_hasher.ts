@@ -81,11 +81,6 @@ export function createThreadedHasher(algo: HashAlgo): AsyncHasher {
   }
 }
 
-/** An {@linkcode AsyncHasher} that hashes on this thread. */
-export function createInlineHasher(algo: HashAlgo): AsyncHasher {
-  return inlineHasher(createHasher(algo));
-}
-
 function inlineHasher(h: Hasher): AsyncHasher {
   return {
     threaded: false,
