@@ -749,7 +749,33 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    */
   storePacked(digest: Uint8Array, data: Uint8Array, pack: PackWriter): void {
     if (this.#stored(digest, pack)) return;
-    pack.add(PackKind.chunk, digest, this.#compress(digest, data), data.length);
+    const z = this.#zstd;
+    if (!z) {
+      pack.add(
+        PackKind.chunk,
+        digest,
+        this.#compress(digest, data),
+        data.length,
+      );
+      return;
+    }
+    // Compressed straight into the pack's write buffer.
+    pack.addWith(
+      PackKind.chunk,
+      digest,
+      data.length,
+      z.bound(data.length),
+      (dst) => {
+        try {
+          return z.compressInto(data, ZSTD_LEVEL, dst);
+        } catch (e) {
+          throw storageError(
+            `cannot compress chunk ${digestToString(digest)}`,
+            e,
+          );
+        }
+      },
+    );
   }
 
   #compress(digest: Uint8Array, data: Uint8Array): Uint8Array {

@@ -441,29 +441,74 @@ export class PackWriter {
     bytes: Uint8Array,
     rawSize = bytes.length,
   ): void {
+    if (!this.#claim(digest)) return;
+    this.#entry(kind, digest, bytes.length, rawSize);
+    this.#append(bytes);
+  }
+
+  /**
+   * Appends a record that `write` puts straight into the write buffer (at
+   * most `maxLength` bytes; it returns how many): a chunk is compressed
+   * into place, with no array of its own (skipped if held already).
+   */
+  addWith(
+    kind: number,
+    digest: Uint8Array,
+    rawSize: number,
+    maxLength: number,
+    write: (dst: Uint8Array) => number,
+  ): void {
+    if (!this.#claim(digest)) return;
+    const big = maxLength > this.#buf.length;
+    if (!big && this.#bufLen + maxLength > this.#buf.length) this.#flush();
+    const dst = big
+      ? new Uint8Array(maxLength)
+      : this.#buf.subarray(this.#bufLen, this.#bufLen + maxLength);
+    let n: number;
+    try {
+      n = write(dst);
+    } catch (e) {
+      this.#own.delete(hex(digest)); // not written: may come again
+      throw e;
+    }
+    this.#entry(kind, digest, n, rawSize);
+    if (big) {
+      this.#append(dst.subarray(0, n));
+    } else {
+      this.#bufLen += n;
+      this.#pos += n;
+    }
+  }
+
+  /** Whether `digest` is new to this pack (then remembered); opens the file. */
+  #claim(digest: Uint8Array): boolean {
     if (this.#state !== "open") throw new Error("pack writer is closed");
     const key = hex(digest);
-    if (this.#own.has(key)) return;
+    if (this.#own.has(key)) return false;
     this.#own.add(key);
     if (this.#fd === undefined) {
       try {
         this.#fd = fs.openSync(this.#tmpPath, "wx", 0o644);
       } catch (e) {
+        this.#own.delete(key);
         throw storageError(`cannot create ${this.#tmpPath}`, e);
       }
-      this.#bufLen = 0;
       this.#buf.set(MAGIC, 0);
       this.#bufLen = MAGIC.length;
     }
+    return true;
+  }
+
+  /** The index entry of a record of `length` bytes starting here. */
+  #entry(kind: number, digest: Uint8Array, length: number, rawSize: number) {
     const e = new Uint8Array(ENTRY_SIZE);
     e.set(digest, 0);
     const dv = new DataView(e.buffer);
     dv.setBigUint64(32, BigInt(this.#pos), true);
-    dv.setUint32(40, bytes.length, true);
+    dv.setUint32(40, length, true);
     dv.setUint32(44, rawSize, true);
     dv.setUint8(48, kind);
     this.#entries.push(e);
-    this.#append(bytes);
   }
 
   #append(bytes: Uint8Array): void {

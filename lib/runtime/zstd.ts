@@ -23,6 +23,13 @@ export interface ZstdCompressor {
   readonly implementation: "libzstd-ffi";
   /** One zstd frame of `data` at `level`, in a new array of its exact size. */
   compress(data: Uint8Array, level: number): Uint8Array;
+  /** The most bytes a frame of `n` bytes of content can take. */
+  bound(n: number): number;
+  /**
+   * One zstd frame of `data` at `level` written to the start of `out`
+   * (at least `bound(data.length)` bytes); returns the frame's length.
+   */
+  compressInto(data: Uint8Array, level: number, out: Uint8Array): number;
 }
 
 /** A reusable zstd decompressor for frames of known content size. */
@@ -105,6 +112,21 @@ function compressorOver(raw: RawZstd): ZstdCompressor {
         throw new Error(`zstd compression failed: ${raw.errorName(n)}`);
       }
       return out.slice(0, n);
+    },
+    bound: (n) => raw.compressBound(n),
+    compressInto(data, level, dst) {
+      const n = raw.compressCCtx(
+        raw.cctx,
+        dst,
+        dst.length,
+        data,
+        data.length,
+        level,
+      );
+      if (raw.isError(n)) {
+        throw new Error(`zstd compression failed: ${raw.errorName(n)}`);
+      }
+      return n;
     },
   };
 }
