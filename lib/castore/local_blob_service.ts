@@ -460,15 +460,20 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     expectedSize: number,
   ): Promise<Uint8Array | undefined> {
     const packed = this.packedChunk(digest);
-    const path = this.chunkPath(digest);
     let compressed: Uint8Array | undefined;
+    let pooled = false;
     if (performance.now() < this.#coldUntil) {
       compressed = packed
         ? await packed.pack.read(packed)
-        : await readUnpooled(path);
+        : await readUnpooled(this.chunkPath(digest));
     } else {
       const t0 = performance.now();
-      compressed = packed ? packed.pack.readSync(packed) : readChunkFile(path);
+      // A pooled buffer: the chunk is decompressed right below, before
+      // anything else can run, and the buffer goes back to the pool.
+      pooled = packed !== undefined;
+      compressed = packed
+        ? packed.pack.readSync(packed, readPool.pop())
+        : readChunkFile(this.chunkPath(digest));
       const t1 = performance.now();
       // Two slow reads in a row: one alone is often a pack being opened or
       // a pause of this thread, not the disk.
@@ -476,7 +481,14 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
       else if (++this.#slowReads >= 2) this.#coldUntil = t1 + COLD_WINDOW_MS;
     }
     if (!compressed) return undefined;
-    return this.#loadChunk(digest, blob, expectedSize, compressed, false);
+    return this.#loadChunk(
+      digest,
+      blob,
+      expectedSize,
+      compressed,
+      pooled,
+      packed?.pack.path,
+    );
   }
 
   /**
@@ -490,9 +502,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     expectedSize?: number,
     preread?: Uint8Array,
     pooled = true,
+    source?: string,
   ): Promise<Uint8Array | undefined> {
     const packed = preread ? undefined : this.packedChunk(digest);
-    const path = packed ? packed.pack.path : this.chunkPath(digest);
+    const path = source ?? packed?.pack.path ?? this.chunkPath(digest);
     const compressed = preread ??
       (packed
         ? packed.pack.readSync(packed, readPool.pop())
@@ -578,6 +591,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
             undefined,
             compressed,
             packed !== undefined, // a pooled buffer goes back to the pool
+            packed?.pack.path,
           );
           if (!loaded) {
             throw dataLoss(
