@@ -19,9 +19,11 @@
  *   over grpc+unix, against local in-process.
  *
  * Usage: deno run -A scripts/bench_grpc.ts [--blob-mib N] [--seconds S]
- *   [--blob-only] [--runs N] [--daemon-flags "--cpu-prof --cpu-prof-dir=DIR"]
+ *   [--blob-only] [--reads-only] [--runs N]
+ *   [--daemon-flags "--cpu-prof --cpu-prof-dir=DIR"]
  *
- * `--blob-only` stops after the blob reads; `--daemon-flags` are passed to
+ * `--blob-only` stops after the blob reads; `--reads-only` after the local,
+ * unix and TCP whole reads (for profiling); `--daemon-flags` are passed to
  * `deno run` of the daemon (e.g. to profile it).
  *
  * @module
@@ -63,6 +65,7 @@ const opt = (name: string, dflt: string) => {
 const blobMiB = Number(opt("--blob-mib", "128"));
 const seconds = Number(opt("--seconds", "3"));
 const blobOnly = args.includes("--blob-only");
+const readsOnly = args.includes("--reads-only");
 const runs = Number(opt("--runs", "3"));
 const daemonFlags = opt("--daemon-flags", "").split(" ").filter((f) => f);
 const enc = new TextEncoder();
@@ -101,12 +104,28 @@ function ownCpu(): number {
   return (u.user + u.system) / 1e6;
 }
 
+/** System CPU seconds used so far by this process. */
+function ownSys(): number {
+  return process.cpuUsage().system / 1e6;
+}
+
 /** CPU seconds used so far by process `pid` (Linux /proc; 0 elsewhere). */
 function pidCpu(pid: number | undefined): number {
   try {
     const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]
       .split(" ");
     return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** System CPU seconds used so far by process `pid` (as {@linkcode pidCpu}). */
+function pidSys(pid: number | undefined): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]
+      .split(" ");
+    return Number(f[12]) / 100;
   } catch {
     return 0;
   }
@@ -136,7 +155,9 @@ async function readRates(
       const k = (i + j) % reads.length;
       const { label, read } = reads[k];
       const c0 = ownCpu();
+      const s0 = ownSys();
       const d0 = pidCpu(daemonPid);
+      const ds0 = pidSys(daemonPid);
       const [n, s] = await timeIt(read);
       const mib = n / (1 << 20);
       if (n / s / 1e6 > best[k]) {
@@ -144,9 +165,12 @@ async function readRates(
         const d = pidCpu(daemonPid) - d0;
         cpu[k] =
           `  cpu ms/MiB: here ${((ownCpu() - c0) * 1e3 / mib).toFixed(2)}` +
+          ` (sys ${((ownSys() - s0) * 1e3 / mib).toFixed(2)})` +
           (label.includes("local")
             ? ""
-            : `, daemon ${(d * 1e3 / mib).toFixed(2)}`);
+            : `, daemon ${(d * 1e3 / mib).toFixed(2)} (sys ${
+              ((pidSys(daemonPid) - ds0) * 1e3 / mib).toFixed(2)
+            })`);
       }
     }
   }
@@ -259,6 +283,16 @@ async function main() {
         read: async () => drain(await tcpBlobs.read(digest)),
       },
     ], runs);
+    if (readsOnly) {
+      console.log(
+        `  ratio grpc/local: unix ${(unixRate / localRate).toFixed(2)}x, tcp ${
+          (tcpRate / localRate).toFixed(2)
+        }x`,
+      );
+      await Promise.all([unixBlobs.close(), tcpBlobs.close()]);
+      await local.close?.();
+      return;
+    }
     // The same reads without the bulk Read connection (node:http2 only),
     // for comparison.
     process.env.SNIX_GRPC_BULK_READ = "0";

@@ -13,7 +13,6 @@
  *
  * @module
  */
-import * as net from "node:net";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
@@ -26,6 +25,7 @@ import { BlobChunkParser } from "./blob_read_client.ts";
 import { HTTP2_SETTINGS } from "./limits.ts";
 import type { GrpcAddress } from "./transport.ts";
 import { concatBytes } from "../nix/bytes.ts";
+import { connectRaw, type RawSocket } from "../runtime/raw_socket.ts";
 import {
   ACK,
   appendHeaderBlock,
@@ -190,7 +190,7 @@ interface Call {
 
 /** One bulk connection. */
 class BulkConnection {
-  readonly #socket: net.Socket;
+  readonly #socket: RawSocket;
   readonly #authority: string;
   readonly #calls = new Map<number, Call>();
   #nextId = 1;
@@ -206,7 +206,7 @@ class BulkConnection {
     | undefined;
   readonly #reader: FrameReader;
 
-  private constructor(socket: net.Socket, authority: string) {
+  private constructor(socket: RawSocket, authority: string) {
     this.#socket = socket;
     this.#authority = authority;
     this.#reader = new FrameReader({
@@ -224,17 +224,21 @@ class BulkConnection {
    * the server answered without agreeing to the subset, `undefined` if it
    * could not be reached (the ordinary path reports why).
    */
-  static open(
+  static async open(
     addr: GrpcAddress,
   ): Promise<BulkConnection | "unsupported" | undefined> {
     const url = new URL(addr.baseUrl);
-    const socket = addr.socketPath
-      ? net.connect(addr.socketPath)
-      : net.connect({
-        host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
-        port: Number(url.port),
-      });
-    socket.setNoDelay?.(true);
+    let socket: RawSocket;
+    try {
+      socket = await connectRaw(
+        addr.socketPath ? { path: addr.socketPath } : {
+          host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+          port: Number(url.port),
+        },
+      );
+    } catch {
+      return undefined; // the ordinary connection reports why
+    }
     socket.write(concatBytes([
       PREFACE,
       settingsFrame([
@@ -246,19 +250,18 @@ class BulkConnection {
       ]),
       windowUpdate(0, CONNECTION_WINDOW - DEFAULT_WINDOW),
     ]));
-    return new Promise((resolve) => {
+    return await new Promise((resolve) => {
       let head: Uint8Array = new Uint8Array(0);
+      let conn: BulkConnection | undefined;
+      let settled = false;
       const done = (r: BulkConnection | "unsupported" | undefined) => {
+        settled = true;
         clearTimeout(timer);
-        socket.off("data", onData);
-        socket.off("error", onFail);
-        socket.off("close", onFail);
-        if (!(r instanceof BulkConnection)) socket.destroy();
+        if (!(r instanceof BulkConnection)) socket.close();
         resolve(r);
       };
-      const onFail = () => done(head.length > 0 ? "unsupported" : undefined);
       const timer = setTimeout(() => done("unsupported"), HANDSHAKE_MS);
-      const onData = (d: Uint8Array) => {
+      const onHandshake = (d: Uint8Array) => {
         head = concatBytes([head, d]);
         if (head.length < 9) return;
         const len = (head[0] << 16) | (head[1] << 8) | head[2];
@@ -273,36 +276,39 @@ class BulkConnection {
           return done("unsupported");
         }
         if (s.get(BULK_SETTING) !== BULK_VERSION) return done("unsupported");
-        const conn = new BulkConnection(socket, url.host);
+        conn = new BulkConnection(socket, url.host);
         done(conn);
-        conn.#begin(head);
+        conn.#onReceived(head);
+        conn.#setIdle();
       };
-      socket.on("data", onData);
-      socket.once("error", onFail);
-      socket.once("close", onFail);
+      socket.start(
+        (d) => {
+          if (conn) conn.#onReceived(d);
+          else if (!settled) onHandshake(d);
+        },
+        (error) => {
+          if (conn) {
+            conn.#die(error ? "connection error" : "connection closed");
+          } else if (!settled) {
+            done(head.length > 0 ? "unsupported" : undefined);
+          }
+        },
+      );
     });
   }
 
-  #begin(head: Uint8Array): void {
-    const socket = this.#socket;
-    socket.on("error", () => this.#die("connection error"));
-    socket.on("close", () => this.#die("connection closed"));
-    const onData = (d: Uint8Array) => {
-      if (this.#dead) return;
-      this.#lastRecv = Date.now();
-      this.#pingSent = 0;
-      try {
-        this.#reader.push(d);
-      } catch (e) {
-        const code = e instanceof H2Error ? e.code : PROTOCOL_ERROR;
-        this.#send(goaway(0, code));
-        this.#die(`protocol error: ${(e as Error).message}`);
-        socket.end();
-      }
-    };
-    onData(head);
-    socket.on("data", onData);
-    this.#setIdle();
+  #onReceived(d: Uint8Array): void {
+    if (this.#dead) return;
+    this.#lastRecv = Date.now();
+    this.#pingSent = 0;
+    try {
+      this.#reader.push(d);
+    } catch (e) {
+      const code = e instanceof H2Error ? e.code : PROTOCOL_ERROR;
+      this.#send(goaway(0, code));
+      this.#die(`protocol error: ${(e as Error).message}`);
+      this.#socket.close();
+    }
   }
 
   /** Whether new Reads may use this connection. */
@@ -403,7 +409,7 @@ class BulkConnection {
   /** Closes the connection; open Reads fail with CANCELLED. */
   close(): void {
     this.#die("the connection was closed", Code.Canceled);
-    this.#socket.destroy();
+    this.#socket.close();
   }
 
   #send(b: Uint8Array): void {
@@ -429,7 +435,7 @@ class BulkConnection {
     const now = Date.now();
     if (this.#pingSent && now - this.#pingSent > KEEPALIVE_TIMEOUT_MS) {
       this.#die("the server stopped answering (keepalive timeout)");
-      this.#socket.destroy();
+      this.#socket.close();
     } else if (
       !this.#pingSent && now - this.#lastRecv > KEEPALIVE_INTERVAL_MS
     ) {

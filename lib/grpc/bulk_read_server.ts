@@ -34,6 +34,7 @@ import {
 } from "./limits.ts";
 import { regroup } from "./rechunk.ts";
 import { concatBytes } from "../nix/bytes.ts";
+import { enlargeUnixSendBuffer } from "../runtime/raw_socket.ts";
 import {
   ACK,
   appendHeaderBlock,
@@ -83,6 +84,11 @@ const MAX_SNIFF_SETTINGS = 64 * 6;
 const MAX_STATUS_MESSAGE = 4096;
 /** Concurrent streams a bulk connection takes. */
 const MAX_STREAMS = 256;
+/**
+ * Send buffer asked for on unix sockets (see
+ * {@linkcode enlargeUnixSendBuffer}; capped by net.core.wmem_max).
+ */
+const UNIX_SEND_BUFFER = 4 << 20;
 
 /**
  * Reads the start of a new connection, enough to tell a bulk Read
@@ -170,6 +176,7 @@ export function serveBulkConnection(
   blobs: BlobService,
   opts: BulkServeOptions = {},
 ): void {
+  void enlargeUnixSendBuffer(socket, UNIX_SEND_BUFFER).catch(() => {});
   const streams = new Map<number, Stream>();
   let lastStream = 0;
   let peerMaxFrame = DEFAULT_MAX_FRAME;
