@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseServiceAddr, resolveConfig } from "./config.ts";
+import { parseServiceAddr, resolveConfig } from "./config.ts";
 
 Deno.test("config: flags beat environment beat defaults", () => {
   const env = { SNIX_DATA_DIR: "/env/dir", BLOB_SERVICE_ADDR: "memory://" };
