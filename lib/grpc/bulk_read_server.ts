@@ -15,6 +15,7 @@
  * @module
  */
 import type * as net from "node:net";
+import process from "node:process";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   parseTimeout,
@@ -86,9 +87,10 @@ const MAX_STATUS_MESSAGE = 4096;
 const MAX_STREAMS = 256;
 /**
  * Send buffer asked for on unix sockets (see
- * {@linkcode enlargeUnixSendBuffer}; capped by net.core.wmem_max).
+ * {@linkcode enlargeUnixSendBuffer}; capped by net.core.wmem_max);
+ * `SNIX_BULK_UNIX_SNDBUF` overrides it in bytes (0: the system's default).
  */
-const UNIX_SEND_BUFFER = 4 << 20;
+const UNIX_SEND_BUFFER = Number(process.env.SNIX_BULK_UNIX_SNDBUF ?? 4 << 20);
 
 /**
  * Reads the start of a new connection, enough to tell a bulk Read
@@ -176,7 +178,9 @@ export function serveBulkConnection(
   blobs: BlobService,
   opts: BulkServeOptions = {},
 ): void {
-  void enlargeUnixSendBuffer(socket, UNIX_SEND_BUFFER).catch(() => {});
+  if (UNIX_SEND_BUFFER > 0) {
+    void enlargeUnixSendBuffer(socket, UNIX_SEND_BUFFER).catch(() => {});
+  }
   const streams = new Map<number, Stream>();
   let lastStream = 0;
   let peerMaxFrame = DEFAULT_MAX_FRAME;
