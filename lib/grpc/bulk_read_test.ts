@@ -3,6 +3,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import process from "node:process";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ReadBlobRequestSchema } from "../../proto/gen/snix/castore/protos/rpc_blobstore_pb.ts";
@@ -18,6 +19,7 @@ import { GrpcBlobService } from "./blob_client.ts";
 import { openGrpcChannel } from "./transport.ts";
 import { BLOB_READ_PATH } from "./blob_read_server.ts";
 import { bulkVerdict } from "./bulk_read_server.ts";
+import { BulkReader } from "./bulk_read_client.ts";
 import * as h2 from "./h2_wire.ts";
 
 const key = (d: Uint8Array) => Array.from(d).join(",");
@@ -507,4 +509,84 @@ Deno.test("bulk Read server: windows and frame size respected, deadlines, other 
       await ok.close();
     }
   });
+});
+
+Deno.test("bulk Read client: the server closing mid-frame fails the Read with UNAVAILABLE (both socket implementations); an unreachable server falls back", async () => {
+  // A server that agrees to the subset, starts an answer and dies inside a DATA frame.
+  const srv = net.createServer((s) => {
+    s.on("error", () => {});
+    let seen = 0;
+    let answered = false;
+    s.on("data", (d: Uint8Array) => {
+      seen += d.length;
+      if (seen === d.length) {
+        s.write(h2.settingsFrame([[h2.BULK_SETTING, h2.BULK_VERSION]]));
+      }
+      // Past preface, SETTINGS and WINDOW_UPDATE: the request came.
+      if (!answered && seen > 24 + 39 + 13) {
+        answered = true;
+        s.write(concatBytes([
+          h2.frame(
+            h2.HEADERS,
+            h2.END_HEADERS,
+            1,
+            h2.encodeHeaders([[":status", "200"], [
+              "content-type",
+              "application/grpc+proto",
+            ]]),
+          ),
+          h2.frameHeader(1000, h2.DATA, 0, 1),
+          new Uint8Array([0, 0, 0]),
+        ]));
+        setTimeout(() => s.destroy(), 20);
+      }
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as net.AddressInfo).port;
+  const before = process.env.SNIX_RAW_SOCKET;
+  try {
+    for (const impl of ["runtime", "node"]) {
+      if (impl === "node") process.env.SNIX_RAW_SOCKET = "node";
+      else delete process.env.SNIX_RAW_SOCKET;
+      let fellBack = 0;
+      const reader = new BulkReader(
+        { baseUrl: `http://127.0.0.1:${port}` },
+        () => {
+          fellBack++;
+          return [][Symbol.iterator]() as unknown as AsyncIterator<Uint8Array>;
+        },
+      );
+      const it = reader.read(blake3Sync(new Uint8Array(1)));
+      await assert.rejects(it.next(), (e: unknown) => {
+        assert.ok(e instanceof ConnectError, String(e));
+        assert.equal(e.code, Code.Unavailable, e.message);
+        assert.match(e.message, /connection (closed|error)/);
+        return true;
+      });
+      assert.equal(fellBack, 0);
+      reader.close();
+    }
+    // Nothing listens: the Read goes to the ordinary path (which reports why).
+    const free = (srv.address() as net.AddressInfo).port;
+    await new Promise((r) => srv.close(r));
+    let fellBack = 0;
+    const reader = new BulkReader(
+      { baseUrl: `http://127.0.0.1:${free}` },
+      () => {
+        fellBack++;
+        return (async function* () {})();
+      },
+    );
+    assert.deepEqual(await reader.read(new Uint8Array(32)).next(), {
+      value: undefined,
+      done: true,
+    });
+    assert.equal(fellBack, 1);
+    reader.close();
+  } finally {
+    if (before === undefined) delete process.env.SNIX_RAW_SOCKET;
+    else process.env.SNIX_RAW_SOCKET = before;
+    if (srv.listening) await new Promise((r) => srv.close(r));
+  }
 });
