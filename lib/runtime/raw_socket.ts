@@ -335,6 +335,12 @@ async function loadSockOpt(): Promise<SockOpt | undefined> {
       return lib.symbols as SockOpt;
     }
     if (g.Deno?.dlopen) {
+      // Only where FFI is already allowed: never a permission prompt.
+      if (
+        g.Deno.permissions?.querySync?.({ name: "ffi" }).state !== "granted"
+      ) {
+        return undefined;
+      }
       const lib = g.Deno.dlopen("libc.so.6", {
         setsockopt: {
           parameters: ["i32", "i32", "i32", "buffer", "u32"],
