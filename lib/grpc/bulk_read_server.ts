@@ -142,6 +142,25 @@ export function bulkVerdict(head: Uint8Array): boolean | undefined {
   return settings.get(BULK_SETTING) === BULK_VERSION;
 }
 
+/**
+ * Whether `head` (a sniffed start, see {@linkcode sniffBulk}) begins the way
+ * every HTTP/2 client must: the connection preface, then a SETTINGS frame
+ * on stream 0. Anything else is not worth handing to node:http2: Deno
+ * 2.9.6's nghttp2 can abort the whole process (an assertion in
+ * find_stream_on_goaway_func) while it answers such garbage with a GOAWAY.
+ */
+export function isHttp2Start(head: Uint8Array): boolean {
+  if (head.length < PREFACE.length + 9) return false;
+  for (let i = 0; i < PREFACE.length; i++) {
+    if (head[i] !== PREFACE[i]) return false;
+  }
+  const o = PREFACE.length;
+  const len = (head[o] << 16) | (head[o + 1] << 8) | head[o + 2];
+  return head[o + 3] === SETTINGS && head[o + 4] === 0 &&
+    (head[o + 5] | head[o + 6] | head[o + 7] | head[o + 8]) === 0 &&
+    len % 6 === 0;
+}
+
 /** Options of {@linkcode serveBulkConnection}. */
 export interface BulkServeOptions {
   /** Aborted when the server gives up on in-flight calls. */

@@ -30,7 +30,11 @@ import {
   isPlainBlobRead,
   serveBlobRead,
 } from "./blob_read_server.ts";
-import { serveBulkConnection, sniffBulk } from "./bulk_read_server.ts";
+import {
+  isHttp2Start,
+  serveBulkConnection,
+  sniffBulk,
+} from "./bulk_read_server.ts";
 import { directoryServer } from "./directory_server.ts";
 import { pathInfoServer } from "./path_info_server.ts";
 import { healthServer } from "./health_server.ts";
@@ -243,7 +247,9 @@ export async function startStoreServer(
     // SETTINGS frame; any other connection goes to node:http2 with the bytes
     // read so far put back.
     void sniffBulk(socket).then((sniffed) => {
-      if (!sniffed) {
+      if (!sniffed || (!sniffed.bulk && !isHttp2Start(sniffed.head))) {
+        // Not HTTP/2 at all (see isHttp2Start): closed here.
+        log.debug("not an HTTP/2 connection: closed");
         socket.destroy();
       } else if (sniffed.bulk && !draining) {
         serveBulkConnection(socket, sniffed.head, backends.blobs, {
