@@ -859,8 +859,7 @@ class LocalBlobWriter implements BlobWriter {
   #svc: LocalBlobService;
   #chunker: Chunker;
   // The whole blob's hash is fed chunk by chunk (the same bytes in the same
-  // order). The first chunk is held back until a second one exists: a blob
-  // of one chunk has that chunk's digest, so small blobs are hashed once.
+  // order), see #account: small blobs are hashed once.
   #hasher: Blake3 | undefined; // created for the second chunk
   #first: Uint8Array | undefined;
   #chunks: ChunkMeta[] = [];
@@ -892,10 +891,15 @@ class LocalBlobWriter implements BlobWriter {
     }
   }
 
-  async #store(chunk: Uint8Array): Promise<void> {
+  /**
+   * Hashes a chunk, feeds the blob's hash and records it; returns its
+   * digest. The first chunk is held back (`first`: the array to keep) until
+   * a second one exists: a blob of one chunk has that chunk's digest.
+   */
+  #account(chunk: Uint8Array, first: () => Uint8Array): Uint8Array {
     const digest = blake3Sync(chunk);
     if (this.#chunks.length === 0) {
-      this.#first = chunk;
+      this.#first = first();
     } else {
       this.#hasher ??= createBlake3();
       if (this.#first) this.#hasher.update(this.#first);
@@ -903,6 +907,11 @@ class LocalBlobWriter implements BlobWriter {
       this.#hasher.update(chunk);
     }
     this.#chunks.push({ digest, size: chunk.length });
+    return digest;
+  }
+
+  async #store(chunk: Uint8Array): Promise<void> {
+    const digest = this.#account(chunk, () => chunk);
     while (this.#inflight.size >= WRITE_CONCURRENCY) {
       await Promise.race(this.#inflight);
     }
@@ -926,16 +935,7 @@ class LocalBlobWriter implements BlobWriter {
   #storeView(chunk: Uint8Array): void {
     if (this.#error !== undefined) return;
     try {
-      const digest = blake3Sync(chunk);
-      if (this.#chunks.length === 0) {
-        this.#first = chunk.slice();
-      } else {
-        this.#hasher ??= createBlake3();
-        if (this.#first) this.#hasher.update(this.#first);
-        this.#first = undefined;
-        this.#hasher.update(chunk);
-      }
-      this.#chunks.push({ digest, size: chunk.length });
+      const digest = this.#account(chunk, () => chunk.slice());
       this.#svc.storePacked(digest, chunk, this.#pack!);
     } catch (e) {
       this.#error = e;
