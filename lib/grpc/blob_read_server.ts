@@ -105,16 +105,7 @@ export async function serveBlobRead(
       );
     }
     const body = await readRequestBody(req, abort.signal);
-    const request = decodeReadRequest(body);
-    requireB3Digest(request.digest, "digest");
-    const stream = await blobs.read(request.digest);
-    if (stream === undefined) {
-      throw new ConnectError(
-        `blob ${showDigest(request.digest)} not found`,
-        Code.NotFound,
-      );
-    }
-    reader = stream.getReader();
+    reader = await openRequestedBlob(blobs, body);
     let unflushed = 0; // bytes written but not yet taken by HTTP/2
     let wakeWriter: (() => void) | undefined;
     const onAbort = () => void reader?.cancel().catch(() => {});
@@ -205,6 +196,26 @@ async function readRequestBody(
   }
   throwIfAborted(signal);
   return concatBytes(parts, n);
+}
+
+/**
+ * The blob a Read request body asks for, opened for reading: `NotFound` if
+ * missing, `InvalidArgument` for a bad request or digest.
+ */
+export async function openRequestedBlob(
+  blobs: BlobService,
+  body: Uint8Array,
+): Promise<ReadableStreamDefaultReader<Uint8Array>> {
+  const request = decodeReadRequest(body);
+  requireB3Digest(request.digest, "digest");
+  const stream = await blobs.read(request.digest);
+  if (stream === undefined) {
+    throw new ConnectError(
+      `blob ${showDigest(request.digest)} not found`,
+      Code.NotFound,
+    );
+  }
+  return stream.getReader();
 }
 
 /** Decodes the single ReadBlobRequest envelope of a request body (ConnectError if malformed). */

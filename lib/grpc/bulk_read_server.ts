@@ -24,10 +24,9 @@ import {
 import type { BlobService } from "../castore/blob_service.ts";
 import {
   BLOB_READ_PATH,
-  decodeReadRequest,
   messageHeader,
+  openRequestedBlob,
 } from "./blob_read_server.ts";
-import { requireB3Digest, showDigest } from "./check.ts";
 import {
   MAX_DATA_MESSAGE_BYTES,
   MAX_MESSAGE_BYTES,
@@ -561,17 +560,9 @@ export function serveBulkConnection(
           Code.ResourceExhausted,
         );
       }
-      const request = decodeReadRequest(concatBytes(st.body, st.bodyLen));
+      const body = concatBytes(st.body, st.bodyLen);
       st.body = [];
-      requireB3Digest(request.digest, "digest");
-      const stream = await blobs.read(request.digest);
-      if (stream === undefined) {
-        throw new ConnectError(
-          `blob ${showDigest(request.digest)} not found`,
-          Code.NotFound,
-        );
-      }
-      reader = stream.getReader();
+      reader = await openRequestedBlob(blobs, body);
       const onAbort = () => void reader?.cancel().catch(() => {});
       signal.addEventListener("abort", onAbort, { once: true });
       throwIfAborted(signal);
