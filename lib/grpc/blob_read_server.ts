@@ -153,7 +153,8 @@ export async function serveBlobRead(
   }
 }
 
-function throwIfAborted(signal: AbortSignal): void {
+/** Throws the abort reason if `signal` is aborted. */
+export function throwIfAborted(signal: AbortSignal): void {
   if (signal.aborted) throw signal.reason;
 }
 
@@ -305,7 +306,8 @@ function flushed(
   });
 }
 
-async function* readerIterable(
+/** A stream reader's chunks as an async iterable (the reader stays the caller's). */
+export async function* readerIterable(
   reader: ReadableStreamDefaultReader<Uint8Array>,
 ): AsyncGenerator<Uint8Array> {
   while (true) {

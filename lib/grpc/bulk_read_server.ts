@@ -26,6 +26,8 @@ import {
   BLOB_READ_PATH,
   messageHeader,
   openRequestedBlob,
+  readerIterable,
+  throwIfAborted,
 } from "./blob_read_server.ts";
 import {
   MAX_DATA_MESSAGE_BYTES,
@@ -647,18 +649,4 @@ export function serveBulkConnection(
 function header(st: Stream, name: string): string | undefined {
   for (const [k, v] of st.headers) if (k === name) return v;
   return undefined;
-}
-
-function throwIfAborted(signal: AbortSignal): void {
-  if (signal.aborted) throw signal.reason;
-}
-
-async function* readerIterable(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-): AsyncGenerator<Uint8Array> {
-  while (true) {
-    const r = await reader.read();
-    if (r.done) return;
-    yield r.value;
-  }
 }
