@@ -368,11 +368,6 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     return [...this.#packs.problems];
   }
 
-  /** The packs of this store (./pack.ts). */
-  get packs(): PackSet {
-    return this.#packs;
-  }
-
   /** Where a packed chunk is, if it is in a pack. */
   packedChunk(digest: Uint8Array): PackRecord | undefined {
     const r = this.#packs.lookup(digest);

@@ -96,11 +96,6 @@ export class LocalDirectoryService
     return [...this.#packs.problems];
   }
 
-  /** The packs of this store (./pack.ts). */
-  get packs(): PackSet {
-    return this.#packs;
-  }
-
   /**
    * Where a directory's stored bytes are: a range of a pack file, or a whole
    * loose file (`length` -1); `undefined` if missing. For readers that load
