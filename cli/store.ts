@@ -63,6 +63,12 @@ export async function storeCommand(
         (await import("./store_path_info.ts")).storePathInfoCommand(ctx),
     },
     {
+      name: "compact",
+      summary: "merge the local store's small pack files into bigger ones",
+      load: async () =>
+        (await import("./store_compact.ts")).storeCompactCommand(ctx),
+    },
+    {
       name: "verify",
       summary:
         "re-read every blob, directory and path info; report what is corrupt or missing",

@@ -346,6 +346,46 @@ Deno.test("store cli: two processes importing overlapping trees into one data di
   });
 });
 
+Deno.test("store cli: many small imports from two processes merge their packs as they go; compact merges the rest; exports stay identical", async () => {
+  await withTmp(async (tmp) => {
+    const data = join(tmp, "data");
+    const trees: string[][] = [[], []];
+    for (let i = 0; i < 80; i++) {
+      const t = join(tmp, `t${i}`);
+      await fsp.mkdir(join(t, "sub"), { recursive: true });
+      await fsp.writeFile(join(t, "a"), `tree ${i}\n`.repeat(i + 1));
+      await fsp.writeFile(join(t, "sub", "b"), i % 2 ? "shared\n" : `b${i}\n`);
+      trees[i % 2].push(t);
+    }
+    // One ingestion (one pack per kind) per tree, 40 per process, at once.
+    const runs = await Promise.all(
+      trees.map((ts) => snix(data, "store", "import", ...ts)),
+    );
+    for (const r of runs) assert.equal(r.code, 0, r.err);
+    const packs = (kind: string) =>
+      fs.readdirSync(join(data, "castore", "packs", kind))
+        .filter((n) => n.endsWith(".pack")).length;
+    // Without merging: 80 each. A merge starts at 32 small packs.
+    assert.ok(packs("blobs") < 40, `${packs("blobs")} blob packs`);
+    assert.ok(packs("directories") < 40, `${packs("directories")} dir packs`);
+    assert.match((await ok(data, "store", "verify")).out, /no problems/);
+    const compact = await ok(data, "store", "compact");
+    assert.match(compact.out, /blob packs: \d+ -> 1 /);
+    assert.match(compact.out, /directory packs: \d+ -> 1 /);
+    assert.equal(packs("blobs"), 1);
+    assert.equal(packs("directories"), 1);
+    assert.match((await ok(data, "store", "verify")).out, /no problems/);
+    const paths = runs.map((r) => r.out.trim().split("\n"));
+    for (const [k, i] of [[0, 0], [1, 7], [0, 39]]) {
+      const exp = await ok(data, "store", "export", paths[k][i]);
+      assert.equal(
+        sha256(exp.stdout),
+        sha256(execFileSync("nix-store", ["--dump", trees[k][i]])),
+      );
+    }
+  });
+});
+
 Deno.test("store cli: unusable data directory gives one clear line naming it", async () => {
   await withTmp(async (tmp) => {
     await fsp.writeFile(join(tmp, "file"), "x");

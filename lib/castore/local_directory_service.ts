@@ -41,10 +41,31 @@ import {
   type DeferredDirectoryService,
   type WriteSession,
 } from "./data_dir_sync.ts";
-import { PackKind, PackSet, PackWriter, type StoredRange } from "./pack.ts";
+import {
+  type CompactionResult,
+  PackKind,
+  PackSet,
+  PackWriter,
+  type StoredRange,
+} from "./pack.ts";
 
 /** Directories whose verified bytes are kept in memory. */
 const CACHE_ENTRIES = 4096;
+
+/** What is wrong with a pack record's stored bytes (for pack compaction). */
+function checkRecord(
+  kind: number,
+  digest: Uint8Array,
+  stored: Uint8Array,
+): string | undefined {
+  if (kind !== PackKind.directory) return `unknown record kind ${kind}`;
+  try {
+    checkStoredDirectory(digest, stored);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
 
 /** Directory storage in `<dataDir>/castore/directories`. */
 export class LocalDirectoryService
@@ -65,6 +86,7 @@ export class LocalDirectoryService
     this.#packs = new PackSet(
       join(dataDir, "castore", "packs", "directories"),
       this.#tmpDir,
+      { check: (kind, digest, stored) => checkRecord(kind, digest, stored) },
     );
     this.#sync = sync;
   }
@@ -108,6 +130,19 @@ export class LocalDirectoryService
     }
     const path = this.directoryPath(digest);
     return existsNow(path) ? { path, offset: 0, length: -1 } : undefined;
+  }
+
+  /**
+   * Merges all small pack files into bigger ones (`snix store compact`;
+   * ingestions merge a bounded number on their own, see ./pack.ts).
+   */
+  compactPacks(): CompactionResult {
+    return this.#packs.compactAll();
+  }
+
+  /** The number of pack files (for `snix store compact` and tests). */
+  get packCount(): number {
+    return this.#packs.packs.length;
   }
 
   /** Path of a directory's loose file (for tests and `verify`). */

@@ -30,6 +30,19 @@
  * lookup misses (the packs directory's mtime changed, or is too recent to
  * trust).
  *
+ * Compaction: every ingestion publishes its own pack, so a store filled by
+ * `nix copy` (one ingestion per store path) gathers thousands of small
+ * packs, and every process pays for loading each one's index and opening
+ * its file. Once {@linkcode CompactionPolicy.minPacks} small packs exist,
+ * the writer that published the last one merges them (see
+ * {@linkcode PackSet.compact}): it copies their records into one new pack
+ * (each record checked on the way), publishes it like any pack, and only
+ * then deletes the merged ones. A record is thus in some published pack at
+ * every instant; a reader that finds a pack deleted under it looks the
+ * record up again (its open descriptor, if it had one, still reads the old
+ * file). A crash mid-way leaves the old packs, and perhaps the new one too:
+ * duplicate records, merged away by the next compaction.
+ *
  * Written here (no library stores content-addressed records in one file
  * with the crash semantics above).
  *
@@ -40,6 +53,9 @@ import { join } from "node:path";
 import process from "node:process";
 import { createBlake3, DIGEST_LENGTH, digestEquals } from "./digest.ts";
 import { randomHex, storageError } from "./atomic_file.ts";
+import { getLogger } from "@logtape/logtape";
+
+const log = getLogger(["snix", "castore"]);
 
 /** What a record holds. */
 export const PackKind = {
@@ -76,6 +92,8 @@ export interface StoredRange {
 /** Where a record is. */
 export interface PackRecord {
   readonly pack: PackFile;
+  /** Its entry number in the pack's index. */
+  readonly index: number;
   readonly offset: number;
   readonly length: number;
   readonly rawSize: number;
@@ -90,6 +108,56 @@ function keyOf(d: Uint8Array): number {
 
 const openFds = new Map<PackFile, number>();
 
+/**
+ * Checks one record's stored bytes (`rawSize` as in the index); returns
+ * what is wrong with it, or `undefined` if it is sound.
+ */
+export type RecordCheck = (
+  kind: number,
+  digest: Uint8Array,
+  bytes: Uint8Array,
+  rawSize: number,
+) => string | undefined;
+
+/** When packs are merged (see {@linkcode PackSet.compact}). */
+export interface CompactionPolicy {
+  /** Packs smaller than this many bytes count as small. */
+  smallBytes: number;
+  /** Merge once this many small packs exist. */
+  minPacks: number;
+  /** At most this many bytes are copied by one compaction. */
+  maxBytes: number;
+}
+
+/**
+ * The default policy: each merge copies at most 64 MiB, so an ingestion
+ * that triggers one waits a fraction of a second, and each stored byte is
+ * copied a few times at most before it sits in a pack of 32 MiB or more.
+ */
+export const DEFAULT_COMPACTION: CompactionPolicy = {
+  smallBytes: 32 << 20,
+  minPacks: 32,
+  maxBytes: 64 << 20,
+};
+
+/** What a compaction did. */
+export interface CompactionResult {
+  /** Packs merged (and deleted). */
+  merged: number;
+  /** Records in the new pack. */
+  records: number;
+  /** Bytes of the merged packs. */
+  bytes: number;
+  /** Packs left as they were because a record failed its check. */
+  kept: string[];
+}
+
+/** Whether `e` says a pack file does not exist (any more). */
+function isGone(e: unknown): boolean {
+  return (e as { code?: unknown })?.code === "ENOENT" ||
+    (e as { packGone?: unknown })?.packGone === true;
+}
+
 /** One published (immutable) pack file. */
 export class PackFile {
   /** The index entries, {@linkcode ENTRY_SIZE} bytes each. */
@@ -97,8 +165,15 @@ export class PackFile {
   readonly count: number;
   /** Asynchronous reads in flight (its descriptor stays open meanwhile). */
   #reading = 0;
+  /** The set it belongs to (to find a record again once it was merged away). */
+  set: PackSet | undefined;
 
-  private constructor(readonly path: string, index: Uint8Array) {
+  private constructor(
+    readonly path: string,
+    index: Uint8Array,
+    /** The file's size in bytes. */
+    readonly size: number,
+  ) {
     this.index = index;
     this.count = index.length / ENTRY_SIZE;
   }
@@ -133,7 +208,7 @@ export class PackFile {
       if (!digestEquals(sum, trailer.subarray(16, 16 + DIGEST_LENGTH))) {
         throw bad("index checksum mismatch");
       }
-      const p = new PackFile(path, index);
+      const p = new PackFile(path, index, size);
       for (let i = 0; i < count; i++) {
         const r = p.record(i);
         if (r.offset < MAGIC.length || r.offset + r.length > at) {
@@ -160,6 +235,7 @@ export class PackFile {
     );
     return {
       pack: this,
+      index: i,
       offset: Number(dv.getBigUint64(32, true)),
       length: dv.getUint32(40, true),
       rawSize: dv.getUint32(44, true),
@@ -177,7 +253,9 @@ export class PackFile {
     try {
       fd = fs.openSync(this.path, "r");
     } catch (e) {
-      throw storageError(`cannot open pack ${this.path}`, e);
+      throw Object.assign(storageError(`cannot open pack ${this.path}`, e), {
+        packGone: isGone(e),
+      });
     }
     openFds.set(this, fd);
     if (openFds.size > MAX_OPEN) {
@@ -195,14 +273,41 @@ export class PackFile {
     return fd;
   }
 
+  /** Closes this pack's descriptor unless reads are in flight. */
+  close(): void {
+    const fd = openFds.get(this);
+    if (fd === undefined || this.#reading > 0) return;
+    openFds.delete(this);
+    try {
+      fs.closeSync(fd);
+    } catch { /* nothing to do */ }
+  }
+
+  /**
+   * Where record `r` is now if this pack was merged away (deleted) since
+   * it was looked up, else `undefined`.
+   */
+  #moved(r: PackRecord, e: unknown): PackRecord | undefined {
+    if (!isGone(e) || !this.set) return undefined;
+    const now = this.set.relocate(this.digest(r.index));
+    return now && now.pack !== this ? now : undefined;
+  }
+
   /** A record's stored bytes, read on this thread (into `into` if big enough). */
   readSync(r: PackRecord, into?: Uint8Array): Uint8Array {
+    let fd: number;
+    try {
+      fd = this.#fd();
+    } catch (e) {
+      const moved = this.#moved(r, e);
+      if (moved) return moved.pack.readSync(moved, into);
+      throw e;
+    }
     const buf = into && into.length >= r.length
       ? into.subarray(0, r.length)
       : new Uint8Array(r.length);
     try {
       let n = 0;
-      const fd = this.#fd();
       while (n < r.length) {
         const got = fs.readSync(fd, buf, n, r.length - n, r.offset + n);
         if (got === 0) throw new Error("unexpected end of file");
@@ -216,13 +321,14 @@ export class PackFile {
 
   /** A record's stored bytes, read in the runtime's I/O threads. */
   read(r: PackRecord): Promise<Uint8Array> {
-    const buf = new Uint8Array(r.length);
     let fd: number;
     try {
       fd = this.#fd();
     } catch (e) {
-      return Promise.reject(e);
+      const moved = this.#moved(r, e);
+      return moved ? moved.pack.read(moved) : Promise.reject(e);
     }
+    const buf = new Uint8Array(r.length);
     this.#reading++;
     return new Promise<Uint8Array>((resolve, reject) => {
       const step = (n: number) => {
@@ -279,11 +385,31 @@ export class PackSet {
   #listedAt = 0;
   /** Packs that could not be loaded: path and reason (for `verify`). */
   readonly problems: string[] = [];
+  readonly #check: RecordCheck | undefined;
+  readonly #policy: CompactionPolicy;
+  #compacting = false;
 
-  /** `dir` holds the packs; `tmpDir` (same file system) their temporary files. */
-  constructor(dir: string, tmpDir: string) {
+  /**
+   * `dir` holds the packs; `tmpDir` (same file system) their temporary
+   * files. Packs are merged (see {@linkcode compact}) only with a `check`
+   * for their records.
+   */
+  constructor(
+    dir: string,
+    tmpDir: string,
+    options: { check?: RecordCheck; compaction?: Partial<CompactionPolicy> } =
+      {},
+  ) {
     this.#dir = dir;
     this.#tmpDir = tmpDir;
+    this.#check = options.check;
+    this.#policy = { ...DEFAULT_COMPACTION, ...options.compaction };
+  }
+
+  /** The published packs this process knows of. */
+  get packs(): readonly PackFile[] {
+    if (!this.#loaded) this.#refresh(true);
+    return this.#packs;
   }
 
   /** The packs directory. */
@@ -323,6 +449,15 @@ export class PackSet {
     return digestEquals(pack.digest(i), digest) ? pack.record(i) : undefined;
   }
 
+  /**
+   * Where `digest` is after the pack it was found in disappeared (merged by
+   * a compaction): the directory is listed again first.
+   */
+  relocate(digest: Uint8Array): PackRecord | undefined {
+    this.#refresh(true);
+    return this.#find(digest);
+  }
+
   /** Lists the directory again if it may have changed; true if packs were added. */
   #refresh(force: boolean): boolean {
     this.#loaded = true;
@@ -346,20 +481,40 @@ export class PackSet {
     this.#dirMtimeMs = mtimeMs;
     this.#listedAt = Date.now();
     let added = false;
+    const listed = new Set<string>();
     for (const name of fs.readdirSync(this.#dir)) {
-      if (!name.endsWith(".pack") || this.#names.has(name)) continue;
+      if (!name.endsWith(".pack")) continue;
+      listed.add(name);
+      if (this.#names.has(name)) continue;
       this.#names.add(name);
       try {
         this.#add(PackFile.load(join(this.#dir, name)));
         added = true;
       } catch (e) {
-        this.problems.push((e as Error).message);
+        // (gone since the listing: merged by a compaction)
+        if (!isGone(e)) this.problems.push((e as Error).message);
       }
     }
-    return added;
+    const gone = this.#packs.filter((p) => !listed.has(baseName(p.path)));
+    if (gone.length > 0) this.#retire(new Set(gone));
+    return added || gone.length > 0;
+  }
+
+  /** Forgets packs that were deleted (their records are in another pack). */
+  #retire(gone: Set<PackFile>): void {
+    const keep = this.#packs.filter((p) => !gone.has(p));
+    for (const p of gone) {
+      this.#names.delete(baseName(p.path));
+      p.close();
+    }
+    this.#packs = [];
+    this.#map.clear();
+    this.#overflow.clear();
+    for (const p of keep) this.#add(p);
   }
 
   #add(pack: PackFile): void {
+    pack.set = this;
     const n = this.#packs.push(pack) - 1;
     for (let i = 0; i < pack.count; i++) {
       const d = pack.digest(i);
@@ -373,10 +528,149 @@ export class PackSet {
 
   /** Registers a pack this process just published. */
   published(path: string, pack: PackFile): void {
-    const name = path.slice(path.lastIndexOf("/") + 1);
+    const name = baseName(path);
     if (this.#names.has(name)) return;
     this.#names.add(name);
     this.#add(pack);
+  }
+
+  /**
+   * After a pack was published: merges the small packs if the policy says
+   * so. A failed merge is logged and changes nothing (the ingestion that
+   * called this succeeded already).
+   */
+  compactIfDue(): void {
+    if (this.#compacting || !this.#check) return;
+    try {
+      this.#refresh(false);
+      const small = this.#packs.filter((p) => p.size < this.#policy.smallBytes);
+      if (small.length < this.#policy.minPacks) return;
+      const r = this.compact();
+      if (r) {
+        log.debug(
+          "merged {merged} packs ({bytes} bytes, {records} records) in {dir}",
+          { ...r, dir: this.#dir },
+        );
+      }
+    } catch (e) {
+      log.warn("cannot merge the packs in {dir}: {error}", {
+        dir: this.#dir,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /**
+   * Merges small packs into one new pack: the smallest first, at most
+   * {@linkcode CompactionPolicy.maxBytes} of them, if at least
+   * {@linkcode CompactionPolicy.minPacks} (with `force`: two) qualify.
+   * Every record is checked as it is copied; a pack with a bad record is
+   * left as it is (`kept`), so that `verify` still reports the damage.
+   * Returns `undefined` if there was nothing to merge, or another process
+   * is merging this directory right now.
+   */
+  compact(force = false): CompactionResult | undefined {
+    const check = this.#check;
+    if (!check) return undefined;
+    this.#refresh(true);
+    const small = this.#packs
+      .filter((p) => p.size < this.#policy.smallBytes)
+      .sort((a, b) => a.size - b.size);
+    const picked: PackFile[] = [];
+    let total = 0;
+    for (const p of small) {
+      if (picked.length >= 2 && total + p.size > this.#policy.maxBytes) break;
+      picked.push(p);
+      total += p.size;
+    }
+    if (picked.length < (force ? 2 : this.#policy.minPacks)) return undefined;
+    const unlock = this.#lock();
+    if (!unlock) return undefined;
+    this.#compacting = true;
+    try {
+      return this.#merge(picked, check);
+    } finally {
+      this.#compacting = false;
+      unlock();
+    }
+  }
+
+  /** Merges small packs until no two are left (for `snix store compact`). */
+  compactAll(): CompactionResult {
+    const sum: CompactionResult = { merged: 0, records: 0, bytes: 0, kept: [] };
+    for (;;) {
+      const r = this.compact(true);
+      if (!r || r.merged === 0) return sum;
+      sum.merged += r.merged;
+      sum.records += r.records;
+      sum.bytes += r.bytes;
+      sum.kept.push(...r.kept);
+      if (r.merged < 2) return sum;
+    }
+  }
+
+  #merge(picked: PackFile[], check: RecordCheck): CompactionResult {
+    const w = this.writer();
+    const merged: PackFile[] = [];
+    const kept: string[] = [];
+    let buf = new Uint8Array(1 << 20);
+    let records = 0;
+    let bytes = 0;
+    try {
+      for (const p of picked) {
+        let bad: string | undefined;
+        try {
+          for (let i = 0; i < p.count && !bad; i++) {
+            const r = p.record(i);
+            if (buf.length < r.length) buf = new Uint8Array(r.length);
+            const stored = p.readSync(r, buf);
+            bad = check(r.kind, p.digest(i), stored, r.rawSize);
+            if (!bad) w.add(r.kind, p.digest(i), stored, r.rawSize);
+          }
+        } catch (e) {
+          bad = (e as Error).message;
+        }
+        if (bad) kept.push(`${p.path}: ${bad}`);
+        else {
+          merged.push(p);
+          bytes += p.size;
+        }
+      }
+      records = w.count;
+      if (merged.length < 2) {
+        // Nothing gained by rewriting a single pack.
+        w.abort();
+        return { merged: 0, records: 0, bytes: 0, kept };
+      }
+      w.publish();
+    } catch (e) {
+      w.abort();
+      throw e;
+    }
+    // The new pack is durable and listed: the old ones can go.
+    for (const p of merged) fs.rmSync(p.path, { force: true });
+    fsyncDir(this.#dir);
+    this.#retire(new Set(merged));
+    return { merged: merged.length, records, bytes, kept };
+  }
+
+  /**
+   * Takes this directory's merge lock (a file naming our pid); returns its
+   * release, or `undefined` if a live process holds it.
+   */
+  #lock(): (() => void) | undefined {
+    const path = join(this.#dir, "compact.lock");
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        fs.writeFileSync(path, `${process.pid}\n`, { flag: "wx" });
+        return () => fs.rmSync(path, { force: true });
+      } catch (e) {
+        if ((e as { code?: string }).code !== "EEXIST") throw e;
+      }
+      if (lockHolderAlive(path)) return undefined;
+      fs.rmSync(path, { force: true }); // stale: its process is gone
+    }
+    return undefined;
   }
 
   /** Every record: digest and kind (for `verify` and listings). */
@@ -392,6 +686,41 @@ export class PackSet {
   /** A writer of a new pack into this directory. */
   writer(): PackWriter {
     return new PackWriter(this, this.#tmpDir);
+  }
+}
+
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, "r");
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Whether the process named in lock file `path` still runs (or the file is fresh). */
+function lockHolderAlive(path: string): boolean {
+  let text: string;
+  let ageMs: number;
+  try {
+    text = fs.readFileSync(path, "utf8");
+    ageMs = Date.now() - fs.statSync(path).mtimeMs;
+  } catch {
+    return false; // released meanwhile
+  }
+  const pid = Number.parseInt(text, 10);
+  // Just created, pid not written yet; or an old lock whose pid was reused.
+  if (!Number.isInteger(pid) || pid <= 0) return ageMs < 10_000;
+  if (ageMs > 3_600_000) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === "EPERM";
   }
 }
 
@@ -543,9 +872,23 @@ export class PackWriter {
    * to do for an empty pack.
    */
   finish(): Promise<void> {
-    if (this.#state !== "open") return Promise.resolve();
+    try {
+      if (!this.publish()) return Promise.resolve();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    this.#set.compactIfDue();
+    return Promise.resolve();
+  }
+
+  /**
+   * {@linkcode finish} without the merge check that follows it; returns
+   * whether a pack was published (an empty one is not).
+   */
+  publish(): boolean {
+    if (this.#state !== "open") return false;
     this.#state = "done";
-    if (this.#fd === undefined) return Promise.resolve();
+    if (this.#fd === undefined) return false;
     const fd = this.#fd;
     try {
       const indexAt = this.#pos;
@@ -568,27 +911,20 @@ export class PackWriter {
       const path = join(this.#set.dir, name);
       fs.mkdirSync(this.#set.dir, { recursive: true });
       fs.renameSync(this.#tmpPath, path);
-      const dfd = fs.openSync(this.#set.dir, "r");
-      try {
-        fs.fsyncSync(dfd);
-      } finally {
-        fs.closeSync(dfd);
-      }
+      fsyncDir(this.#set.dir);
       this.#set.published(path, PackFile.load(path));
       this.#entries = [];
       this.#own.clear();
-      return Promise.resolve();
+      return true;
     } catch (e) {
       this.#fd = undefined;
       try {
         fs.closeSync(fd);
       } catch { /* already closed */ }
       fs.rmSync(this.#tmpPath, { force: true });
-      return Promise.reject(
-        e instanceof Error && e.name === "ConnectError"
-          ? e
-          : storageError(`cannot publish pack ${this.#tmpPath}`, e),
-      );
+      throw e instanceof Error && e.name === "ConnectError"
+        ? e
+        : storageError(`cannot publish pack ${this.#tmpPath}`, e);
     }
   }
 

@@ -1,0 +1,69 @@
+/**
+ * `snix store compact`: merges the small pack files of the local data
+ * directory (one per ingestion: a store filled by `nix copy` has one or two
+ * per store path) into bigger ones, so every process loads fewer indexes
+ * and keeps fewer files open. Ingestions already merge a bounded amount on
+ * their own (lib/castore/pack.ts); this merges everything, for a store that
+ * grew before that, or in one go. Safe while other processes read and write
+ * the store.
+ *
+ * @module
+ */
+import { Command } from "@commander-js/extra-typings";
+import process from "node:process";
+import type { CliContext } from "./context.ts";
+import type { CompactionResult } from "../lib/castore/pack.ts";
+
+/** What a service that keeps pack files offers. */
+interface Compactable {
+  compactPacks(): CompactionResult;
+  readonly packCount: number;
+}
+
+function compactable(s: unknown): Compactable | undefined {
+  const c = s as Partial<Compactable>;
+  return typeof c?.compactPacks === "function" ? c as Compactable : undefined;
+}
+
+/** The `store compact` command. */
+// deno-lint-ignore no-explicit-any
+export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
+  return new Command("compact")
+    .description(
+      "merge the small pack files of the local store into bigger ones",
+    )
+    .action(async () => {
+      const services = await ctx.services();
+      const parts: [string, Compactable | undefined][] = [
+        ["blob", compactable(services.blobs)],
+        ["directory", compactable(services.directories)],
+      ];
+      if (parts.every(([, c]) => !c)) {
+        throw new Error(
+          "this store keeps no pack files (only a local data directory has them)",
+        );
+      }
+      let kept = 0;
+      for (const [what, c] of parts) {
+        if (!c) continue;
+        const before = c.packCount;
+        const r = c.compactPacks();
+        for (const k of r.kept) {
+          process.stdout.write(`kept ${k}\n`);
+        }
+        kept += r.kept.length;
+        process.stdout.write(
+          `${what} packs: ${before} -> ${c.packCount} (merged ${r.merged}, ${
+            (r.bytes / 2 ** 20).toFixed(1)
+          } MiB)\n`,
+        );
+      }
+      if (kept > 0) {
+        throw new Error(
+          `${kept} pack${
+            kept === 1 ? "" : "s"
+          } with damaged records left as they are; run snix store verify`,
+        );
+      }
+    });
+}
