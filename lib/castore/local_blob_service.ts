@@ -464,18 +464,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
         ? await packed.pack.read(packed)
         : await readUnpooled(this.chunkPath(digest));
     } else {
-      const t0 = performance.now();
       // A pooled buffer: the chunk is decompressed right below, before
       // anything else can run, and the buffer goes back to the pool.
       pooled = packed !== undefined;
-      compressed = packed
-        ? packed.pack.readSync(packed, readPool.pop())
-        : readChunkFile(this.chunkPath(digest));
-      const t1 = performance.now();
-      // Two slow reads in a row: one alone is often a pack being opened or
-      // a pause of this thread, not the disk.
-      if (t1 - t0 <= COLD_READ_MS) this.#slowReads = 0;
-      else if (++this.#slowReads >= 2) this.#coldUntil = t1 + COLD_WINDOW_MS;
+      compressed = this.#timedReadSync(digest, packed);
     }
     if (!compressed) return undefined;
     return this.#loadChunk(
@@ -489,10 +481,51 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   }
 
   /**
-   * Loads, decompresses and verifies one chunk. `blob` names the blob in
-   * messages; `expectedSize` is checked when known.
+   * A chunk's stored bytes read on this thread (a packed one into a pooled
+   * buffer), noting a slow read: two in a row mean a cold disk, and then
+   * read-ahead goes off this thread for a while (see #loadChunkAhead).
    */
-  // deno-lint-ignore require-await -- async so failures reject, read-ahead style
+  #timedReadSync(
+    digest: Uint8Array,
+    packed: PackRecord | undefined,
+  ): Uint8Array | undefined {
+    const t0 = performance.now();
+    const compressed = packed
+      ? packed.pack.readSync(packed, readPool.pop())
+      : readChunkFile(this.chunkPath(digest));
+    const t1 = performance.now();
+    // Two slow reads in a row: one alone is often a pack being opened or
+    // a pause of this thread, not the disk.
+    if (t1 - t0 <= COLD_READ_MS) this.#slowReads = 0;
+    else if (++this.#slowReads >= 2) this.#coldUntil = t1 + COLD_WINDOW_MS;
+    return compressed;
+  }
+
+  /**
+   * A small blob's verified bytes, read on this thread with no stream:
+   * `undefined` where {@linkcode read} has to do it (a blob of several
+   * chunks, a missing one, or while the disk is cold, when reads go to the
+   * I/O threads). `DataLoss` naming the digest if the bytes are damaged or
+   * not `size` long.
+   */
+  readSmallSync(digest: Uint8Array, size: number): Uint8Array | undefined {
+    if (performance.now() < this.#coldUntil) return undefined;
+    const rec = this.#packs.lookup(digest);
+    if (rec && rec.kind !== PackKind.chunk) return undefined;
+    const compressed = this.#timedReadSync(digest, rec);
+    if (!compressed) return undefined;
+    return this.#loadChunkSync(
+      digest,
+      digest,
+      size,
+      compressed,
+      rec !== undefined,
+      rec?.pack.path,
+    );
+  }
+
+  /** {@linkcode #loadChunkSync}, failures as rejections (read-ahead style). */
+  // deno-lint-ignore require-await -- async so failures reject
   async #loadChunk(
     digest: Uint8Array,
     blob: Uint8Array,
@@ -501,6 +534,28 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     pooled = true,
     source?: string,
   ): Promise<Uint8Array | undefined> {
+    return this.#loadChunkSync(
+      digest,
+      blob,
+      expectedSize,
+      preread,
+      pooled,
+      source,
+    );
+  }
+
+  /**
+   * Loads, decompresses and verifies one chunk. `blob` names the blob in
+   * messages; `expectedSize` is checked when known.
+   */
+  #loadChunkSync(
+    digest: Uint8Array,
+    blob: Uint8Array,
+    expectedSize?: number,
+    preread?: Uint8Array,
+    pooled = true,
+    source?: string,
+  ): Uint8Array | undefined {
     const packed = preread ? undefined : this.packedChunk(digest);
     const path = source ?? packed?.pack.path ?? this.chunkPath(digest);
     const compressed = preread ??

@@ -87,11 +87,21 @@ async function openBlob(
   return s;
 }
 
+/** A blob service that can hand over a small blob without a stream. */
+interface SmallBlobReader {
+  readSmallSync(digest: Uint8Array, size: number): Uint8Array | undefined;
+}
+
 async function readBlob(
   blobs: BlobService,
   digest: Uint8Array,
   size: number,
 ): Promise<Uint8Array> {
+  const direct = (blobs as Partial<SmallBlobReader>).readSmallSync?.(
+    digest,
+    size,
+  );
+  if (direct) return direct;
   const s = await openBlob(blobs, digest);
   const out = new Uint8Array(size);
   let o = 0;
