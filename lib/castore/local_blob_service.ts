@@ -458,15 +458,13 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   ): Promise<Uint8Array | undefined> {
     const packed = this.packedChunk(digest);
     let compressed: Uint8Array | undefined;
-    let pooled = false;
     if (performance.now() < this.#coldUntil) {
       compressed = packed
         ? await packed.pack.read(packed)
         : await readUnpooled(this.chunkPath(digest));
     } else {
-      // A pooled buffer: the chunk is decompressed right below, before
-      // anything else can run, and the buffer goes back to the pool.
-      pooled = packed !== undefined;
+      // A transient view: the chunk is decompressed right below, before
+      // anything else can run.
       compressed = this.#timedReadSync(digest, packed);
     }
     if (!compressed) return undefined;
@@ -475,15 +473,16 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
       blob,
       expectedSize,
       compressed,
-      pooled,
+      false,
       packed?.pack.path,
     );
   }
 
   /**
-   * A chunk's stored bytes read on this thread (a packed one into a pooled
-   * buffer), noting a slow read: two in a row mean a cold disk, and then
-   * read-ahead goes off this thread for a while (see #loadChunkAhead).
+   * A chunk's stored bytes read on this thread, for use right away (a
+   * packed one is a transient view, see PackFile.readTransient), noting a
+   * slow read: two in a row mean a cold disk, and then read-ahead goes off
+   * this thread for a while (see #loadChunkAhead).
    */
   #timedReadSync(
     digest: Uint8Array,
@@ -491,7 +490,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   ): Uint8Array | undefined {
     const t0 = performance.now();
     const compressed = packed
-      ? packed.pack.readSync(packed, readPool.pop())
+      ? packed.pack.readTransient(packed)
       : readChunkFile(this.chunkPath(digest));
     const t1 = performance.now();
     // Two slow reads in a row: one alone is often a pack being opened or
@@ -519,7 +518,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
       digest,
       size,
       compressed,
-      rec !== undefined,
+      false,
       rec?.pack.path,
     );
   }

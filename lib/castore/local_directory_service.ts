@@ -164,9 +164,12 @@ export class LocalDirectoryService
     }
     // Synchronous: directory files are small and a warm read takes
     // microseconds, less than the thread-pool round trips of readFile.
+    // A packed one through the pack's read window (a walk reads them in
+    // the order they were written), copied: the decoded message's bytes
+    // fields are views of it.
     const r = this.#packs.lookup(digest);
     const bytes = r?.kind === PackKind.directory
-      ? r.pack.readSync(r)
+      ? r.pack.readTransient(r).slice()
       : readFileNow(this.directoryPath(digest), true);
     if (!bytes) return undefined;
     const d = checkStoredDirectory(digest, bytes);

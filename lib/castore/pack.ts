@@ -108,6 +108,14 @@ function keyOf(d: Uint8Array): number {
 
 const openFds = new Map<PackFile, number>();
 
+/** Bytes read at once by {@linkcode PackFile.readTransient} when reading sequentially. */
+const READ_WINDOW = 1 << 20;
+/** Packs holding a read window, least recently used first (at most {@linkcode MAX_WINDOWS}). */
+const windows = new Set<PackFile>();
+const MAX_WINDOWS = 4;
+/** Scratch for {@linkcode PackFile.readTransient} reads outside a window. */
+let scratch = new Uint8Array(256 << 10);
+
 /**
  * Checks one record's stored bytes (`rawSize` as in the index); returns
  * what is wrong with it, or `undefined` if it is sound.
@@ -167,6 +175,12 @@ export class PackFile {
   #reading = 0;
   /** The set it belongs to (to find a record again once it was merged away). */
   set: PackSet | undefined;
+  /** Read window: bytes of the file from `#winAt` (see readTransient). */
+  #win: Uint8Array | undefined;
+  #winAt = 0;
+  #winLen = 0;
+  /** Where the last transient read ended (sequential reads get a window). */
+  #lastEnd = -1;
 
   private constructor(
     readonly path: string,
@@ -281,6 +295,67 @@ export class PackFile {
     try {
       fs.closeSync(fd);
     } catch { /* nothing to do */ }
+  }
+
+  /**
+   * A record's stored bytes as a view that is valid only until the next
+   * `readTransient` of any pack: for callers that decompress or decode
+   * right away. Records read in file order (a walk over what one
+   * ingestion wrote) are served from a window of
+   * {@linkcode READ_WINDOW} bytes read at once, so many small records cost
+   * one system call instead of one each.
+   */
+  readTransient(r: PackRecord): Uint8Array {
+    const win = this.#win;
+    if (win && r.offset >= this.#winAt) {
+      const at = r.offset - this.#winAt;
+      if (at + r.length <= this.#winLen) {
+        this.#lastEnd = r.offset + r.length;
+        return win.subarray(at, at + r.length);
+      }
+    }
+    const sequential = r.offset === this.#lastEnd;
+    this.#lastEnd = r.offset + r.length;
+    if (!sequential || r.length >= READ_WINDOW / 2) {
+      if (scratch.length < r.length) scratch = new Uint8Array(r.length);
+      return this.readSync(r, scratch);
+    }
+    let fd: number;
+    try {
+      fd = this.#fd();
+    } catch (e) {
+      const moved = this.#moved(r, e);
+      if (moved) return moved.pack.readSync(moved);
+      throw e;
+    }
+    let buf = this.#win;
+    if (!buf) {
+      if (windows.size >= MAX_WINDOWS) {
+        const oldest: PackFile = windows.values().next().value!;
+        windows.delete(oldest);
+        buf = oldest.#win;
+        oldest.#win = undefined;
+      }
+      buf ??= new Uint8Array(READ_WINDOW);
+    }
+    windows.delete(this); // most recently used last
+    windows.add(this);
+    let n = 0;
+    try {
+      while (n < r.length) {
+        const got = fs.readSync(fd, buf, n, buf.length - n, r.offset + n);
+        if (got === 0) throw new Error("unexpected end of file");
+        n += got;
+      }
+    } catch (e) {
+      this.#win = undefined;
+      windows.delete(this);
+      throw storageError(`cannot read pack ${this.path}`, e);
+    }
+    this.#win = buf;
+    this.#winLen = n;
+    this.#winAt = r.offset;
+    return buf.subarray(0, r.length);
   }
 
   /**
