@@ -94,8 +94,13 @@ import { objectFiles } from "../runtime/object_files.ts";
 const ZSTD_LEVEL = -1;
 /** Chunks being compressed and written at once per writer. */
 const WRITE_CONCURRENCY = 4;
-/** A synchronous chunk read slower than this (ms) means a cold cache... */
+/**
+ * A synchronous chunk read slower than this (ms) means a cold cache (a
+ * packed one may fill a 1 MiB read window: a copy of up to about 1 ms on
+ * a busy machine, so it gets more)...
+ */
 const COLD_READ_MS = 1;
+const COLD_PACKED_READ_MS = 3;
 /** ...and read-ahead then reads asynchronously for this long (ms). */
 const COLD_WINDOW_MS = 1000;
 /** Largest content a chunk file may claim in its header (sanity bound). */
@@ -495,7 +500,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     const t1 = performance.now();
     // Two slow reads in a row: one alone is often a pack being opened or
     // a pause of this thread, not the disk.
-    if (t1 - t0 <= COLD_READ_MS) this.#slowReads = 0;
+    const limit = packed ? COLD_PACKED_READ_MS : COLD_READ_MS;
+    if (t1 - t0 <= limit) this.#slowReads = 0;
     else if (++this.#slowReads >= 2) this.#coldUntil = t1 + COLD_WINDOW_MS;
     return compressed;
   }
