@@ -19,9 +19,12 @@
  *   over grpc+unix, against local in-process.
  *
  * Usage: deno run -A scripts/bench_grpc.ts [--blob-mib N] [--seconds S]
- *   [--blob-only] [--reads-only] [--runs N]
+ *   [--blob-only] [--reads-only] [--compare-decoded] [--runs N]
  *   [--daemon-flags "--cpu-prof --cpu-prof-dir=DIR"]
  *
+ * `--compare-decoded` adds the grpc+unix and TCP whole reads with the
+ * daemon decoding and verifying each chunk itself (no stored zstd frames,
+ * `SNIX_GRPC_BULK_ZSTD=0`), measured in the same turns.
  * `--blob-only` stops after the blob reads; `--reads-only` after the local,
  * unix and TCP whole reads (for profiling); `--daemon-flags` are passed to
  * `deno run` of the daemon (e.g. to profile it).
@@ -66,6 +69,7 @@ const blobMiB = Number(opt("--blob-mib", "128"));
 const seconds = Number(opt("--seconds", "3"));
 const blobOnly = args.includes("--blob-only");
 const readsOnly = args.includes("--reads-only");
+const compareDecoded = args.includes("--compare-decoded");
 const runs = Number(opt("--runs", "3"));
 const daemonFlags = opt("--daemon-flags", "").split(" ").filter((f) => f);
 const enc = new TextEncoder();
@@ -269,7 +273,25 @@ async function main() {
     console.log(`  (${chunks?.length} chunks)`);
     const local = await LocalBlobService.open(join(dir, "data"));
     const tcpBlobs = GrpcBlobService.connect(tcpUrl);
-    const [localRate, unixRate, tcpRate] = await readRates([
+    // With --compare-decoded, the same reads with the daemon decoding and
+    // verifying each chunk itself (SNIX_GRPC_BULK_ZSTD=0: no stored frames).
+    process.env.SNIX_GRPC_BULK_ZSTD = "0";
+    const decodedUnix = GrpcBlobService.connect(unixUrl);
+    const decodedTcp = GrpcBlobService.connect(tcpUrl);
+    delete process.env.SNIX_GRPC_BULK_ZSTD;
+    const decodedReads = compareDecoded
+      ? [
+        {
+          label: "Read grpc+unix, daemon decodes (verified)",
+          read: async () => drain(await decodedUnix.read(digest)),
+        },
+        {
+          label: "Read grpc+http TCP, daemon decodes (verified)",
+          read: async () => drain(await decodedTcp.read(digest)),
+        },
+      ]
+      : [];
+    const [localRate, unixRate, tcpRate, ...decodedRates] = await readRates([
       {
         label: "Read local in-process",
         read: async () => drain(await local.read(digest)),
@@ -282,7 +304,16 @@ async function main() {
         label: "Read GrpcBlobService grpc+http TCP (verified)",
         read: async () => drain(await tcpBlobs.read(digest)),
       },
+      ...decodedReads,
     ], runs);
+    await Promise.all([decodedUnix.close(), decodedTcp.close()]);
+    if (compareDecoded) {
+      console.log(
+        `  ratio daemon-decodes/local: unix ${
+          (decodedRates[0] / localRate).toFixed(2)
+        }x, tcp ${(decodedRates[1] / localRate).toFixed(2)}x`,
+      );
+    }
     if (readsOnly) {
       console.log(
         `  ratio grpc/local: unix ${(unixRate / localRate).toFixed(2)}x, tcp ${

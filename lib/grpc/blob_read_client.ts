@@ -28,6 +28,7 @@ import {
 } from "../../proto/gen/snix/castore/protos/rpc_blobstore_pb.ts";
 import { BLOB_READ_PATH } from "./blob_read_server.ts";
 import { MAX_MESSAGE_BYTES } from "./limits.ts";
+import { decodeZstd } from "./zstd_message.ts";
 
 /** What the raw reader needs from a connection (see transport.ts). */
 export interface RawHttp2Caller {
@@ -227,10 +228,26 @@ export class BlobChunkParser {
   /** Collected message (other layouts only). */
   #whole: Uint8Array | undefined;
   #wholeLen = 0;
+  /** Whether compressed messages (`grpc-encoding: zstd`) are taken. */
+  #zstd = false;
+  /** A compressed message being collected (views of the pushed pieces). */
+  #packed: { len: number; got: number; pieces: Uint8Array[] } | undefined;
+  /** Parses decompressed messages. */
+  #inner: BlobChunkParser | undefined;
 
   /** `emit` gets the data bytes (views of the pushed pieces). */
   constructor(emit: (piece: Uint8Array) => void) {
     this.#emit = emit;
+  }
+
+  /**
+   * Takes messages compressed with zstd from now on (the response said
+   * `grpc-encoding: zstd`, see ./zstd_message.ts). Their data bytes come
+   * out as views of the pushed pieces where the frames store them raw, so
+   * the pushed pieces must not be reused.
+   */
+  acceptZstd(): void {
+    this.#zstd = true;
   }
 
   /** Feeds received bytes. Throws ConnectError on a malformed body. */
@@ -241,6 +258,15 @@ export class BlobChunkParser {
       : new Uint8Array(piece.buffer, piece.byteOffset, piece.byteLength);
     let o = 0;
     while (o < d.length) {
+      const packed = this.#packed;
+      if (packed) {
+        const take = Math.min(d.length - o, packed.len - packed.got);
+        packed.pieces.push(d.subarray(o, o + take));
+        packed.got += take;
+        o += take;
+        if (packed.got === packed.len) this.#unpack(packed);
+        continue;
+      }
       if (this.#whole) {
         const take = Math.min(
           d.length - o,
@@ -279,6 +305,11 @@ export class BlobChunkParser {
     const flags = h[0];
     const len = dv.getUint32(1);
     if (n === 5) {
+      if (flags === 1 && this.#zstd && len <= MAX_MESSAGE_BYTES) {
+        this.#headLen = 0;
+        if (len > 0) this.#packed = { len, got: 0, pieces: [] };
+        return;
+      }
       if (flags !== 0) {
         throw new ConnectError(
           flags & 1
@@ -328,9 +359,33 @@ export class BlobChunkParser {
     }
   }
 
+  /** Decompresses a complete compressed message and parses it. */
+  #unpack(packed: { len: number; pieces: Uint8Array[] }): void {
+    this.#packed = undefined;
+    let content: Uint8Array[];
+    try {
+      content = decodeZstd(packed.pieces, packed.len, MAX_MESSAGE_BYTES);
+    } catch (e) {
+      throw new ConnectError(
+        `a damaged zstd message: ${(e as Error).message}`,
+        Code.DataLoss,
+      );
+    }
+    let n = 0;
+    for (const p of content) n += p.length;
+    const inner = this.#inner ??= new BlobChunkParser(this.#emit);
+    const envelope = new Uint8Array(5);
+    new DataView(envelope.buffer).setUint32(1, n);
+    inner.push(envelope);
+    for (const p of content) inner.push(p);
+    inner.end();
+  }
+
   /** The body ended: throws unless it ended between messages. */
   end(): void {
-    if (this.#headLen > 0 || this.#remaining > 0 || this.#whole) {
+    if (
+      this.#headLen > 0 || this.#remaining > 0 || this.#whole || this.#packed
+    ) {
       throw new ConnectError(
         "protocol error: promised a message but the stream ended",
         Code.InvalidArgument,

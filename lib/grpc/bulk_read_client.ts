@@ -13,6 +13,7 @@
  *
  * @module
  */
+import process from "node:process";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
@@ -25,6 +26,7 @@ import { BlobChunkParser } from "./blob_read_client.ts";
 import { HTTP2_SETTINGS } from "./limits.ts";
 import type { GrpcAddress } from "./transport.ts";
 import { concatBytes } from "../nix/bytes.ts";
+import { loadZstd, ZSTD_ENCODING } from "./zstd_message.ts";
 import { connectRaw, type RawSocket } from "../runtime/raw_socket.ts";
 import {
   ACK,
@@ -91,6 +93,12 @@ export class BulkReader {
   #conn: BulkConnection | undefined;
   #opening: Promise<BulkConnection | undefined> | undefined;
   #closed = false;
+  /**
+   * Whether Reads accept zstd messages (the daemon then sends the chunks as
+   * stored, ./stored_chunks.ts); `SNIX_GRPC_BULK_ZSTD=0` when the reader is
+   * made turns it off.
+   */
+  readonly #zstd = process.env.SNIX_GRPC_BULK_ZSTD !== "0";
 
   /**
    * Reads from `addr`; `fallback` reads through the ordinary connection
@@ -151,19 +159,21 @@ export class BulkReader {
   #connection(): Promise<BulkConnection | undefined> {
     if (this.#conn?.usable) return Promise.resolve(this.#conn);
     this.#conn = undefined;
-    return this.#opening ??= BulkConnection.open(this.#addr).then((c) => {
-      this.#opening = undefined;
-      if (c === "unsupported") {
-        this.#unsupported = true;
-        return undefined;
-      }
-      if (c && this.#closed) {
-        c.close();
-        return undefined;
-      }
-      this.#conn = c;
-      return c;
-    });
+    return this.#opening ??= BulkConnection.open(this.#addr, this.#zstd).then(
+      (c) => {
+        this.#opening = undefined;
+        if (c === "unsupported") {
+          this.#unsupported = true;
+          return undefined;
+        }
+        if (c && this.#closed) {
+          c.close();
+          return undefined;
+        }
+        this.#conn = c;
+        return c;
+      },
+    );
   }
 
   /** Closes the bulk connection (open Reads fail with CANCELLED). */
@@ -205,9 +215,12 @@ class BulkConnection {
     | { id: number; flags: number; parts: Uint8Array[] }
     | undefined;
   readonly #reader: FrameReader;
+  /** Whether Reads accept zstd messages. */
+  readonly #zstd: boolean;
 
-  private constructor(socket: RawSocket, authority: string) {
+  private constructor(socket: RawSocket, authority: string, zstd: boolean) {
     this.#socket = socket;
+    this.#zstd = zstd;
     this.#authority = authority;
     this.#reader = new FrameReader({
       data: (id, piece) => this.#onData(id, piece),
@@ -226,8 +239,10 @@ class BulkConnection {
    */
   static async open(
     addr: GrpcAddress,
+    zstd: boolean,
   ): Promise<BulkConnection | "unsupported" | undefined> {
     const url = new URL(addr.baseUrl);
+    void loadZstd(); // for compressed chunks; raw ones need no library
     let socket: RawSocket;
     try {
       socket = await connectRaw(
@@ -276,7 +291,7 @@ class BulkConnection {
           return done("unsupported");
         }
         if (s.get(BULK_SETTING) !== BULK_VERSION) return done("unsupported");
-        conn = new BulkConnection(socket, url.host);
+        conn = new BulkConnection(socket, url.host, zstd);
         done(conn);
         conn.#onReceived(head);
         conn.#setIdle();
@@ -365,6 +380,9 @@ class BulkConnection {
             [":authority", this.#authority],
             ["content-type", "application/grpc+proto"],
             ["te", "trailers"],
+            ...(this.#zstd
+              ? [["grpc-accept-encoding", ZSTD_ENCODING] as [string, string]]
+              : []),
           ]),
         ),
         frame(DATA, END_STREAM, id, body),
@@ -614,6 +632,14 @@ class BulkConnection {
         call.header = h;
         const { headerError } = validateResponse(status, h);
         if (headerError) throw headerError;
+        const encoding = h.get("grpc-encoding");
+        if (encoding === ZSTD_ENCODING) call.parser.acceptZstd();
+        else if (encoding !== null && encoding !== "identity") {
+          throw new ConnectError(
+            `unsupported response encoding "${encoding}"`,
+            Code.Internal,
+          );
+        }
       } else {
         if (!(flags & END_STREAM)) {
           throw new ConnectError(

@@ -24,6 +24,7 @@ import {
 import type { BlobService } from "../castore/blob_service.ts";
 import {
   BLOB_READ_PATH,
+  decodeReadRequest,
   messageHeader,
   openRequestedBlob,
   readerIterable,
@@ -35,6 +36,13 @@ import {
   MIN_DATA_MESSAGE_BYTES,
 } from "./limits.ts";
 import { regroup } from "./rechunk.ts";
+import { requireB3Digest, showDigest } from "./check.ts";
+import {
+  canLocateChunks,
+  type ChunkPiece,
+  storedChunks,
+} from "./stored_chunks.ts";
+import { rawFrame, ZSTD_ENCODING } from "./zstd_message.ts";
 import { concatBytes } from "../nix/bytes.ts";
 import { enlargeUnixSendBuffer } from "../runtime/raw_socket.ts";
 import {
@@ -92,6 +100,11 @@ const MAX_STREAMS = 256;
  * `SNIX_BULK_UNIX_SNDBUF` overrides it in bytes (0: the system's default).
  */
 const UNIX_SEND_BUFFER = Number(process.env.SNIX_BULK_UNIX_SNDBUF ?? 4 << 20);
+/**
+ * Whether a Read that accepts zstd gets the local store's chunks as they
+ * are stored (./stored_chunks.ts); `SNIX_BULK_STORED=0` turns it off.
+ */
+const SEND_STORED = process.env.SNIX_BULK_STORED !== "0";
 
 /**
  * Reads the start of a new connection, enough to tell a bulk Read
@@ -510,6 +523,7 @@ export function serveBulkConnection(
     opts.shutdownSignal?.addEventListener("abort", onShutdown, { once: true });
     if (opts.shutdownSignal?.aborted) onShutdown();
     let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    let stored: AsyncGenerator<ChunkPiece> | undefined;
     let headersSent = false;
     const type = header(st, "content-type");
     const responseType =
@@ -564,27 +578,72 @@ export function serveBulkConnection(
       }
       const body = concatBytes(st.body, st.bodyLen);
       st.body = [];
-      reader = await openRequestedBlob(blobs, body);
+      const sendReader = async (r: ReadableStreamDefaultReader<Uint8Array>) => {
+        reader = r;
+        for await (
+          const group of regroup(
+            readerIterable(r),
+            MIN_DATA_MESSAGE_BYTES,
+            MAX_DATA_MESSAGE_BYTES,
+          )
+        ) {
+          throwIfAborted(signal);
+          let len = 0;
+          for (const p of group) len += p.length;
+          await sendMessage(st, messageHeader(len), group, len);
+        }
+      };
       const onAbort = () => void reader?.cancel().catch(() => {});
       signal.addEventListener("abort", onAbort, { once: true });
-      throwIfAborted(signal);
-      sendHeaders(
-        st,
-        [[":status", "200"], ["content-type", responseType]],
-        false,
-      );
-      headersSent = true;
-      for await (
-        const group of regroup(
-          readerIterable(reader),
-          MIN_DATA_MESSAGE_BYTES,
-          MAX_DATA_MESSAGE_BYTES,
-        )
-      ) {
+      const zstd = SEND_STORED && canLocateChunks(blobs) &&
+        (header(st, "grpc-accept-encoding") ?? "").split(",").some((e) =>
+          e.trim() === ZSTD_ENCODING
+        );
+      if (zstd) {
+        // The chunks' stored frames as compressed messages (./stored_chunks.ts).
+        const request = decodeReadRequest(body);
+        requireB3Digest(request.digest, "digest");
+        stored = await storedChunks(blobs, request.digest);
+        if (!stored) {
+          throw new ConnectError(
+            `blob ${showDigest(request.digest)} not found`,
+            Code.NotFound,
+          );
+        }
         throwIfAborted(signal);
-        let len = 0;
-        for (const p of group) len += p.length;
-        await sendMessage(st, messageHeader(len), group, len);
+        sendHeaders(st, [
+          [":status", "200"],
+          ["content-type", responseType],
+          ["grpc-encoding", ZSTD_ENCODING],
+        ], false);
+        headersSent = true;
+        for await (const piece of stored) {
+          throwIfAborted(signal);
+          if ("data" in piece) {
+            await sendReader(piece.data.getReader());
+            continue;
+          }
+          // The BlobChunk's start in a frame of its own, then the stored one.
+          const prefix = rawFrame(messageHeader(piece.size).subarray(5));
+          const hdr = new Uint8Array(5 + prefix.length);
+          hdr[0] = 1; // compressed
+          new DataView(hdr.buffer).setUint32(
+            1,
+            prefix.length + piece.frame.length,
+          );
+          hdr.set(prefix, 5);
+          await sendMessage(st, hdr, [piece.frame], piece.frame.length);
+        }
+      } else {
+        const r = await openRequestedBlob(blobs, body);
+        throwIfAborted(signal);
+        sendHeaders(
+          st,
+          [[":status", "200"], ["content-type", responseType]],
+          false,
+        );
+        headersSent = true;
+        await sendReader(r);
       }
       throwIfAborted(signal);
       sendTrailers(st, headersSent, responseType, undefined);
@@ -593,6 +652,7 @@ export function serveBulkConnection(
         ? signal.reason as ConnectError
         : ConnectError.from(e);
       reader?.cancel().catch(() => {});
+      void stored?.return(undefined).catch(() => {});
       opts.onError?.(err);
       if (!st.closed && !dead) sendTrailers(st, headersSent, responseType, err);
     } finally {

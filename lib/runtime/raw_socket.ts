@@ -302,6 +302,23 @@ const AF_UNIX = 1;
 
 let sockOpt: Promise<SockOpt | undefined> | undefined;
 
+/**
+ * Whether FFI may be used without asking: always under Bun, under Deno only
+ * if the permission is already granted (so loading a library through FFI
+ * never brings up a permission prompt).
+ */
+export function ffiGranted(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  if (g.Bun !== undefined) return true;
+  try {
+    return g.Deno?.permissions?.querySync?.({ name: "ffi" }).state ===
+      "granted";
+  } catch {
+    return false;
+  }
+}
+
 async function loadSockOpt(): Promise<SockOpt | undefined> {
   // deno-lint-ignore no-explicit-any
   const g = globalThis as any;
@@ -336,11 +353,7 @@ async function loadSockOpt(): Promise<SockOpt | undefined> {
     }
     if (g.Deno?.dlopen) {
       // Only where FFI is already allowed: never a permission prompt.
-      if (
-        g.Deno.permissions?.querySync?.({ name: "ffi" }).state !== "granted"
-      ) {
-        return undefined;
-      }
+      if (!ffiGranted()) return undefined;
       const lib = g.Deno.dlopen("libc.so.6", {
         setsockopt: {
           parameters: ["i32", "i32", "i32", "buffer", "u32"],
