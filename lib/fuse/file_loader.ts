@@ -141,6 +141,10 @@ const pump = () => {
   }
 };
 self.onmessage = (e) => {
+  if (e.data === "ping") {
+    self.postMessage("pong");
+    return;
+  }
   const { ids, paths, offsets, lengths, sizes } = e.data;
   for (let i = 0; i < ids.length; i++) {
     queue.push([ids[i], paths[i], offsets[i], lengths[i], sizes[i]]);
@@ -194,6 +198,8 @@ export class FileLoader {
   /** Warm ranges by key, with when they were read. */
   #warm = new Map<string, number>();
   #closed = false;
+  /** Waiters for the workers' answers to {@linkcode start}'s pings. */
+  #pongs: (() => void)[] = [];
   /** Ranges read so far (for tests and diagnostics). */
   reads = 0;
   /** Decompressed loads that came back with data (for tests and diagnostics). */
@@ -211,6 +217,27 @@ export class FileLoader {
   constructor(workers = 2, maxWaiting = 16384) {
     this.#workerCount = Math.max(1, workers);
     this.#maxWaiting = Math.max(1, maxWaiting);
+  }
+
+  /**
+   * Starts the workers now (instead of on first use) and resolves once
+   * each has booted and answered (or after `timeoutMs`): a worker takes
+   * ~0.1-0.3 s to boot, which the first read of a fresh mount would
+   * otherwise wait for. Never rejects.
+   */
+  start(timeoutMs = 3000): Promise<void> {
+    this.#ensureWorkers();
+    const booted = this.#workers.map(({ w }) =>
+      new Promise<void>((done) => {
+        this.#pongs.push(done);
+        w.postMessage("ping");
+      })
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      Promise.all(booted),
+      new Promise<void>((r) => timer = setTimeout(r, timeoutMs)),
+    ]).then(() => clearTimeout(timer));
   }
 
   /** Jobs waiting or running. */
@@ -436,6 +463,7 @@ export class FileLoader {
       }
       const slot = { w, busy: 0 };
       w.onmessage = (e: MessageEvent) => {
+        if (e.data === "pong") return this.#pongs.shift()?.();
         const { ids, datas } = e.data as {
           ids: Uint32Array;
           datas: (ArrayBuffer | null)[];

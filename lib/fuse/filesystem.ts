@@ -96,10 +96,22 @@ export interface FuseFilesystem {
   statfs(): StatFs;
   /** The kernel dropped `nlookup` references to `ino`. */
   forget?(ino: bigint, nlookup: bigint): void;
+  /**
+   * Called once when the kernel's INIT arrives, which is answered (and the
+   * mount usable) only once this settles: start threads and load indexes
+   * the first requests would otherwise wait for.
+   */
+  prepare?(): Promise<void>;
   /** Called once when the session ends: release threads and caches. */
   destroy?(): void;
   /** Called once after INIT where the session can send notifications. */
   attachNotifier?(notifier: FuseNotifier): void;
+  /**
+   * Does a small piece of background work (tens of microseconds, for
+   * instance fetching one directory ahead of a walk); returns whether more
+   * is waiting. The session calls it between requests while none waits.
+   */
+  idle?(): boolean;
   /**
    * Whether work of its own is under way (reads ahead, pushes): then the
    * session does not wait for requests on the main thread, where it would

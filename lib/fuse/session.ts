@@ -60,6 +60,9 @@ const DIRECT_WAIT_MS = 2;
 /** Microtask turns the direct loop lets replies finish in before it waits. */
 const DIRECT_SETTLE_TURNS = 64;
 
+/** Microtask turns a background slice of the file system gets to finish. */
+const IDLE_SETTLE_TURNS = 4;
+
 /** Options of a session. */
 export interface SessionOptions {
   /**
@@ -199,6 +202,7 @@ export class FuseSession {
           await null;
         }
         if (this.#inflight === 0 && !this.#fs.busy?.()) {
+          if (this.#fs.idle && await this.#idleWork()) continue;
           if (c.poll(fd, POLLIN, DIRECT_WAIT_MS) !== 0) continue;
         }
       } else if (++idleWakeups > 100) {
@@ -207,6 +211,20 @@ export class FuseSession {
         idleWakeups = 0;
       }
       await c.pollAsync!(fd, POLLIN, -1);
+    }
+  }
+
+  /**
+   * Gives the file system's background work slices while no request is
+   * waiting; true once one is (or the work made requests of its own).
+   */
+  async #idleWork(): Promise<boolean> {
+    const c = this.#libc;
+    for (;;) {
+      if (c.poll(this.#fd, POLLIN, 0) !== 0) return true;
+      if (!this.#fs.idle!()) return false;
+      // Let the slice's microtasks finish.
+      for (let i = 0; i < IDLE_SETTLE_TURNS; i++) await null;
     }
   }
 
@@ -454,7 +472,19 @@ export class FuseSession {
     }
   }
 
-  #init(h: InHeader, body: Uint8Array): void {
+  #init(h: InHeader, body: Uint8Array): Promise<void> | void {
+    const prepare = this.#fs.prepare;
+    if (!prepare) return this.#initReply(h, body);
+    // The file system readies itself first (the mount is unusable until
+    // INIT is answered, so nothing waits behind a half-ready file system).
+    return prepare.call(this.#fs).catch((e) =>
+      log.warn("preparing the file system failed: {error}", {
+        error: (e as Error).message,
+      })
+    ).then(() => this.#initReply(h, body));
+  }
+
+  #initReply(h: InHeader, body: Uint8Array): void {
     const kin = parseInitIn(body);
     if (kin.major !== FUSE_KERNEL_VERSION) {
       // A newer major: answer with ours and wait for a matching INIT.
