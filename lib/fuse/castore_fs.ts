@@ -114,15 +114,28 @@ export interface CastoreServices {
   pathInfos: PathInfoService;
 }
 
+/** Every node keeps its attributes once asked for (they never change). */
 type Node =
-  | { kind: "root"; ino: bigint }
-  | { kind: "dir"; ino: bigint; parent: bigint; digest: Uint8Array }
+  | { kind: "root"; ino: bigint; attr?: Attr }
+  | {
+    kind: "dir";
+    ino: bigint;
+    parent: bigint;
+    digest: Uint8Array;
+    attr?: Attr;
+    /**
+     * The nodes of its listing's children by position, made on first sight
+     * (a directory's children never change; see {@linkcode CastoreFs.#kid}).
+     */
+    kids?: (Node | undefined)[];
+  }
   | {
     kind: "file";
     ino: bigint;
     digest: Uint8Array;
     size: number;
     executable: boolean;
+    attr?: Attr;
     /** Where the file was first seen, for prefetching the files after it. */
     seenIn?: { listing: Listing; index: number };
     /** Whether its contents were pushed (see {@linkcode PushState}). */
@@ -130,7 +143,7 @@ type Node =
     /** Where a big file's chunks are stored (see {@linkcode ChunkMap}). */
     chunkMap?: Promise<ChunkMap | undefined>;
   }
-  | { kind: "symlink"; ino: bigint; target: Uint8Array };
+  | { kind: "symlink"; ino: bigint; target: Uint8Array; attr?: Attr };
 
 /**
  * Where a big file's chunks are stored, for warming the page cache ahead of
@@ -170,6 +183,8 @@ type PushState = "busy" | "done";
 
 const MTIME = 1;
 const LISTING_CACHE = 32768;
+/** Directories whose entries (with attributes) are kept for READDIR. */
+const ENTRY_CACHE = 1024;
 /** Directories fetched ahead of demand at once. */
 const DIR_PREFETCH_CONCURRENCY = 16;
 /** Longest run of directory fetches ahead in one timer turn (ms). */
@@ -261,6 +276,8 @@ export class CastoreFs implements FuseFilesystem {
   #inoByKey = new Map<string, bigint>();
   #nextIno = 2n;
   #listings = new Map<string, Promise<Listing>>();
+  /** The listings of {@linkcode #listings} that are built, for synchronous use. */
+  #built = new Map<string, Listing>();
   #dirHandles = new Map<bigint, DirEntry[]>();
   #entryCache = new Map<bigint, DirEntry[]>();
   #lastFileRead = -Infinity;
@@ -430,40 +447,59 @@ export class CastoreFs implements FuseFilesystem {
     return n;
   }
 
+  /**
+   * The node of child `index` of directory node `p`, whose listing is
+   * `listing`: made once and kept in `p.kids` (no key strings and map
+   * lookups per entry and listing).
+   */
+  #kid(p: Node & { kind: "dir" }, listing: Listing, index: number): Node {
+    const kids = p.kids ??= new Array(listing.children.length);
+    return kids[index] ??= this.#childNode(p.ino, listing.children[index], {
+      listing,
+      index,
+    });
+  }
+
+  /**
+   * A new node for child `c` of `parent` (files: the one node of their
+   * digest and executable bit). Only the mount root's children are found
+   * again by name here; a directory's are kept by {@linkcode #kid}.
+   */
   #childNode(
     parent: bigint,
     c: Child,
     seenIn?: { listing: Listing; index: number },
   ): Node {
-    switch (c.kind) {
-      case "dir":
-        return this.#intern(`${parent}/${c.key}`, (ino) => ({
-          kind: "dir",
+    if (c.kind === "file") {
+      return this.#intern(
+        `f:${digestToHex(c.digest)}:${c.executable ? 1 : 0}`,
+        (ino) => ({
+          kind: "file",
           ino,
-          parent,
           digest: c.digest,
-        }));
-      case "file":
-        return this.#intern(
-          `f:${digestToHex(c.digest)}:${c.executable ? 1 : 0}`,
-          (ino) => ({
-            kind: "file",
-            ino,
-            digest: c.digest,
-            size: c.size,
-            executable: c.executable,
-            seenIn,
-          }),
-        );
-      case "symlink":
-        return this.#intern(
-          `${parent}/${c.key}`,
-          (ino) => ({ kind: "symlink", ino, target: c.target }),
-        );
+          size: c.size,
+          executable: c.executable,
+          seenIn,
+        }),
+      );
     }
+    const make = (ino: bigint): Node =>
+      c.kind === "dir"
+        ? { kind: "dir", ino, parent, digest: c.digest }
+        : { kind: "symlink", ino, target: c.target };
+    if (parent === FUSE_ROOT_ID) {
+      return this.#intern(`${parent}/${c.key}`, make);
+    }
+    const n = make(this.#nextIno++);
+    this.#nodes.set(n.ino, n);
+    return n;
   }
 
   #attr(n: Node): Attr {
+    return n.attr ??= this.#makeAttr(n);
+  }
+
+  #makeAttr(n: Node): Attr {
     switch (n.kind) {
       case "root":
       case "dir":
@@ -555,6 +591,7 @@ export class CastoreFs implements FuseFilesystem {
         children,
         byName: new Map(children.map((c, i) => [c.key, i])),
       };
+      this.#built.set(hex, listing);
       this.#prefetchDirs(listing);
       // In a content-reading walk, directories listed ahead bring their
       // small files along (as far as prefetch slots allow).
@@ -567,9 +604,17 @@ export class CastoreFs implements FuseFilesystem {
     this.#listings.set(hex, p);
     if (this.#listings.size > LISTING_CACHE) {
       const oldest = this.#listings.keys().next().value;
-      if (oldest !== undefined) this.#listings.delete(oldest);
+      if (oldest !== undefined) {
+        this.#listings.delete(oldest);
+        this.#built.delete(oldest);
+      }
     }
     return p;
+  }
+
+  /** A directory's listing if it is built (see {@linkcode #listing}). */
+  #listingNow(digest: Uint8Array): Listing | undefined {
+    return this.#built.get(digestToHex(digest));
   }
 
   /**
@@ -734,7 +779,12 @@ export class CastoreFs implements FuseFilesystem {
    * early.) Waits at most {@linkcode PUSH_WAIT_MS} for data still loading;
    * the session sends our answer only after the pushes queued before it.
    */
-  async #pushListed(dir: bigint, listing: Listing, offset: number) {
+  async #pushListed(
+    node: Node & { kind: "dir" },
+    listing: Listing,
+    offset: number,
+  ) {
+    const dir = node.ino;
     // Entries 0 and 1 are `.` and `..`.
     const upTo = Math.min(listing.children.length, offset - 2);
     const from = this.#pushedUpTo.get(dir) ?? 0;
@@ -744,7 +794,7 @@ export class CastoreFs implements FuseFilesystem {
     for (let i = from; i < upTo; i++) {
       const c = listing.children[i];
       if (c.kind !== "file" || c.size === 0 || c.size > PUSH_MAX) continue;
-      const n = this.#childNode(dir, c, { listing, index: i });
+      const n = this.#kid(node, listing, i);
       if (n.kind === "file" && n.push === undefined) {
         n.push = "busy";
         pushes.push(this.#push(n));
@@ -1025,25 +1075,32 @@ export class CastoreFs implements FuseFilesystem {
     return n;
   }
 
-  async lookup(parent: bigint, name: Uint8Array): Promise<Attr> {
+  lookup(parent: bigint, name: Uint8Array): Attr | Promise<Attr> {
     const p = this.#node(parent);
-    if (p.kind === "root") return this.#attr(await this.#lookupRoot(name));
+    if (p.kind === "root") {
+      return this.#lookupRoot(name).then((n) => this.#attr(n));
+    }
     if (p.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
-    const listing = await this.#listing(p.digest);
+    // Synchronous when the listing is built (most of a walk).
+    const now = this.#listingNow(p.digest);
+    if (now) return this.#lookupIn(p, now, name);
+    return this.#listing(p.digest).then((l) => this.#lookupIn(p, l, name));
+  }
+
+  #lookupIn(p: Node & { kind: "dir" }, listing: Listing, name: Uint8Array) {
     const index = listing.byName.get(bkey(name));
     if (index === undefined) throw new FuseError(Errno.ENOENT);
-    const c = listing.children[index];
-    return this.#attr(this.#childNode(p.ino, c, { listing, index }));
+    return this.#attr(this.#kid(p, listing, index));
   }
 
-  getattr(ino: bigint): Promise<Attr> {
-    return Promise.resolve(this.#attr(this.#node(ino)));
+  getattr(ino: bigint): Attr {
+    return this.#attr(this.#node(ino));
   }
 
-  readlink(ino: bigint): Promise<Uint8Array> {
+  readlink(ino: bigint): Uint8Array {
     const n = this.#node(ino);
     if (n.kind !== "symlink") throw new FuseError(Errno.EINVAL);
-    return Promise.resolve(n.target);
+    return n.target;
   }
 
   open(ino: bigint, _flags: number): Promise<OpenResult> {
@@ -1170,37 +1227,36 @@ export class CastoreFs implements FuseFilesystem {
       throw new FuseError(Errno.ENOSYS);
     }
     const fh = this.#nextFh++;
-    this.#dirHandles.set(fh, await this.#dirEntries(n));
+    this.#dirHandles.set(
+      fh,
+      this.#dirEntries(n, await this.#listing(n.digest)),
+    );
     // A castore directory never changes: let the kernel cache its listing.
     return { fh, flags: FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR };
   }
 
-  /** `.`, `..` and the children of a directory node (the last few are kept). */
-  async #dirEntries(n: Node & { kind: "dir" }): Promise<DirEntry[]> {
+  /**
+   * `.`, `..` and the children of a directory node, whose listing is
+   * `listing` (the last few are kept).
+   */
+  #dirEntries(n: Node & { kind: "dir" }, listing: Listing): DirEntry[] {
     const cached = this.#entryCache.get(n.ino);
     if (cached) return cached;
-    const entries = await this.#buildDirEntries(n);
-    this.#entryCache.set(n.ino, entries);
-    if (this.#entryCache.size > 256) {
-      this.#entryCache.delete(this.#entryCache.keys().next().value!);
-    }
-    return entries;
-  }
-
-  async #buildDirEntries(n: Node & { kind: "dir" }): Promise<DirEntry[]> {
-    const listing = await this.#listing(n.digest);
-    const parent = this.#attr(this.#node(n.parent));
     const entries: DirEntry[] = [
       { name: DOT, attr: this.#attr(n), lookup: false },
-      { name: DOTDOT, attr: parent, lookup: false },
+      { name: DOTDOT, attr: this.#attr(this.#node(n.parent)), lookup: false },
     ];
-    listing.children.forEach((c, index) => {
+    for (let i = 0; i < listing.children.length; i++) {
       entries.push({
-        name: c.name,
-        attr: this.#attr(this.#childNode(n.ino, c, { listing, index })),
+        name: listing.children[i].name,
+        attr: this.#attr(this.#kid(n, listing, i)),
         lookup: true,
       });
-    });
+    }
+    this.#entryCache.set(n.ino, entries);
+    if (this.#entryCache.size > ENTRY_CACHE) {
+      this.#entryCache.delete(this.#entryCache.keys().next().value!);
+    }
     return entries;
   }
 
@@ -1232,21 +1288,40 @@ export class CastoreFs implements FuseFilesystem {
     return entries;
   }
 
-  async readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]> {
-    let entries = this.#dirHandles.get(fh);
+  readdir(
+    ino: bigint,
+    fh: bigint,
+    offset: number,
+  ): DirEntry[] | Promise<DirEntry[]> {
+    const handle = this.#dirHandles.get(fh);
     const n = this.#node(ino);
-    if (!entries) {
+    if (n.kind !== "dir") {
+      if (handle) return handle.slice(offset);
       // No handle: opened without OPENDIR (zero-message open).
       if (n.kind === "root") throw new FuseError(Errno.EPERM);
-      if (n.kind !== "dir") throw new FuseError(Errno.ENOTDIR);
-      entries = await this.#dirEntries(n);
+      throw new FuseError(Errno.ENOTDIR);
     }
+    // Synchronous when the listing is built (fetched ahead, or listed
+    // before): most of a walk, and always the end-of-directory call.
+    const now = this.#listingNow(n.digest);
+    if (now) return this.#readdirIn(n, handle, now, offset);
+    return this.#listing(n.digest).then((l) =>
+      this.#readdirIn(n, handle, l, offset)
+    );
+  }
+
+  #readdirIn(
+    n: Node & { kind: "dir" },
+    handle: DirEntry[] | undefined,
+    listing: Listing,
+    offset: number,
+  ): DirEntry[] | Promise<DirEntry[]> {
+    const entries = handle ?? this.#dirEntries(n, listing);
     // Someone is reading file contents along a walk (tar, cp -r, diff -r):
     // fetch this directory's small files before they are asked for, and
     // once the kernel knows them, push them. A walk that reads no contents
     // (find, ls -R) does not trigger this.
-    if (n.kind === "dir" && this.#contentWalk()) {
-      const listing = await this.#listing(n.digest);
+    if (this.#contentWalk()) {
       if (offset === 0) {
         if (this.#notifier && this.#loader?.canDecompress) {
           this.#loadListedNow(listing);
@@ -1266,7 +1341,9 @@ export class CastoreFs implements FuseFilesystem {
         // Synchronous backend reads must not hold up this reply.
         else setTimeout(() => this.#prefetchListed(listing, 0), 0);
       } else if (this.#notifier) {
-        await this.#pushListed(n.ino, listing, offset);
+        return this.#pushListed(n, listing, offset).then(() =>
+          entries.slice(offset)
+        );
       }
     }
     return entries.slice(offset);

@@ -62,12 +62,16 @@ export interface FuseNotifier {
 export interface FuseFilesystem {
   /** Seconds the kernel may cache names and attributes. */
   readonly entryTimeout: number;
-  /** Finds `name` in directory `parent`. */
-  lookup(parent: bigint, name: Uint8Array): Promise<Attr>;
+  /**
+   * Finds `name` in directory `parent`. This and the other lookups may
+   * answer synchronously (the session then replies without a promise turn);
+   * errors are thrown or rejected as {@linkcode FuseError}.
+   */
+  lookup(parent: bigint, name: Uint8Array): Attr | Promise<Attr>;
   /** Attributes of an inode. */
-  getattr(ino: bigint): Promise<Attr>;
+  getattr(ino: bigint): Attr | Promise<Attr>;
   /** A symlink's target. */
-  readlink(ino: bigint): Promise<Uint8Array>;
+  readlink(ino: bigint): Uint8Array | Promise<Uint8Array>;
   /** Opens a file (`flags` are the open(2) flags). */
   open(ino: bigint, flags: number): Promise<OpenResult>;
   /**
@@ -85,7 +89,11 @@ export interface FuseFilesystem {
   /** Opens a directory. */
   opendir(ino: bigint): Promise<OpenResult>;
   /** The entries of an opened directory from position `offset` on (0 = start). */
-  readdir(ino: bigint, fh: bigint, offset: number): Promise<DirEntry[]>;
+  readdir(
+    ino: bigint,
+    fh: bigint,
+    offset: number,
+  ): DirEntry[] | Promise<DirEntry[]>;
   /** Closes a directory handle. */
   releasedir(ino: bigint, fh: bigint): void;
   /** An extended attribute's value (ENOSYS when xattrs are off, ENODATA if absent). */

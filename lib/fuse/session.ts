@@ -17,7 +17,7 @@ import {
   type OffThreadWriter,
   offThreadWriter,
 } from "../runtime/async_write.ts";
-import { FuseError, type FuseFilesystem } from "./filesystem.ts";
+import { type DirEntry, FuseError, type FuseFilesystem } from "./filesystem.ts";
 import {
   ATTR_OUT_SIZE,
   cName,
@@ -63,6 +63,18 @@ const DIRECT_SETTLE_TURNS = 64;
 /** Microtask turns a background slice of the file system gets to finish. */
 const IDLE_SETTLE_TURNS = 4;
 
+/**
+ * `f(v)` now if `v` is a value, once it resolves if it is a promise: a file
+ * system may answer synchronously, and then so does the session (no
+ * promise turns per request).
+ */
+function then<T>(
+  v: T | Promise<T>,
+  f: (v: T) => void,
+): Promise<void> | void {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
+
 /** Options of a session. */
 export interface SessionOptions {
   /**
@@ -101,6 +113,9 @@ export class FuseSession {
   /** Requests dispatched and not yet answered. */
   #inflight = 0;
   #writer: OffThreadWriter | undefined;
+  /** The reply buffer (see {@linkcode #reply}). */
+  #outBuf = new Uint8Array(READ_BUFFER_SIZE);
+  #outView = new DataView(this.#outBuf.buffer);
   #readers: DeviceReader[] = [];
   #initialized = false;
   #done: Promise<void> | undefined;
@@ -286,7 +301,8 @@ export class FuseSession {
   #write(buf: Uint8Array, afterNotifications = false): void {
     this.requests++;
     if (afterNotifications && this.#writer && this.#writer.pending > 0) {
-      this.#writer.write(buf);
+      // The writer takes the buffer over: hand it a copy of a shared one.
+      this.#writer.write(buf.slice());
       return;
     }
     const n = this.#libc.write(this.#fd, buf);
@@ -302,8 +318,8 @@ export class FuseSession {
    */
   #writeParts(unique: bigint, parts: Uint8Array[]): void {
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
-    const [head] = this.#reply(unique, 0);
-    new DataView(head.buffer).setUint32(0, OUT_HEADER_SIZE + len, true);
+    const [head, hv] = this.#reply(unique, 0);
+    hv.setUint32(0, OUT_HEADER_SIZE + len, true);
     this.requests++;
     const n = this.#libc.writev(this.#fd, [head, ...parts]);
     // ENOENT: the request was interrupted meanwhile; nothing to do.
@@ -321,11 +337,22 @@ export class FuseSession {
     this.#write(out);
   }
 
-  /** A reply buffer with the header filled in and `size` payload bytes. */
+  /**
+   * A reply buffer with the header filled in and `size` zeroed payload
+   * bytes: a view of one buffer reused by every reply (each is written out
+   * synchronously before the next is made; {@linkcode #write} copies one it
+   * queues behind notifications).
+   */
   #reply(unique: bigint, size: number): [Uint8Array, DataView] {
-    const out = new Uint8Array(OUT_HEADER_SIZE + size);
-    const v = new DataView(out.buffer);
-    v.setUint32(0, out.byteLength, true);
+    const len = OUT_HEADER_SIZE + size;
+    if (len > this.#outBuf.byteLength) {
+      this.#outBuf = new Uint8Array(len);
+      this.#outView = new DataView(this.#outBuf.buffer);
+    }
+    const out = this.#outBuf.subarray(0, len);
+    out.fill(0);
+    const v = this.#outView;
+    v.setUint32(0, len, true);
     v.setBigUint64(8, unique, true);
     return [out, v];
   }
@@ -365,7 +392,7 @@ export class FuseSession {
         // We do not cancel work; the late reply fails with ENOENT, ignored.
         return;
       case Op.LOOKUP:
-        return fs.lookup(h.nodeid, cName(body)).then((attr) => {
+        return then(fs.lookup(h.nodeid, cName(body)), (attr) => {
           const [out, ov] = this.#reply(h.unique, ENTRY_OUT_SIZE);
           writeEntryOut(ov, OUT_HEADER_SIZE, attr, {
             entrySec: ttl,
@@ -374,13 +401,13 @@ export class FuseSession {
           this.#write(out);
         });
       case Op.GETATTR:
-        return fs.getattr(h.nodeid).then((attr) => {
+        return then(fs.getattr(h.nodeid), (attr) => {
           const [out, ov] = this.#reply(h.unique, ATTR_OUT_SIZE);
           writeAttrOut(ov, OUT_HEADER_SIZE, attr, ttl);
           this.#write(out);
         });
       case Op.READLINK:
-        return fs.readlink(h.nodeid).then((t) => this.#ok(h.unique, t));
+        return then(fs.readlink(h.nodeid), (t) => this.#ok(h.unique, t));
       case Op.OPEN:
       case Op.OPENDIR: {
         const flags = v.getUint32(0, true);
@@ -560,11 +587,23 @@ export class FuseSession {
     });
   }
 
-  async #readdir(h: InHeader, v: DataView, plus: boolean): Promise<void> {
+  #readdir(h: InHeader, v: DataView, plus: boolean): Promise<void> | void {
     const fh = v.getBigUint64(0, true);
     const offset = Number(v.getBigUint64(8, true));
     const size = v.getUint32(16, true);
-    const entries = await this.#fs.readdir(h.nodeid, fh, offset);
+    return then(
+      this.#fs.readdir(h.nodeid, fh, offset),
+      (entries) => this.#readdirReply(h, entries, offset, size, plus),
+    );
+  }
+
+  #readdirReply(
+    h: InHeader,
+    entries: DirEntry[],
+    offset: number,
+    size: number,
+    plus: boolean,
+  ): void {
     const ttl = this.#fs.entryTimeout;
     // The kernel offers up to max_pages of room; allocate only what fits.
     let used = 0;
