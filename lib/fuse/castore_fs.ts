@@ -1116,28 +1116,64 @@ export class CastoreFs implements FuseFilesystem {
     return this.#opts.zeroMessageOpen ?? true;
   }
 
-  async read(
+  read(
     ino: bigint,
     _fh: bigint,
     offset: number,
     size: number,
-  ): Promise<Uint8Array[]> {
+  ): Uint8Array[] | Promise<Uint8Array[]> {
     const n = this.#node(ino);
     if (n.kind !== "file") throw new FuseError(Errno.EISDIR);
     n.push = "done";
     if (offset === 0) this.#prefetchFiles(n);
     // A small file in a pack (one chunk): once its block is in the page
     // cache (waited for off this thread), read and check it here, without
-    // the blob reader's stream machinery (a walk reads thousands of them).
+    // the blob reader's stream machinery (a walk reads thousands of them);
+    // synchronously when the block is warm already (most of a walk).
     const r = n.size <= PUSH_MAX ? this.#locateChunk?.(n.digest) : undefined;
     if (r && r.length >= 0) {
-      if (!this.#loader!.isWarm(r)) await this.#loader!.warm(r, 0);
-      const data = this.#readPacked(r, n.size);
-      if (data && digestEquals(blake3Sync(data), n.digest)) {
-        return [data.subarray(offset, Math.min(n.size, offset + size))];
-      }
-      // Otherwise the blob reader below reports what is wrong.
+      if (!this.#loader!.isWarm(r)) return this.#readCold(n, r, offset, size);
+      return this.#readRecord(n, r, offset, size) ??
+        this.#readBlob(n, offset, size);
     }
+    return this.#readBlob(n, offset, size);
+  }
+
+  /** {@linkcode read} of a packed small file whose block is not warm yet. */
+  async #readCold(
+    n: Node & { kind: "file" },
+    r: StoredRange,
+    offset: number,
+    size: number,
+  ): Promise<Uint8Array[]> {
+    await this.#loader!.warm(r, 0);
+    return this.#readRecord(n, r, offset, size) ??
+      await this.#readBlob(n, offset, size);
+  }
+
+  /**
+   * A packed small file's bytes from its record, if they check out
+   * (otherwise the blob reader reports what is wrong).
+   */
+  #readRecord(
+    n: Node & { kind: "file" },
+    r: StoredRange,
+    offset: number,
+    size: number,
+  ): Uint8Array[] | undefined {
+    const data = this.#readPacked(r, n.size);
+    if (data && digestEquals(blake3Sync(data), n.digest)) {
+      return [data.subarray(offset, Math.min(n.size, offset + size))];
+    }
+    return undefined;
+  }
+
+  /** {@linkcode read} through the blob reader. */
+  async #readBlob(
+    n: Node & { kind: "file" },
+    offset: number,
+    size: number,
+  ): Promise<Uint8Array[]> {
     if (n.size > PUSH_MAX && this.#locateChunk && this.#loader) {
       this.#warmBigFile(n, offset);
     }

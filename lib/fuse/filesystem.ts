@@ -83,7 +83,7 @@ export interface FuseFilesystem {
     fh: bigint,
     offset: number,
     size: number,
-  ): Promise<Uint8Array | Uint8Array[]>;
+  ): Uint8Array | Uint8Array[] | Promise<Uint8Array | Uint8Array[]>;
   /** Closes a file handle. */
   release(ino: bigint, fh: bigint): void;
   /** Opens a directory. */

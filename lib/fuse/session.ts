@@ -426,8 +426,10 @@ export class FuseSession {
         const fh = v.getBigUint64(0, true);
         const offset = Number(v.getBigUint64(8, true));
         const size = Math.min(v.getUint32(16, true), MAX_IO);
-        return fs.read(h.nodeid, fh, offset, size).then((data) =>
-          this.#writeParts(h.unique, Array.isArray(data) ? data : [data])
+        return then(
+          fs.read(h.nodeid, fh, offset, size),
+          (data) =>
+            this.#writeParts(h.unique, Array.isArray(data) ? data : [data]),
         );
       }
       case Op.RELEASE:
