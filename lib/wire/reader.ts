@@ -361,6 +361,37 @@ export class WireReader {
   }
 
   /**
+   * Like {@linkcode readSome}, but only from what is buffered: `undefined`
+   * when nothing is (no waiting). For hot loops that await only at chunk
+   * boundaries.
+   */
+  readSomeSync(max: number): Uint8Array | undefined {
+    this.#checkIdle();
+    const avail = this.#buf.length - this.#pos;
+    if (avail <= 0) return undefined;
+    const take = Math.min(max, avail);
+    const out = this.#buf.subarray(this.#pos, this.#pos + take);
+    this.#pos += take;
+    return out;
+  }
+
+  /**
+   * Like {@linkcode readNumber}, but only if its 8 bytes are buffered and
+   * the value is at most `max`: `undefined` otherwise, with nothing
+   * consumed (the async twin then reads it, or reports it).
+   */
+  readNumberSync(max = Number.MAX_SAFE_INTEGER): number | undefined {
+    this.#checkIdle();
+    const pos = this.#pos;
+    if (this.#buf.length - pos < 8) return undefined;
+    const lo = this.#view.getUint32(pos, true);
+    const hi = this.#view.getUint32(pos + 4, true);
+    if (hi >= 0x200000 || hi * TWO_32 + lo > max) return undefined;
+    this.#pos = pos + 8;
+    return hi * TWO_32 + lo;
+  }
+
+  /**
    * Hands the reader to a sub-stream (framed data, a NAR copy): other reads
    * fail until {@linkcode release}. The owner reads with `borrow`.
    */
@@ -372,6 +403,16 @@ export class WireReader {
   /** Ends a {@linkcode claim}. */
   release(): void {
     this.#busy = false;
+  }
+
+  /** Like {@linkcode borrow}, for synchronous reads. */
+  borrowSync<T>(fn: () => T): T {
+    this.#busy = false;
+    try {
+      return fn();
+    } finally {
+      this.#busy = true;
+    }
   }
 
   /** Runs `fn` (reads on behalf of the claiming sub-stream) while claimed. */

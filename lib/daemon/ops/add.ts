@@ -156,8 +156,10 @@ const addMultipleToStore: OpHandler = async (c) => {
   const framed = framedSource(c.r, Limits.frame);
   const added: string[] = [];
   try {
-    await consuming(framed.stream, async (data) => {
-      const r = new WireReader(data);
+    // The frames are read directly (no stream in between); whatever the
+    // work leaves unread, the drain below skips.
+    await (async () => {
+      const r = new WireReader(framed);
       const count = await r.readNumber("path count", Limits.count);
       c.note("count", count);
       const v16 = protocolVersion(16);
@@ -190,7 +192,7 @@ const addMultipleToStore: OpHandler = async (c) => {
               : ""),
         );
       }
-    });
+    })();
   } finally {
     c.note("added", added.length);
     await framed.drain();
