@@ -458,6 +458,39 @@ export async function* readNar(
               });
             },
           }, { highWaterMark: 0 });
+        /**
+         * `for await` over the contents: straight from the source, without
+         * the stream's reader. A web stream's reader costs ~15-25 µs per
+         * file under Deno (releasing it creates an error object with a
+         * stack trace), against ~3 µs here: 0.1-0.2 s per GiB on the bench
+         * corpus (7k files), more for trees of many small files.
+         */
+        const iterate = async function* (): AsyncGenerator<Uint8Array> {
+          while (remaining > 0) {
+            const max = Math.min(remaining, MAX_CONTENT_CHUNK);
+            let chunk = src.someSync(max);
+            if (!chunk) {
+              const p = src.some(max, contentWhat);
+              pending = p.then(() => {}, () => {});
+              chunk = await p;
+              pending = undefined;
+            }
+            remaining -= chunk.length;
+            yield chunk;
+          }
+        };
+        const fastContents = () => {
+          const s = makeContents();
+          Object.defineProperty(s, Symbol.asyncIterator, {
+            value: () => {
+              if (s.locked) {
+                throw new TypeError("the contents stream is locked");
+              }
+              return iterate();
+            },
+          });
+          return s;
+        };
         // Created on first access: listings that never look at contents pay nothing.
         let contents: ReadableStream<Uint8Array> | undefined;
         yield {
@@ -466,7 +499,7 @@ export async function* readNar(
           executable,
           size,
           get contents() {
-            return contents ??= makeContents();
+            return contents ??= fastContents();
           },
         };
         if (pending) await pending.catch(() => {});
