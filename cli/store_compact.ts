@@ -13,10 +13,11 @@ import { Command } from "@commander-js/extra-typings";
 import process from "node:process";
 import type { CliContext } from "./context.ts";
 import type { CompactionResult } from "../lib/castore/pack.ts";
+import { startProgress } from "./progress.ts";
 
 /** What a service that keeps pack files offers. */
 interface Compactable {
-  compactPacks(): CompactionResult;
+  compactPacks(onProgress?: (sum: CompactionResult) => void): CompactionResult;
   readonly packCount: number;
 }
 
@@ -47,7 +48,15 @@ export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
       for (const [what, c] of parts) {
         if (!c) continue;
         const before = c.packCount;
-        const r = c.compactPacks();
+        const progress = startProgress(`merging ${what} packs`);
+        let r: CompactionResult;
+        try {
+          r = c.compactPacks((sum) =>
+            progress.update({ bytes: sum.bytes, files: sum.merged })
+          );
+        } finally {
+          progress.stop();
+        }
         for (const k of r.kept) {
           process.stdout.write(`kept ${k}\n`);
         }

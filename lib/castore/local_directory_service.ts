@@ -134,10 +134,13 @@ export class LocalDirectoryService
 
   /**
    * Merges all small pack files into bigger ones (`snix store compact`;
-   * ingestions merge a bounded number on their own, see ./pack.ts).
+   * ingestions merge a bounded number on their own, see ./pack.ts);
+   * `onProgress` gets the running totals after each merge.
    */
-  compactPacks(): CompactionResult {
-    return this.#packs.compactAll();
+  compactPacks(
+    onProgress?: (sum: CompactionResult) => void,
+  ): CompactionResult {
+    return this.#packs.compactAll(onProgress);
   }
 
   /** The number of pack files (for `snix store compact` and tests). */

@@ -670,8 +670,13 @@ export class PackSet {
     }
   }
 
-  /** Merges small packs until no two are left (for `snix store compact`). */
-  compactAll(): CompactionResult {
+  /**
+   * Merges small packs until no two are left (for `snix store compact`);
+   * `onProgress` gets the running totals after each merge.
+   */
+  compactAll(
+    onProgress?: (sum: CompactionResult) => void,
+  ): CompactionResult {
     const sum: CompactionResult = { merged: 0, records: 0, bytes: 0, kept: [] };
     for (;;) {
       const r = this.compact(true);
@@ -680,6 +685,7 @@ export class PackSet {
       sum.records += r.records;
       sum.bytes += r.bytes;
       sum.kept.push(...r.kept);
+      onProgress?.(sum);
       if (r.merged < 2) return sum;
     }
   }
