@@ -168,6 +168,8 @@ interface Job {
   priority: Priority;
   /** -1: warm only; else decompress to exactly this many bytes. */
   size: number;
+  /** The pack block a warm-only job reads, if it reads one. */
+  block?: number;
   done: (data: Uint8Array | undefined) => void;
 }
 
@@ -197,6 +199,13 @@ export class FileLoader {
   #urgent = 0;
   /** Warm ranges by key, with when they were read. */
   #warm = new Map<string, number>();
+  /**
+   * Warm pack blocks: path -> block number -> when read (`Date.now()`, a
+   * cheaper clock than `performance.now()`, precise enough for the TTL).
+   * Asked several times per file of a walk, so no key strings here.
+   */
+  #warmBlocks = new Map<string, Map<number, number>>();
+  #warmBlockCount = 0;
   #closed = false;
   /** Waiters for the workers' answers to {@linkcode start}'s pings. */
   #pongs: (() => void)[] = [];
@@ -298,9 +307,19 @@ export class FileLoader {
       (range.offset + Math.max(range.length, 1) - 1) / PACK_BLOCK,
     );
     for (let b = first; b <= last; b++) {
-      if (!this.#isWarmKey(blockKey(range.path, b))) return false;
+      if (!this.#isWarmBlock(range.path, b)) return false;
     }
     return true;
+  }
+
+  #isWarmBlock(path: string, block: number): boolean {
+    const blocks = this.#warmBlocks.get(path);
+    const at = blocks?.get(block);
+    if (at === undefined) return false;
+    if (Date.now() - at < WARM_TTL_MS) return true;
+    blocks!.delete(block);
+    this.#warmBlockCount--;
+    return false;
   }
 
   #isWarmKey(key: string): boolean {
@@ -312,10 +331,14 @@ export class FileLoader {
   }
 
   #warmBlock(path: string, block: number, priority: Priority): Promise<void> {
+    if (this.#closed || this.#isWarmBlock(path, block)) {
+      return Promise.resolve();
+    }
     return this.#warmOne(
       { path, offset: block * PACK_BLOCK, length: PACK_BLOCK },
       priority,
       blockKey(path, block),
+      block,
     );
   }
 
@@ -323,8 +346,10 @@ export class FileLoader {
     range: StoredRange,
     priority: Priority,
     key = rangeKey(range),
+    block?: number,
   ): Promise<void> {
-    if (this.#closed || this.#isWarmKey(key)) return Promise.resolve();
+    if (this.#closed) return Promise.resolve();
+    if (block === undefined && this.#isWarmKey(key)) return Promise.resolve();
     const known = this.#warming.get(key);
     if (known) {
       if (priority < 2) this.#hurryKey(key, priority);
@@ -332,7 +357,7 @@ export class FileLoader {
     }
     if (this.#jobs.size >= this.#maxWaiting) return Promise.resolve();
     const p = new Promise<void>((done) =>
-      this.#add({ range, key, priority, size: -1, done: () => done() })
+      this.#add({ range, key, priority, size: -1, block, done: () => done() })
     );
     this.#warming.set(key, p);
     return p;
@@ -549,14 +574,30 @@ export class FileLoader {
     this.reads++;
     if (job.size < 0) {
       this.#warming.delete(job.key);
-      this.#warm.delete(job.key);
-      this.#warm.set(job.key, performance.now());
       if (job.range.length > 0) this.warmedBytes += job.range.length;
-      if (this.#warm.size > REMEMBER) {
-        this.#warm.delete(this.#warm.keys().next().value!);
+      if (job.block !== undefined) this.#rememberBlock(job);
+      else {
+        this.#warm.delete(job.key);
+        this.#warm.set(job.key, performance.now());
+        if (this.#warm.size > REMEMBER) {
+          this.#warm.delete(this.#warm.keys().next().value!);
+        }
       }
     } else if (data) this.loaded++;
     job.done(data ? new Uint8Array(data) : undefined);
+  }
+
+  #rememberBlock(job: Job): void {
+    // Past the bound, forget them all (a block asked for again is read
+    // again: from the page cache, one read per MiB).
+    if (this.#warmBlockCount >= REMEMBER) {
+      this.#warmBlocks.clear();
+      this.#warmBlockCount = 0;
+    }
+    let blocks = this.#warmBlocks.get(job.range.path);
+    if (!blocks) this.#warmBlocks.set(job.range.path, blocks = new Map());
+    if (!blocks.has(job.block!)) this.#warmBlockCount++;
+    blocks.set(job.block!, Date.now());
   }
 }
 
