@@ -12,18 +12,13 @@
 import { Command } from "@commander-js/extra-typings";
 import process from "node:process";
 import type { CliContext } from "./context.ts";
-import type { CompactionResult } from "../lib/castore/pack.ts";
+import { type CompactionResult, PackSet } from "../lib/castore/pack.ts";
 import { startProgress } from "./progress.ts";
 
-/** What a service that keeps pack files offers. */
-interface Compactable {
-  compactPacks(onProgress?: (sum: CompactionResult) => void): CompactionResult;
-  readonly packCount: number;
-}
-
-function compactable(s: unknown): Compactable | undefined {
-  const c = s as Partial<Compactable>;
-  return typeof c?.compactPacks === "function" ? c as Compactable : undefined;
+/** The packs of a service that keeps pack files. */
+function packsOf(s: unknown): PackSet | undefined {
+  const p = (s as { packs?: unknown })?.packs;
+  return p instanceof PackSet ? p : undefined;
 }
 
 /** The `store compact` command. */
@@ -35,9 +30,9 @@ export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
     )
     .action(async () => {
       const services = await ctx.services();
-      const parts: [string, Compactable | undefined][] = [
-        ["blob", compactable(services.blobs)],
-        ["directory", compactable(services.directories)],
+      const parts: [string, PackSet | undefined][] = [
+        ["blob", packsOf(services.blobs)],
+        ["directory", packsOf(services.directories)],
       ];
       if (parts.every(([, c]) => !c)) {
         throw new Error(
@@ -47,11 +42,11 @@ export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
       let kept = 0;
       for (const [what, c] of parts) {
         if (!c) continue;
-        const before = c.packCount;
+        const before = c.packs.length;
         const progress = startProgress(`merging ${what} packs`);
         let r: CompactionResult;
         try {
-          r = c.compactPacks((sum) =>
+          r = c.compactAll((sum) =>
             progress.update({ bytes: sum.bytes, files: sum.merged })
           );
         } finally {
@@ -62,7 +57,7 @@ export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
         }
         kept += r.kept.length;
         process.stdout.write(
-          `${what} packs: ${before} -> ${c.packCount} (merged ${r.merged}, ${
+          `${what} packs: ${before} -> ${c.packs.length} (merged ${r.merged}, ${
             (r.bytes / 2 ** 20).toFixed(1)
           } MiB)\n`,
         );

@@ -70,7 +70,6 @@ import {
 } from "./data_dir_sync.ts";
 import { RangeDecoder } from "./range_decoder.ts";
 import {
-  type CompactionResult,
   PackKind,
   type PackRecord,
   PackSet,
@@ -115,6 +114,21 @@ const LIST_MAGIC_V1 = new TextEncoder().encode("SNIXBL1\n");
 const LIST_MAGIC = new TextEncoder().encode("SNIXBL2\n");
 const LIST_HEADER = 8 + 4 + 4 + 8;
 const LIST_ENTRY = DIGEST_LENGTH + 4;
+
+/**
+ * What loading a chunk takes: its digest, the blob it belongs to (named in
+ * messages), its size if known, its stored bytes if already read (else it
+ * is read here), whether those are a pooled buffer to give back, and the
+ * file they came from (for messages).
+ */
+type LoadChunkArgs = [
+  digest: Uint8Array,
+  blob: Uint8Array,
+  expectedSize?: number,
+  preread?: Uint8Array,
+  pooled?: boolean,
+  source?: string,
+];
 
 /** The checksum of a list body; version 2 lists also bind the blob digest. */
 function listChecksum(body: Uint8Array, blob?: Uint8Array): Uint8Array {
@@ -583,22 +597,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
 
   /** {@linkcode #loadChunkSync}, failures as rejections (read-ahead style). */
   // deno-lint-ignore require-await -- async so failures reject
-  async #loadChunk(
-    digest: Uint8Array,
-    blob: Uint8Array,
-    expectedSize?: number,
-    preread?: Uint8Array,
-    pooled = true,
-    source?: string,
-  ): Promise<Uint8Array | undefined> {
-    return this.#loadChunkSync(
-      digest,
-      blob,
-      expectedSize,
-      preread,
-      pooled,
-      source,
-    );
+  async #loadChunk(...args: LoadChunkArgs): Promise<Uint8Array | undefined> {
+    return this.#loadChunkSync(...args);
   }
 
   /**
@@ -606,12 +606,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * messages; `expectedSize` is checked when known.
    */
   #loadChunkSync(
-    digest: Uint8Array,
-    blob: Uint8Array,
-    expectedSize?: number,
-    preread?: Uint8Array,
-    pooled = true,
-    source?: string,
+    ...[digest, blob, expectedSize, preread, pooled = true, source]:
+      LoadChunkArgs
   ): Uint8Array | undefined {
     const packed = preread ? undefined : this.packedChunk(digest);
     const path = source ?? packed?.pack.path ?? this.chunkPath(digest);
@@ -692,20 +688,9 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     }
   }
 
-  /**
-   * Merges all small pack files into bigger ones (`snix store compact`;
-   * ingestions merge a bounded number on their own, see ./pack.ts);
-   * `onProgress` gets the running totals after each merge.
-   */
-  compactPacks(
-    onProgress?: (sum: CompactionResult) => void,
-  ): CompactionResult {
-    return this.#packs.compactAll(onProgress);
-  }
-
-  /** The number of pack files (for `snix store compact` and tests). */
-  get packCount(): number {
-    return this.#packs.packs.length;
+  /** The pack files (for `snix store compact`; see ./pack.ts). */
+  get packs(): PackSet {
+    return this.#packs;
   }
 
   /**

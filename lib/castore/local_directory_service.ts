@@ -41,13 +41,7 @@ import {
   type DeferredDirectoryService,
   type WriteSession,
 } from "./data_dir_sync.ts";
-import {
-  type CompactionResult,
-  PackKind,
-  PackSet,
-  PackWriter,
-  type StoredRange,
-} from "./pack.ts";
+import { PackKind, PackSet, PackWriter, type StoredRange } from "./pack.ts";
 
 /** Directories whose verified bytes are kept in memory. */
 const CACHE_ENTRIES = 4096;
@@ -132,20 +126,9 @@ export class LocalDirectoryService
     return existsNow(path) ? { path, offset: 0, length: -1 } : undefined;
   }
 
-  /**
-   * Merges all small pack files into bigger ones (`snix store compact`;
-   * ingestions merge a bounded number on their own, see ./pack.ts);
-   * `onProgress` gets the running totals after each merge.
-   */
-  compactPacks(
-    onProgress?: (sum: CompactionResult) => void,
-  ): CompactionResult {
-    return this.#packs.compactAll(onProgress);
-  }
-
-  /** The number of pack files (for `snix store compact` and tests). */
-  get packCount(): number {
-    return this.#packs.packs.length;
+  /** The pack files (for `snix store compact`; see ./pack.ts). */
+  get packs(): PackSet {
+    return this.#packs;
   }
 
   /** Path of a directory's loose file (for tests and `verify`). */
