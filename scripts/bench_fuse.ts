@@ -17,7 +17,9 @@
  * on both sides: the page, dentry and inode caches are dropped right before
  * the walk, so the native walk reads its inodes and directories from disk
  * and the FUSE walk reads the data directory's files from disk (the mount
- * process itself is started before the timer, after the drop).
+ * process itself is started before the timer, after the drop). Each fresh
+ * run also shows the CPU time the mount process spent during the walk (less
+ * disturbed by other jobs on a shared machine than the wall time).
  *
  * The store is a local data directory under /tmp/bench (imported once with
  * `snix store import`, then reused). Cold runs write to
@@ -123,6 +125,20 @@ async function snix(...a: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout).trim();
 }
 
+/** The mount process of the last {@linkcode mount}. */
+let mountPid = 0;
+
+/**
+ * CPU seconds (user + system, all threads) process `pid` has used: the
+ * mount's own cost of a walk, which other jobs on a shared machine disturb
+ * less than the wall time.
+ */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in ticks
+}
+
 /** Starts `snix store mount`, waits until mounted; returns a stopper. */
 async function mount(): Promise<() => Promise<void>> {
   mkdirSync(MNT, { recursive: true });
@@ -139,6 +155,7 @@ async function mount(): Promise<() => Promise<void>> {
     stdout: "inherit",
     stderr: "inherit",
   }).spawn();
+  mountPid = child.pid;
   const t0 = Date.now();
   while (!mounted(MNT)) {
     if (Date.now() - t0 > 30000) {
@@ -257,21 +274,25 @@ async function main() {
       // on the shared machine hits both sides alike.
       const disk: number[] = [];
       const fresh: number[] = [];
+      const cpu: number[] = [];
       for (let i = 0; i < repeat; i++) {
         await dropCaches();
         disk.push(await timed(cmd(SMALL)));
         await dropCaches();
         stop = await mount();
+        const c0 = cpuSeconds(mountPid);
         fresh.push(await timed(cmd(fuseSmall)));
+        cpu.push(cpuSeconds(mountPid) - c0);
         if (i < repeat - 1) {
           await stop();
           stop = undefined;
         }
       }
-      if (repeat > 1) {
-        const show = (a: number[]) => a.map((t) => t.toFixed(2)).join(" ");
-        console.log(`  runs: disk ${show(disk)} / fuse ${show(fresh)}`);
-      }
+      const show = (a: number[]) => a.map((t) => t.toFixed(2)).join(" ");
+      console.log(
+        `  runs: disk ${show(disk)} / fuse ${show(fresh)}` +
+          ` (mount process CPU ${show(cpu)} s)`,
+      );
       record(`fuse ${label} (fresh mount)`, Math.min(...fresh));
       record(`fuse ${label} (again)`, await best(cmd(fuseSmall)));
       if (label === "tar c | wc -c") {
