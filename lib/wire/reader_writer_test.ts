@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { WireError } from "./errors.ts";
+import { WireWriter } from "./writer.ts";
 import {
   collectingWriter,
   drainStream,
@@ -140,4 +141,31 @@ Deno.test("wire: a list of strings is bounded in total, not only per item", asyn
     readerOf(many).readStrings(1000, 1000, "references", 50_000),
     /references exceed 50000 bytes in total/,
   );
+});
+
+Deno.test("wire: writer hands a big chunk to the sink as is when nothing is buffered", async () => {
+  const got: Uint8Array[] = [];
+  const w = new WireWriter({
+    write: (c) => void got.push(c),
+    close: () => {},
+    abort: () => {},
+  }, 256 << 10);
+  const big = new Uint8Array(256 << 10).fill(3);
+  w.u64(1);
+  await w.write(big); // after a buffered value: order kept
+  await w.write(big); // nothing buffered: the same array, not a copy
+  await w.flush();
+  const total = got.reduce((a, c) => a + c.length, 0);
+  assert.equal(total, 8 + 2 * big.length);
+  assert.ok(got.includes(big));
+  const all = new Uint8Array(total);
+  let o = 0;
+  for (const c of got) {
+    all.set(c, o);
+    o += c.length;
+  }
+  const r = readerOf(all);
+  assert.equal(await r.readNumber(), 1);
+  assert.deepEqual(await r.readExact(big.length), big);
+  assert.deepEqual(await r.readExact(big.length), big);
 });

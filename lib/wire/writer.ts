@@ -11,6 +11,11 @@ const encoder = new TextEncoder();
 const ZEROS = new Uint8Array(8);
 /** Flushes below this size are copied out of the batch buffer; larger ones take it over. */
 const SMALL = 16 << 10;
+/**
+ * {@linkcode WireWriter.write} sends chunks at least this big straight to
+ * the sink when nothing is buffered.
+ */
+const DIRECT = 64 << 10;
 
 /**
  * A direct byte sink: `write` resolves when the chunk may be reused and
@@ -222,6 +227,14 @@ export class WireWriter {
 
   /** Flushes, then sends `b` directly (for large data such as NAR chunks). */
   async write(b: Uint8Array): Promise<void> {
+    if (b.length >= DIRECT && this.#len === 0 && this.#pending.length === 0) {
+      // Big and nothing buffered: straight to the sink. Copying it into the
+      // batch buffer cost a copy and a new buffer per flush (NarFromPath of
+      // a 76 MiB NAR whose renderer yields 256 KiB chunks: see DIRECT).
+      this.#written += b.length;
+      await this.#out.write(b);
+      return;
+    }
     // Coalesce: copying into the batch buffer is far cheaper than a socket
     // write per chunk (measured ~50 µs per write under Deno's node:net).
     if (
