@@ -805,6 +805,46 @@ function lockHolderAlive(path: string): boolean {
   }
 }
 
+/**
+ * A set of digests keyed by their first 48 bits (no hex string per
+ * digest: a pack writer checks every record it is given), with the rare
+ * prefix collisions kept by full hex digest.
+ */
+export class DigestSet {
+  #first = new Map<number, Uint8Array>();
+  #overflow = new Set<string>();
+
+  /** Whether `d` is in the set. */
+  has(d: Uint8Array): boolean {
+    const f = this.#first.get(keyOf(d));
+    if (f !== undefined && digestEquals(f, d)) return true;
+    return this.#overflow.size > 0 && this.#overflow.has(hex(d));
+  }
+
+  /** Adds `d`; false if it was there already. */
+  add(d: Uint8Array): boolean {
+    if (this.has(d)) return false;
+    const k = keyOf(d);
+    if (this.#first.has(k)) this.#overflow.add(hex(d));
+    else this.#first.set(k, d.slice());
+    return true;
+  }
+
+  /** Removes `d`. */
+  delete(d: Uint8Array): void {
+    const k = keyOf(d);
+    const f = this.#first.get(k);
+    if (f !== undefined && digestEquals(f, d)) this.#first.delete(k);
+    else if (this.#overflow.size > 0) this.#overflow.delete(hex(d));
+  }
+
+  /** Empties the set. */
+  clear(): void {
+    this.#first.clear();
+    this.#overflow.clear();
+  }
+}
+
 function hex(d: Uint8Array): string {
   let s = "";
   for (const x of d) s += x.toString(16).padStart(2, "0");
@@ -823,7 +863,7 @@ export class PackWriter {
   #buf = new Uint8Array(WRITE_BUFFER);
   #bufLen = 0;
   #entries: Uint8Array[] = [];
-  #own = new Set<string>();
+  #own = new DigestSet();
   #state: "open" | "done" = "open";
 
   constructor(set: PackSet, tmpDir: string) {
@@ -841,7 +881,7 @@ export class PackWriter {
 
   /** Whether this pack already holds `digest`. */
   holds(digest: Uint8Array): boolean {
-    return this.#own.has(hex(digest));
+    return this.#own.has(digest);
   }
 
   /** Appends a record (skipped if this pack holds the digest already). */
@@ -878,7 +918,7 @@ export class PackWriter {
     try {
       n = write(dst);
     } catch (e) {
-      this.#own.delete(hex(digest)); // not written: may come again
+      this.#own.delete(digest); // not written: may come again
       throw e;
     }
     this.#entry(kind, digest, n, rawSize);
@@ -893,14 +933,12 @@ export class PackWriter {
   /** Whether `digest` is new to this pack (then remembered); opens the file. */
   #claim(digest: Uint8Array): boolean {
     if (this.#state !== "open") throw new Error("pack writer is closed");
-    const key = hex(digest);
-    if (this.#own.has(key)) return false;
-    this.#own.add(key);
+    if (!this.#own.add(digest)) return false;
     if (this.#fd === undefined) {
       try {
         this.#fd = fs.openSync(this.#tmpPath, "wx", 0o644);
       } catch (e) {
-        this.#own.delete(key);
+        this.#own.delete(digest);
         throw storageError(`cannot create ${this.#tmpPath}`, e);
       }
       this.#buf.set(MAGIC, 0);

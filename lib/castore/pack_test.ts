@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ENTRY_SIZE, PackFile, PackKind, PackSet } from "./pack.ts";
+import { DigestSet, ENTRY_SIZE, PackFile, PackKind, PackSet } from "./pack.ts";
 import { blake3Sync } from "./digest.ts";
 import { LocalBlobService } from "./local_blob_service.ts";
 import { LocalDirectoryService } from "./local_directory_service.ts";
@@ -372,4 +372,26 @@ Deno.test("pack: transient reads through read windows give the right bytes in or
       check(Math.floor(Math.random() * 7), Math.floor(Math.random() * 300));
     }
   });
+});
+
+Deno.test("pack: DigestSet keeps digests that share their first 48 bits apart", () => {
+  const d = (last: number, lead = 7) => {
+    const b = new Uint8Array(32).fill(lead);
+    b[31] = last;
+    return b;
+  };
+  const s = new DigestSet();
+  assert.ok(s.add(d(1)));
+  assert.ok(s.add(d(2)), "same prefix, other digest");
+  assert.ok(s.add(d(3)));
+  assert.ok(!s.add(d(2)), "already there");
+  assert.ok(s.has(d(1)) && s.has(d(2)) && s.has(d(3)));
+  assert.ok(!s.has(d(4)) && !s.has(d(1, 8)));
+  s.delete(d(1)); // the first of its prefix: the others stay
+  assert.ok(!s.has(d(1)) && s.has(d(2)) && s.has(d(3)));
+  assert.ok(s.add(d(1)));
+  s.delete(d(3));
+  assert.ok(s.has(d(1)) && s.has(d(2)) && !s.has(d(3)));
+  s.clear();
+  assert.ok(!s.has(d(1)) && !s.has(d(2)));
 });
