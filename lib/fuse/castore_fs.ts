@@ -159,21 +159,22 @@ interface ChunkMap {
 /** A directory's children, merged and sorted by name bytes. */
 interface Listing {
   children: Child[];
-  /** Position in `children` by name key. */
-  byName: Map<string, number>;
+  /** Position in `children` by name key (made on first use). */
+  byName?: Map<string, number>;
 }
 
+/** `key`: the name as a binary string, set for the mount root's children. */
 type Child =
-  | { kind: "dir"; name: Uint8Array; key: string; digest: Uint8Array }
+  | { kind: "dir"; name: Uint8Array; key?: string; digest: Uint8Array }
   | {
     kind: "file";
     name: Uint8Array;
-    key: string;
+    key?: string;
     digest: Uint8Array;
     size: number;
     executable: boolean;
   }
-  | { kind: "symlink"; name: Uint8Array; key: string; target: Uint8Array };
+  | { kind: "symlink"; name: Uint8Array; key?: string; target: Uint8Array };
 
 /**
  * Where pushing a file's contents into the kernel's page cache stands:
@@ -243,6 +244,16 @@ function bkey(b: Uint8Array): string {
   let s = "";
   for (let i = 0; i < b.length; i++) s += String.fromCharCode(b[i]);
   return s;
+}
+
+/**
+ * The key of a regular file's node: its digest's bytes as a string (one
+ * char per byte; about half the cost of hex) and the executable bit.
+ */
+function fileKey(digest: Uint8Array, executable: boolean): string {
+  return "f" +
+    String.fromCharCode.apply(null, digest as unknown as number[]) +
+    (executable ? "x" : "-");
 }
 
 function compareBytes(a: Uint8Array, b: Uint8Array): number {
@@ -472,7 +483,7 @@ export class CastoreFs implements FuseFilesystem {
   ): Node {
     if (c.kind === "file") {
       return this.#intern(
-        `f:${digestToHex(c.digest)}:${c.executable ? 1 : 0}`,
+        fileKey(c.digest, c.executable),
         (ino) => ({
           kind: "file",
           ino,
@@ -488,7 +499,7 @@ export class CastoreFs implements FuseFilesystem {
         ? { kind: "dir", ino, parent, digest: c.digest }
         : { kind: "symlink", ino, target: c.target };
     if (parent === FUSE_ROOT_ID) {
-      return this.#intern(`${parent}/${c.key}`, make);
+      return this.#intern(`${parent}/${c.key ?? bkey(c.name)}`, make);
     }
     const n = make(this.#nextIno++);
     this.#nodes.set(n.ino, n);
@@ -564,7 +575,6 @@ export class CastoreFs implements FuseFilesystem {
         children.push({
           kind: "dir",
           name: e.name,
-          key: bkey(e.name),
           digest: e.digest,
         });
       }
@@ -572,7 +582,6 @@ export class CastoreFs implements FuseFilesystem {
         children.push({
           kind: "file",
           name: e.name,
-          key: bkey(e.name),
           digest: e.digest,
           size: Number(e.size),
           executable: e.executable,
@@ -582,15 +591,11 @@ export class CastoreFs implements FuseFilesystem {
         children.push({
           kind: "symlink",
           name: e.name,
-          key: bkey(e.name),
           target: e.target,
         });
       }
       children.sort((a, b) => compareBytes(a.name, b.name));
-      const listing = {
-        children,
-        byName: new Map(children.map((c, i) => [c.key, i])),
-      };
+      const listing: Listing = { children };
       this.#built.set(hex, listing);
       this.#prefetchDirs(listing);
       // In a content-reading walk, directories listed ahead bring their
@@ -638,7 +643,7 @@ export class CastoreFs implements FuseFilesystem {
         const until = performance.now() + PREFETCH_SLICE_MS;
         while (this.idle() && performance.now() < until) { /* more */ }
         if (this.#dirPrefetchQueue.length > 0) {
-          this.#prefetchDirs({ children: [], byName: new Map() });
+          this.#prefetchDirs({ children: [] });
         }
       }, 0);
     }
@@ -871,7 +876,7 @@ export class CastoreFs implements FuseFilesystem {
       const hex = digestToHex(c.digest);
       if (this.#ready.has(hex)) continue;
       const n = this.#nodes.get(
-        this.#inoByKey.get(`f:${hex}:${c.executable ? 1 : 0}`) ?? 0n,
+        this.#inoByKey.get(fileKey(c.digest, c.executable)) ?? 0n,
       );
       if (n?.kind === "file" && n.push !== undefined) continue;
       const range = this.#locateForWalk(c.digest);
@@ -1088,6 +1093,11 @@ export class CastoreFs implements FuseFilesystem {
   }
 
   #lookupIn(p: Node & { kind: "dir" }, listing: Listing, name: Uint8Array) {
+    // Positions by name, made on the first lookup (a walk that lists
+    // everything, with READDIRPLUS, looks up little).
+    listing.byName ??= new Map(
+      listing.children.map((c, i) => [bkey(c.name), i]),
+    );
     const index = listing.byName.get(bkey(name));
     if (index === undefined) throw new FuseError(Errno.ENOENT);
     return this.#attr(this.#kid(p, listing, index));
