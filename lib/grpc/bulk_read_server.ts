@@ -40,6 +40,7 @@ import { requireB3Digest, showDigest } from "./check.ts";
 import {
   canLocateChunks,
   type ChunkPiece,
+  releaseStored,
   storedChunks,
 } from "./stored_chunks.ts";
 import { rawFrame, ZSTD_ENCODING } from "./zstd_message.ts";
@@ -450,6 +451,8 @@ export function serveBulkConnection(
     hdr: Uint8Array,
     parts: Uint8Array[],
     len: number,
+    headroom = false,
+    onWritten?: () => void,
   ) => {
     let rest = hdr.length + len; // message bytes still to frame
     let pi = -1; // part being sent (-1: the header)
@@ -460,6 +463,25 @@ export function serveBulkConnection(
         () => st.window > 0 && connWindow > 0 && !socket.writableNeedDrain,
       );
       const n = Math.min(rest, peerMaxFrame, st.window, connWindow);
+      if (
+        headroom && n === rest && pi === -1 && parts.length === 1 &&
+        parts[0].byteOffset >= 9 + hdr.length
+      ) {
+        // The whole message in one frame, its headers written into the
+        // free bytes in front of the part: one write, no copy.
+        const p = parts[0];
+        const b = new Uint8Array(
+          p.buffer,
+          p.byteOffset - 9 - hdr.length,
+          9 + n,
+        );
+        writeFrameHeader(b, 0, n, DATA, 0, st.id);
+        b.set(hdr, 9);
+        st.window -= n;
+        connWindow -= n;
+        socket.write(b, onWritten);
+        return;
+      }
       st.window -= n;
       connWindow -= n;
       rest -= n;
@@ -483,7 +505,11 @@ export function serveBulkConnection(
       while (left > 0) {
         const p = parts[pi];
         const take = Math.min(left, p.length - po);
-        socket.write(take === p.length ? p : p.subarray(po, po + take));
+        const last = rest === 0 && left === take;
+        socket.write(
+          take === p.length ? p : p.subarray(po, po + take),
+          last ? onWritten : undefined,
+        );
         left -= take;
         po += take;
         if (po === p.length) {
@@ -632,7 +658,15 @@ export function serveBulkConnection(
             prefix.length + piece.frame.length,
           );
           hdr.set(prefix, 5);
-          await sendMessage(st, hdr, [piece.frame], piece.frame.length);
+          const frame = piece.frame;
+          await sendMessage(
+            st,
+            hdr,
+            [frame],
+            frame.length,
+            true,
+            () => releaseStored(frame),
+          );
         }
       } else {
         const r = await openRequestedBlob(blobs, body);

@@ -166,6 +166,11 @@ Deno.test("bulk Read of a local store: chunks go out as stored (no daemon-side r
         assert.deepEqual(await readAll(await c.read(d)), datas[i], url);
       }
       assert.equal(reads(), 0, "no chunk was read through the backend");
+      // Reads at once share the daemon's reused frame buffers: all intact.
+      const many = await Promise.all(
+        [0, 1, 0, 1, 0].map(async (i) => readAll(await c.read(digests[i]))),
+      );
+      many.forEach((b, k) => assert.deepEqual(b, datas[[0, 1, 0, 1, 0][k]]));
       assert.equal(await c.read(blake3Sync(pseudoRandom(5, 1))), undefined);
     }
     // The daemon decoding itself (the client does not accept zstd).
