@@ -337,3 +337,50 @@ Deno.test({
     await Deno.remove(src, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "fuse: directories fetched ahead from a slow (remote-like) service stay bounded in number at once, and the walk sees every entry",
+  ignore,
+}, async () => {
+  const s = memoryServices();
+  const src = await Deno.makeTempDir({ prefix: "snix-fuse-src-" });
+  try {
+    // 200 directories, 3 levels deep, so the walk queues many ahead.
+    await shOk(`
+      set -e; cd '${src}'
+      for a in $(seq 1 8); do for b in $(seq 1 24); do
+        mkdir -p "d$a/e$b"; printf '%s\\n' "$a $b" > "d$a/e$b/f"
+      done; done
+    `);
+    const info = await importPath(src, "slow", s);
+    let running = 0;
+    let most = 0;
+    const slow = {
+      ...s.directories,
+      get: async (digest: Uint8Array) => {
+        running++;
+        most = Math.max(most, running);
+        await new Promise((r) => setTimeout(r, 2));
+        try {
+          return await s.directories.get(digest);
+        } finally {
+          running--;
+        }
+      },
+    } as typeof s.directories;
+    await withMount({ ...s, directories: slow }, {}, async (mnt) => {
+      const list = (d: string) =>
+        `cd '${d}' && find . \\( -type d -printf '%P d\\n' \\) -o -printf '%P %y %s\\n' | LC_ALL=C sort`;
+      assert.equal(
+        await shOk(list(`${mnt}/${baseName(info)}`)),
+        await shOk(list(src)),
+      );
+    });
+    // 16 fetched ahead at once, plus the one the walker waits for.
+    assert.ok(most <= 17, `${most} directory fetches at once`);
+    assert.ok(most > 1, "no directory was fetched ahead");
+  } finally {
+    await Deno.remove(src, { recursive: true });
+  }
+});

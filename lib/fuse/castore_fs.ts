@@ -652,8 +652,9 @@ export class CastoreFs implements FuseFilesystem {
   /**
    * Fetches the next queued directory (see {@linkcode #prefetchDirs}); its
    * listing is finished by microtasks. A directory whose stored bytes are
-   * not in the page cache yet is fetched once they are (a few at once).
-   * Returns whether more is queued.
+   * not in the page cache yet is fetched once they are. At most
+   * {@linkcode DIR_PREFETCH_CONCURRENCY} fetches are under way at once.
+   * Returns whether more is queued and can start now.
    */
   idle(): boolean {
     const q = this.#dirPrefetchQueue;
@@ -667,19 +668,16 @@ export class CastoreFs implements FuseFilesystem {
         q.pop();
         continue;
       }
-      const warming = this.#warmDir(d, 1);
-      if (warming) {
-        if (this.#dirPrefetching >= DIR_PREFETCH_CONCURRENCY) return false;
-        q.pop();
-        this.#dirPrefetching++;
-        warming.then(() => this.#listing(d)).catch(() => {}).finally(() => {
-          this.#dirPrefetching--;
-        });
-        continue;
-      }
+      // A bounded number at once: a remote service answers later (a local
+      // one within the slice's microtasks).
+      if (this.#dirPrefetching >= DIR_PREFETCH_CONCURRENCY) return false;
       q.pop();
-      this.#listing(d).catch(() => {});
-      break;
+      this.#dirPrefetching++;
+      const warming = this.#warmDir(d, 1);
+      (warming ? warming.then(() => this.#listing(d)) : this.#listing(d))
+        .catch(() => {}).finally(() => this.#dirPrefetching--);
+      // One fetch per slice (a cold one only starts the read).
+      if (!warming) break;
     }
     return q.length > 0;
   }

@@ -61,7 +61,7 @@ const DIRECT_WAIT_MS = 2;
 const DIRECT_SETTLE_TURNS = 64;
 
 /** Microtask turns a background slice of the file system gets to finish. */
-const IDLE_SETTLE_TURNS = 4;
+const IDLE_SETTLE_TURNS = 8;
 
 /**
  * `f(v)` now if `v` is a value, once it resolves if it is a promise: a file
