@@ -23,9 +23,11 @@
  * `--only` runs a subset (the paths are still copied into both daemons first,
  * untimed, when `copy` is not among them); `--state DIR` keeps both daemons'
  * stores in DIR between runs (so `--only qpi` does not copy 1 GiB each time);
- * `--rounds N` repeats the QueryPathInfo measure N times, alternating daemons,
- * and reports the best of each; `--daemon-args` adds deno flags to our daemon
- * (e.g. `--cpu-prof --cpu-prof-dir=DIR`).
+ * `--rounds N` repeats the QueryPathInfo, NarFromPath and copy measures N
+ * times, alternating which daemon goes first, and reports the best of each
+ * (each copy round restarts both daemons on empty stores, also under
+ * `--state`); `--daemon-args` adds deno flags to our daemon (e.g.
+ * `--cpu-prof --cpu-prof-dir=DIR`).
  *
  * The client of the QueryPathInfo and NarFromPath measures is the same for
  * both daemons: {@linkcode DaemonClient} (lib/daemon/client.ts) in this
@@ -78,6 +80,13 @@ function cpuSeconds(pid: number): number {
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
   return ticks / 100; // USER_HZ
+}
+
+/** The 1, 5 and 15 minute load averages. */
+function loadAvg(): string {
+  return fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(
+    " ",
+  );
 }
 
 async function waitFor(path: string, what: string) {
@@ -236,6 +245,22 @@ const peer = {
 };
 const children: ReturnType<typeof spawn>[] = [];
 
+/** Stops the daemons started so far (SIGTERM, then SIGKILL after 3 s) and waits for them. */
+async function stopDaemons() {
+  const all = children.splice(0);
+  await Promise.all(all.map((c) =>
+    new Promise<void>((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null) return resolve();
+      const t = setTimeout(() => c.kill("SIGKILL"), 3000);
+      c.once("exit", () => {
+        clearTimeout(t);
+        resolve();
+      });
+      c.kill("SIGTERM");
+    })
+  ));
+}
+
 try {
   // The closure, in a scratch chroot store.
   console.error(
@@ -265,42 +290,54 @@ try {
   const bigFileSize = fs.statSync(join(X + biggest.path, bigFile)).size;
 
   // Our daemon, and the peer in its own mount namespace.
-  fs.mkdirSync(join(peerNix, "var/nix/daemon-socket"), { recursive: true });
-  children.push(
-    spawn(Deno.execPath(), [
-      "run",
-      "-A",
-      ...daemonArgs,
-      "cli/main.ts",
-      "--data-dir",
-      ours.data,
-      "nix-daemon",
-      "-l",
-      ours.sock,
-    ], {
-      cwd: ROOT,
-      stdio: ["ignore", "ignore", "inherit"],
-    }),
-  );
   const peerWrap = join(tmp, "peer-stdio");
   fs.writeFileSync(
     peerWrap,
     `#!/bin/sh\nexec unshare -m sh -c 'mount --make-rprivate / && mount --bind ${peerNix} /nix && exec nix-daemon "$@"' -- "$@"\n`,
   );
   fs.chmodSync(peerWrap, 0o755);
-  children.push(
-    spawn(peerWrap, [], {
-      stdio: ["ignore", "ignore", "ignore"],
-      env: { ...process.env, NIX_CONFIG },
-    }),
-  );
-  await waitFor(ours.sock, "snix nix-daemon");
-  await waitFor(peer.sock, "nix-daemon");
+  const pids: number[] = [];
+  /** Starts both daemons (on empty stores with `fresh`: earlier ones are stopped and wiped). */
+  const startDaemons = async (fresh: boolean) => {
+    if (fresh) {
+      await stopDaemons();
+      fs.rmSync(ours.data, { recursive: true, force: true });
+      fs.rmSync(peerNix, { recursive: true, force: true });
+      pids.length = 0;
+    }
+    fs.mkdirSync(join(peerNix, "var/nix/daemon-socket"), { recursive: true });
+    children.push(
+      spawn(Deno.execPath(), [
+        "run",
+        "-A",
+        ...daemonArgs,
+        "cli/main.ts",
+        "--data-dir",
+        ours.data,
+        "nix-daemon",
+        "-l",
+        ours.sock,
+        "--unix-listen-unlink",
+      ], {
+        cwd: ROOT,
+        stdio: ["ignore", "ignore", "inherit"],
+      }),
+    );
+    children.push(
+      spawn(peerWrap, [], {
+        stdio: ["ignore", "ignore", "ignore"],
+        env: { ...process.env, NIX_CONFIG },
+      }),
+    );
+    await waitFor(ours.sock, "snix nix-daemon");
+    await waitFor(peer.sock, "nix-daemon");
+    pids.push(children[0].pid!, children[1].pid!);
+  };
+  await startDaemons(false);
 
   type Row = [string, number, number, string];
   const rows: Row[] = [];
 
-  const pids = [children[0].pid!, children[1].pid!];
   /** Runs f; returns its result and the CPU seconds each daemon spent meanwhile. */
   const cpu = async <T>(
     f: () => Promise<T> | T,
@@ -320,15 +357,35 @@ try {
     sh(copyCmd(ours.sock));
     sh(copyCmd(peer.sock));
   }
-  const [copyO, cpuCopyO] = only.has("copy")
-    ? await cpu(() => timed(copyCmd(ours.sock)))
-    : [0, 0];
-  const [copyP, , cpuCopyP] = only.has("copy")
-    ? await cpu(() => timed(copyCmd(peer.sock)))
-    : [0, 0, 0];
   if (only.has("copy")) {
+    // With --rounds N: N copies into fresh stores (both daemons restarted),
+    // alternating which goes first; the fastest of each is reported with
+    // the daemon CPU of that run.
+    let best: [number, number, number, number] = [Infinity, 0, Infinity, 0];
+    for (let i = 0; i < rounds; i++) {
+      if (i > 0) await startDaemons(true);
+      for (const k of i % 2 ? [1, 0] : [0, 1]) {
+        const [t, cO, cP] = await cpu(() =>
+          timed(copyCmd(k === 0 ? ours.sock : peer.sock))
+        );
+        if (k === 0 && t < best[0]) best = [t, cO, best[2], best[3]];
+        if (k === 1 && t < best[2]) best = [best[0], best[1], t, cP];
+      }
+      if (rounds > 1) {
+        console.error(
+          `  copy round ${i + 1}: snix ${
+            (totalMiB / best[0]).toFixed(0)
+          } MiB/s, nix ${
+            (totalMiB / best[2]).toFixed(0)
+          } MiB/s (best so far; load ${loadAvg()})`,
+        );
+      }
+    }
+    const [copyO, cpuCopyO, copyP, cpuCopyP] = best;
     rows.push([
-      `nix copy --to (${totalMiB.toFixed(0)} MiB, ${all.length} paths), MiB/s`,
+      `nix copy --to (${totalMiB.toFixed(0)} MiB, ${all.length} paths), MiB/s${
+        rounds > 1 ? ` (best of ${rounds})` : ""
+      }`,
       totalMiB / copyO,
       totalMiB / copyP,
       "higher",
@@ -461,10 +518,27 @@ try {
       c.close();
       return biggest.narSize / 2 ** 20 / s;
     };
-    const [narO, cpuNarO] = await cpu(() => narRate(ours.sock));
-    const [narP, , cpuNarP] = await cpu(() => narRate(peer.sock));
+    // With --rounds N: N fetches each, alternating; the best rate of each
+    // is reported, with the least daemon CPU of any fetch.
+    let narO = 0, narP = 0, cpuNarO = Infinity, cpuNarP = Infinity;
+    for (let i = 0; i < rounds; i++) {
+      for (const k of i % 2 ? [1, 0] : [0, 1]) {
+        const [rate, cO, cP] = await cpu(() =>
+          narRate(k === 0 ? ours.sock : peer.sock)
+        );
+        if (k === 0) {
+          narO = Math.max(narO, rate);
+          cpuNarO = Math.min(cpuNarO, cO);
+        } else {
+          narP = Math.max(narP, rate);
+          cpuNarP = Math.min(cpuNarP, cP);
+        }
+      }
+    }
     rows.push([
-      `NarFromPath MiB/s (${(biggest.narSize / 2 ** 20).toFixed(0)} MiB NAR)`,
+      `NarFromPath MiB/s (${(biggest.narSize / 2 ** 20).toFixed(0)} MiB NAR)${
+        rounds > 1 ? ` (best of ${rounds})` : ""
+      }`,
       narO,
       narP,
       "higher",
@@ -538,14 +612,11 @@ try {
       hwm(pids[0]).toFixed(0)
     } MiB (nix-daemon's workers are separate processes)`,
   );
-  const load = fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3)
-    .join(" ");
   console.log(
-    `(load average at the end: ${load}; ${navigator.hardwareConcurrency} CPUs, shared)`,
+    `(load average at the end: ${loadAvg()}; ${navigator.hardwareConcurrency} CPUs, shared)`,
   );
 } finally {
-  for (const c of children) c.kill("SIGTERM");
-  await new Promise((r) => setTimeout(r, 500));
+  await stopDaemons();
   if (!args.includes("--keep") && !stateDir) {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
