@@ -649,6 +649,19 @@ export function serveBulkConnection(
             await sendReader(piece.data.getReader());
             continue;
           }
+          if (piece.raw) {
+            // Raw bytes: a plain message (flag 0 is allowed under an encoding).
+            const raw = piece.raw;
+            await sendMessage(
+              st,
+              messageHeader(raw.length),
+              [raw],
+              raw.length,
+              true,
+              () => releaseStored(raw),
+            );
+            continue;
+          }
           // The BlobChunk's start in a frame of its own, then the stored one.
           const prefix = rawFrame(messageHeader(piece.size).subarray(5));
           const hdr = new Uint8Array(5 + prefix.length);

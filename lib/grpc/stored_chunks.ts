@@ -21,7 +21,7 @@ import * as fs from "node:fs";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { BlobService } from "../castore/blob_service.ts";
 import { digestToString } from "../castore/digest.ts";
-import { frameContentSize } from "./zstd_message.ts";
+import { frameContentSize, frameHeaderOf } from "./zstd_message.ts";
 
 /** Where a chunk's stored zstd frame is (`length` -1: the whole file). */
 export interface StoredRange {
@@ -45,11 +45,16 @@ export function canLocateChunks(
 /** One chunk of a blob being sent. */
 export type ChunkPiece =
   /**
-   * The chunk's stored zstd frame, whose content is `size` bytes; its
-   * buffer has {@linkcode STORED_HEADROOM} free bytes in front of it. Give
-   * it back with {@linkcode releaseStored} once written.
+   * The chunk's stored zstd frame, whose content is `size` bytes (a frame
+   * with compressed blocks).
    */
-  | { frame: Uint8Array; size: number }
+  | { frame: Uint8Array; size: number; raw?: undefined }
+  /**
+   * The chunk's bytes, from a frame that stores them raw: gathered from
+   * its blocks straight into one array (no decompression, no copy), `size`
+   * bytes long.
+   */
+  | { raw: Uint8Array; size: number; frame?: undefined }
   /** The chunk's bytes, read (and verified) through the backend. */
   | { data: ReadableStream<Uint8Array> };
 
@@ -80,10 +85,9 @@ async function* pieces(
   const fds = new Map<string, number>();
   try {
     for (const chunk of list) {
-      const frame = readStored(blobs, chunk.digest, fds);
-      const size = frame && (chunk.size ?? frameContentSize(frame));
-      if (frame && size !== undefined) {
-        if (size > 0) yield { frame, size };
+      const piece = readStored(blobs, chunk.digest, chunk.size, fds);
+      if (piece) {
+        if (piece.size > 0) yield piece;
         continue;
       }
       const data = await blobs.read(chunk.digest);
@@ -148,12 +152,18 @@ export function releaseStored(frame: Uint8Array): void {
 /** Most files one Read keeps open. */
 const MAX_OPEN = 16;
 
-/** A chunk's stored frame, or `undefined` if it cannot be located or read. */
+/**
+ * A chunk as stored (raw bytes or frame, see {@linkcode ChunkPiece}; the
+ * array's buffer has {@linkcode STORED_HEADROOM} free bytes in front, give
+ * it back with {@linkcode releaseStored} once written), or `undefined` if
+ * it cannot be located or read, or its size is unknown.
+ */
 function readStored(
   blobs: ChunkLocator,
   digest: Uint8Array,
+  knownSize: number | undefined,
   fds: Map<string, number>,
-): Uint8Array | undefined {
+): Exclude<ChunkPiece, { data: unknown }> | undefined {
   let at: StoredRange | undefined;
   try {
     at = blobs.locateChunk(digest);
@@ -165,6 +175,7 @@ function readStored(
   try {
     let fd: number;
     let length = at.length;
+    const base = Math.max(0, at.offset);
     if (length < 0) { // a whole (loose) file
       fd = loose = fs.openSync(at.path, "r");
       length = fs.fstatSync(fd).size;
@@ -180,26 +191,92 @@ function readStored(
         fds.set(at.path, fd);
       } else fd = open;
     }
+    const raw = gatherRaw(fd, base, length, knownSize);
+    if (raw) return { raw, size: raw.length };
     const buf = takeBuffer(STORED_HEADROOM + length);
-    let n = 0;
-    while (n < length) {
-      const got = fs.readSync(
-        fd,
-        buf,
-        STORED_HEADROOM + n,
-        length - n,
-        Math.max(0, at.offset) + n,
-      );
-      if (got === 0) {
-        releaseStored(buf);
-        return undefined;
-      }
-      n += got;
+    if (!readFully(fd, buf, STORED_HEADROOM, length, base)) {
+      releaseStored(buf);
+      return undefined;
     }
-    return buf.subarray(STORED_HEADROOM, STORED_HEADROOM + length);
+    const frame = buf.subarray(STORED_HEADROOM, STORED_HEADROOM + length);
+    const size = knownSize ?? frameContentSize(frame);
+    if (size === undefined) {
+      releaseStored(buf);
+      return undefined;
+    }
+    return { frame, size };
   } catch {
     return undefined; // e.g. a pack merged away meanwhile: read it the usual way
   } finally {
     if (loose !== undefined) fs.closeSync(loose);
   }
+}
+
+/** Reads `n` bytes at file position `pos` into `buf` at `at`; false at end of file. */
+function readFully(
+  fd: number,
+  buf: Uint8Array,
+  at: number,
+  n: number,
+  pos: number,
+): boolean {
+  let done = 0;
+  while (done < n) {
+    const got = fs.readSync(fd, buf, at + done, n - done, pos + done);
+    if (got === 0) return false;
+    done += got;
+  }
+  return true;
+}
+
+/** Scratch for frame and block headers. */
+const head = new Uint8Array(32);
+
+/**
+ * The content of the zstd frame at `base` (`length` bytes) of `fd` if it
+ * is stored in raw blocks only (what zstd writes for incompressible data),
+ * read block by block straight into place: each read takes a block's bytes
+ * and the next block's 3-byte header, which the next block's bytes then
+ * overwrite. `undefined` (nothing to give back) for any other frame: a
+ * compressed or RLE block, a checksum, an unknown size, trailing bytes.
+ */
+function gatherRaw(
+  fd: number,
+  base: number,
+  length: number,
+  knownSize: number | undefined,
+): Uint8Array | undefined {
+  const first = Math.min(length, head.length);
+  if (!readFully(fd, head, 0, first, base)) return undefined;
+  const fh = frameHeaderOf(head.subarray(0, first));
+  if (!fh || fh.checksum || fh.length + 3 > first) return undefined;
+  const size = fh.contentSize ?? knownSize;
+  if (size === undefined || (knownSize ?? size) !== size) return undefined;
+  let h = head[fh.length] | (head[fh.length + 1] << 8) |
+    (head[fh.length + 2] << 16);
+  let pos = fh.length + 3; // frame offset of the current block's bytes
+  let k = 0; // content bytes placed
+  const buf = takeBuffer(STORED_HEADROOM + size + 3);
+  while (true) {
+    const n = h >>> 3;
+    const last = (h & 1) === 1;
+    const want = n + (last ? 0 : 3);
+    if (
+      ((h >>> 1) & 3) !== 0 || k + n > size || pos + want > length ||
+      !readFully(fd, buf, STORED_HEADROOM + k, want, base + pos)
+    ) {
+      releaseStored(buf);
+      return undefined;
+    }
+    k += n;
+    pos += want;
+    if (last) break;
+    const o = STORED_HEADROOM + k;
+    h = buf[o] | (buf[o + 1] << 8) | (buf[o + 2] << 16);
+  }
+  if (k !== size || pos !== length) {
+    releaseStored(buf);
+    return undefined;
+  }
+  return buf.subarray(STORED_HEADROOM, STORED_HEADROOM + size);
 }

@@ -79,6 +79,27 @@ export function frameContentSize(frame: Uint8Array): number | undefined {
   }
 }
 
+/**
+ * The header of the zstd frame `bytes` starts with: its length (up to the
+ * first block header), the content size it records and whether a checksum
+ * follows the blocks; `undefined` if `bytes` does not start with a whole
+ * frame header (18 bytes are always enough).
+ */
+export function frameHeaderOf(
+  bytes: Uint8Array,
+):
+  | { length: number; contentSize: number | undefined; checksum: boolean }
+  | undefined {
+  try {
+    const c = new Cursor([bytes], bytes.length);
+    if (c.uint(4) !== MAGIC) return undefined;
+    const h = frameHeader(c);
+    return { length: c.pos, ...h };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Forward reads over a list of byte arrays taken as one. */
 class Cursor {
   readonly #pieces: Uint8Array[];
