@@ -179,6 +179,22 @@ try {
         }; ` +
           `${ratios(e1, e2)} (target >= 1.0)`,
       );
+      // The same with the decoder thread (lib/castore/range_decoder.ts,
+      // opt-in until it proves itself here on an otherwise idle machine).
+      const e3 = best(
+        RUNS,
+        () =>
+          timed(
+            `SNIX_DECODE_WORKER=1 ${
+              snixCmd(data, `store export ${path}`)
+            } > /dev/null`,
+          ),
+      );
+      report(
+        `export mixed with SNIX_DECODE_WORKER=1: snix ${
+          describe(e3, narSize)
+        }; ${ratios(e3, e2)}; vs without: ${(e1.secs / e3.secs).toFixed(2)}x`,
+      );
     }
     rm(data);
   }
