@@ -185,7 +185,7 @@ try {
         RUNS,
         () =>
           timed(
-            `SNIX_DECODE_WORKER=1 ${
+            `export SNIX_DECODE_WORKER=1; ${
               snixCmd(data, `store export ${path}`)
             } > /dev/null`,
           ),
