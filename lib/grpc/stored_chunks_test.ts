@@ -171,6 +171,16 @@ Deno.test("bulk Read of a local store: chunks go out as stored (no daemon-side r
         [0, 1, 0, 1, 0].map(async (i) => readAll(await c.read(digests[i]))),
       );
       many.forEach((b, k) => assert.deepEqual(b, datas[[0, 1, 0, 1, 0][k]]));
+      // A range far from the start (chunk Reads by digest, in parallel).
+      assert.deepEqual(
+        await readAll(await c.read(digests[0], { offset: 2_000_000 })),
+        random.subarray(2_000_000),
+      );
+      // Cancelled half-way: the next Read on the connection is whole.
+      const r = (await c.read(digests[0]))!.getReader();
+      await r.read();
+      await r.cancel();
+      assert.deepEqual(await readAll(await c.read(digests[0])), random);
       assert.equal(await c.read(blake3Sync(pseudoRandom(5, 1))), undefined);
     }
     // The daemon decoding itself (the client does not accept zstd).
