@@ -71,9 +71,35 @@ const TAG = {
 };
 
 function same(a: Uint8Array, b: Uint8Array): boolean {
+  if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** Keyword tokens by length, for {@linkcode interned}. */
+const TAGS_BY_LENGTH: Uint8Array[][] = [];
+for (const t of [...Object.values(TAG), EMPTY]) {
+  (TAGS_BY_LENGTH[t.length] ??= []).push(t);
+}
+
+/**
+ * The keyword constant equal to `b[at, at + len)`, if there is one: tokens
+ * read with a {@linkcode MAX_TAG} bound are keywords in a well-formed NAR,
+ * and returning the shared constant spares a copy per token (~3 per node).
+ */
+function interned(
+  b: Uint8Array,
+  at: number,
+  len: number,
+): Uint8Array | undefined {
+  const cands = TAGS_BY_LENGTH[len];
+  if (!cands) return undefined;
+  outer: for (const t of cands) {
+    for (let i = 0; i < len; i++) if (b[at + i] !== t[i]) continue outer;
+    return t;
+  }
+  return undefined;
 }
 
 function pad8(n: number): number {
@@ -240,7 +266,8 @@ class Source {
     const total = 8 + len + pad8(len);
     if (this.avail < total) return undefined;
     this.#skip(8);
-    const s = this.#buf.slice(this.#pos, this.#pos + len);
+    const s = (max === MAX_TAG && interned(this.#buf, this.#pos, len)) ||
+      this.#buf.slice(this.#pos, this.#pos + len);
     this.#skip(len);
     this.#checkPadding(pad8(len), what);
     return s;
