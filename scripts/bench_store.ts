@@ -10,8 +10,12 @@
  *   plain trees (target <= 0.6).
  *
  * Each command runs as its own process (page cache warmed first); times are
- * the best of `--runs N` (default 1). Usage:
- *   deno run -A scripts/bench_store.ts [--runs N] [--bench-dir /tmp/bench] [--only import,export,rss,dedup]
+ * the best of `--runs N` (default 1). Import and export run twice: with
+ * `deno run` of the sources and with the single `snix` binary users run
+ * (scripts/build.sh: `bun build --compile` here), `--runner deno|bin` for
+ * one of them. Usage:
+ *   deno run -A scripts/bench_store.ts [--runs N] [--bench-dir /tmp/bench]
+ *     [--only import,export,rss,dedup] [--runner deno,bin] [--snix-bin PATH]
  *
  * @module
  */
@@ -105,6 +109,16 @@ function ratios(ours: Cost, theirs: Cost): string {
 
 const snixCmd = (dataDir: string, rest: string) =>
   `cd "${ROOT}" && "${DENO}" run -A --quiet cli/main.ts --data-dir "${dataDir}" ${rest}`;
+/** The single binary, as users run it (built into the scratch directory unless --snix-bin). */
+const BIN = opt("--snix-bin", "") || join(SCRATCH, "snix");
+const binCmd = (dataDir: string, rest: string) =>
+  `"${BIN}" --data-dir "${dataDir}" ${rest}`;
+/** Which snix runs import and export: `deno run` of the sources, the binary, or both. */
+const RUNNERS = opt("--runner", "deno,bin").split(",");
+const RUNNER_NAME: Record<string, string> = {
+  deno: "deno run",
+  bin: "snix binary",
+};
 
 function duBytes(...paths: string[]): number {
   const out = execFileSync("du", ["-s", "--block-size=1", "-c", ...paths], {
@@ -126,77 +140,86 @@ function report(line: string): void {
 
 try {
   const mixed = join(BENCH, "mixed");
+  if (RUNNERS.includes("bin") && !fs.existsSync(BIN)) {
+    execFileSync("bash", [join(ROOT, "scripts/build.sh"), BIN], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+  }
   if (ONLY.has("import") || ONLY.has("export")) {
     corpus("mixed", mixed, mixed);
     warm(mixed);
     const narSize = Number(timed(`nix-store --dump "${mixed}" | wc -c`).out);
-    const data = join(SCRATCH, "data");
-    let path = "";
-    const ours = best(RUNS, () => {
+    const want = timed(`nix-store --dump "${mixed}" | sha256sum`).out;
+    let add: Cost | undefined;
+    let dump: Cost | undefined;
+    for (const runner of RUNNERS) {
+      const cmd = runner === "bin" ? binCmd : snixCmd;
+      const data = join(SCRATCH, "data");
+      let path = "";
+      const ours = best(RUNS, () => {
+        rm(data);
+        const r = timed(cmd(data, `store import "${mixed}"`));
+        path = r.out;
+        return r;
+      });
+      add ??= best(RUNS, () => {
+        const store = join(SCRATCH, "nixbench");
+        rm(store);
+        const r = timed(`nix-store --store "${store}" --add "${mixed}"`);
+        if (r.out !== path) {
+          throw new Error(`store paths differ: snix ${path}, nix ${r.out}`);
+        }
+        rm(store);
+        return r;
+      });
+      report(
+        `import mixed (${mib(narSize)} MiB NAR), ${RUNNER_NAME[runner]}: ` +
+          `snix ${describe(ours, narSize)}, ` +
+          `nix-store --add ${describe(add, narSize)}; ${
+            ratios(ours, add)
+          } (target >= 1.0)`,
+      );
+      if (ONLY.has("export")) {
+        if (
+          timed(`${cmd(data, `store export ${path}`)} | sha256sum`).out !== want
+        ) {
+          throw new Error("export differs from nix-store --dump");
+        }
+        const e1 = best(
+          RUNS,
+          () => timed(`${cmd(data, `store export ${path}`)} > /dev/null`),
+        );
+        dump ??= best(
+          RUNS,
+          () => timed(`nix-store --dump "${mixed}" > /dev/null`),
+        );
+        report(
+          `export mixed, ${RUNNER_NAME[runner]}: snix ${
+            describe(e1, narSize)
+          }, nix-store --dump ${describe(dump, narSize)}; ` +
+            `${ratios(e1, dump)} (target >= 1.0)`,
+        );
+        // The same with the decoder thread (lib/castore/range_decoder.ts,
+        // opt-in until it proves itself here on an otherwise idle machine).
+        const e3 = best(
+          RUNS,
+          () =>
+            timed(
+              `export SNIX_DECODE_WORKER=1; ${
+                cmd(data, `store export ${path}`)
+              } > /dev/null`,
+            ),
+        );
+        report(
+          `export mixed, ${RUNNER_NAME[runner]}, SNIX_DECODE_WORKER=1: snix ${
+            describe(e3, narSize)
+          }; ${ratios(e3, dump)}; vs without: ${
+            (e1.secs / e3.secs).toFixed(2)
+          }x`,
+        );
+      }
       rm(data);
-      const r = timed(snixCmd(data, `store import "${mixed}"`));
-      path = r.out;
-      return r;
-    });
-    const theirs = best(RUNS, () => {
-      const store = join(SCRATCH, "nixbench");
-      rm(store);
-      const r = timed(`nix-store --store "${store}" --add "${mixed}"`);
-      if (r.out !== path) {
-        throw new Error(`store paths differ: snix ${path}, nix ${r.out}`);
-      }
-      rm(store);
-      return r;
-    });
-    report(
-      `import mixed (${mib(narSize)} MiB NAR): snix ${
-        describe(ours, narSize)
-      }, ` +
-        `nix-store --add ${describe(theirs, narSize)}; ${
-          ratios(ours, theirs)
-        } (target >= 1.0)`,
-    );
-    if (ONLY.has("export")) {
-      const sum = (cmd: string) =>
-        timed(`${cmd} | sha256sum`).out.split(" ")[0];
-      if (
-        sum(snixCmd(data, `store export ${path}`)) !==
-          sum(`nix-store --dump "${mixed}"`)
-      ) {
-        throw new Error("export differs from nix-store --dump");
-      }
-      const e1 = best(
-        RUNS,
-        () => timed(`${snixCmd(data, `store export ${path}`)} > /dev/null`),
-      );
-      const e2 = best(
-        RUNS,
-        () => timed(`nix-store --dump "${mixed}" > /dev/null`),
-      );
-      report(
-        `export mixed: snix ${describe(e1, narSize)}, nix-store --dump ${
-          describe(e2, narSize)
-        }; ` +
-          `${ratios(e1, e2)} (target >= 1.0)`,
-      );
-      // The same with the decoder thread (lib/castore/range_decoder.ts,
-      // opt-in until it proves itself here on an otherwise idle machine).
-      const e3 = best(
-        RUNS,
-        () =>
-          timed(
-            `export SNIX_DECODE_WORKER=1; ${
-              snixCmd(data, `store export ${path}`)
-            } > /dev/null`,
-          ),
-      );
-      report(
-        `export mixed with SNIX_DECODE_WORKER=1: snix ${
-          describe(e3, narSize)
-        }; ${ratios(e3, e2)}; vs without: ${(e1.secs / e3.secs).toFixed(2)}x`,
-      );
     }
-    rm(data);
   }
 
   if (ONLY.has("rss")) {
