@@ -41,6 +41,12 @@ export type NarEvent =
     size: number;
     /** The file's bytes. Consume it fully (or cancel it) before pulling the next event. */
     contents: ReadableStream<Uint8Array>;
+    /**
+     * The file's bytes without a web stream (cheaper per file: no stream is
+     * made). Iterate it at most once, fully or until `break`, before pulling
+     * the next event; use either this or `contents`, not both.
+     */
+    chunks(): AsyncIterable<Uint8Array>;
   }
   | { type: "symlink"; path: Uint8Array[]; target: Uint8Array }
   | { type: "directory"; path: Uint8Array[] }
@@ -527,6 +533,10 @@ export async function* readNar(
           size,
           get contents() {
             return contents ??= fastContents();
+          },
+          chunks: () => {
+            if (contents) throw new TypeError("contents already in use");
+            return { [Symbol.asyncIterator]: iterate };
           },
         };
         if (pending) await pending.catch(() => {});

@@ -79,3 +79,30 @@ Deno.test("nar reader: a NAR cut inside a file's contents fails the for await ov
     }
   }, /unexpected end of input in contents/);
 });
+
+Deno.test("nar reader: chunks() gives the contents without a stream; not together with contents", async () => {
+  const big = new Uint8Array(100_000).map((_, i) => (i * 13) & 0xff);
+  const tree: NarTree = {
+    type: "directory",
+    entries: [[b("a"), file(big)], [b("b"), file(b("hello"))], [
+      b("c"),
+      file(b("skipped")),
+    ]],
+  };
+  const bytes = await collect(narStream(narNodeFromTree(tree)));
+  for (const piece of [3, 8192, bytes.length]) {
+    const got: Uint8Array[] = [];
+    for await (const ev of readNar(streamOf(bytes, piece))) {
+      if (ev.type !== "regular" || ev.path[0][0] === 0x63) continue; // "c" left unread
+      const parts: Uint8Array[] = [];
+      for await (const c of ev.chunks()) parts.push(c.slice());
+      got.push(concatBytes(parts));
+    }
+    assert.deepEqual(got, [big, b("hello")]);
+  }
+  for await (const ev of readNar(streamOf(bytes, 64))) {
+    if (ev.type !== "regular") continue;
+    void ev.contents;
+    assert.throws(() => ev.chunks(), /contents already in use/);
+  }
+});
