@@ -108,7 +108,7 @@ const MAX_CHUNK_FILE_SIZE = 64 << 20;
 /** Chunks read ahead of the consumer per read stream. */
 const READ_AHEAD = 8;
 /** The same with `parallel` reads (batches for the decoder thread). */
-const READ_AHEAD_PARALLEL = 16;
+const READ_AHEAD_PARALLEL = 32;
 
 const LIST_MAGIC_V1 = new TextEncoder().encode("SNIXBL1\n");
 const LIST_MAGIC = new TextEncoder().encode("SNIXBL2\n");

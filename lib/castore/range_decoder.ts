@@ -32,7 +32,7 @@ import { setTimeout } from "node:timers";
 import { nativeBlake3File } from "./blake3_native.ts";
 
 /** Bytes of requests gathered before a batch is sent right away. */
-const BATCH_BYTES = 2 << 20;
+const BATCH_BYTES = 512 << 10;
 /**
  * An idle worker is stopped after this long (ms): a worker keeps a Deno
  * process alive once it has used `node:fs`, and Bun's always (an `unref`
