@@ -45,7 +45,10 @@ import {
 } from "./stored_chunks.ts";
 import { rawFrame, ZSTD_ENCODING } from "./zstd_message.ts";
 import { concatBytes } from "../nix/bytes.ts";
-import { enlargeUnixSendBuffer } from "../runtime/raw_socket.ts";
+import {
+  enlargeUnixSendBuffer,
+  setLoopbackCongestion,
+} from "../runtime/raw_socket.ts";
 import {
   ACK,
   appendHeaderBlock,
@@ -101,6 +104,12 @@ const MAX_STREAMS = 256;
  * `SNIX_BULK_UNIX_SNDBUF` overrides it in bytes (0: the system's default).
  */
 const UNIX_SEND_BUFFER = Number(process.env.SNIX_BULK_UNIX_SNDBUF ?? 4 << 20);
+/**
+ * TCP congestion control of bulk connections over loopback (see
+ * {@linkcode setLoopbackCongestion}: pacing there only costs CPU);
+ * `SNIX_BULK_LOOPBACK_CC` names another, empty: the system's default.
+ */
+const LOOPBACK_CONGESTION = process.env.SNIX_BULK_LOOPBACK_CC ?? "cubic";
 /**
  * Whether a Read that accepts zstd gets the local store's chunks as they
  * are stored (./stored_chunks.ts); `SNIX_BULK_STORED=0` turns it off.
@@ -214,6 +223,9 @@ export function serveBulkConnection(
 ): void {
   if (UNIX_SEND_BUFFER > 0) {
     void enlargeUnixSendBuffer(socket, UNIX_SEND_BUFFER).catch(() => {});
+  }
+  if (LOOPBACK_CONGESTION) {
+    void setLoopbackCongestion(socket, LOOPBACK_CONGESTION).catch(() => {});
   }
   const streams = new Map<number, Stream>();
   let lastStream = 0;

@@ -9,6 +9,8 @@ import {
   enlargeUnixSendBuffer,
   type RawSocket,
   type RawTarget,
+  setLoopbackCongestion,
+  tcpCongestion,
 } from "./raw_socket.ts";
 
 /** Both implementations: the runtime's own sockets and node:net. */
@@ -194,6 +196,30 @@ Deno.test("raw socket: a refused or missing target gives a one-line error naming
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("raw socket: setLoopbackCongestion sets loopback TCP connections only (read back with getsockopt)", async () => {
+  const got: Promise<[boolean, string | undefined]>[] = [];
+  const srv = await servers((s) => {
+    got.push(
+      setLoopbackCongestion(s, "reno").then(async (
+        set,
+      ) => [set, await tcpCongestion(s)]),
+    );
+    s.end();
+  });
+  try {
+    for (const target of srv.targets) {
+      const sock = await connectRaw(target);
+      await collect(sock);
+      sock.close();
+    }
+    const [unix, tcp] = await Promise.all(got);
+    assert.deepEqual(unix, [false, undefined], "unix socket: left alone");
+    assert.deepEqual(tcp, [true, "reno"], "loopback TCP: set");
+  } finally {
+    await srv.close();
   }
 });
 
