@@ -146,7 +146,8 @@ export async function ingestNar(
           const w = batch.putBlob();
           writers.add(w);
           let got = 0;
-          for await (const chunk of ev.contents) {
+          // chunks(): the contents without a web stream in between.
+          for await (const chunk of ev.chunks()) {
             got += chunk.length;
             await w.write(chunk);
           }

@@ -990,61 +990,112 @@ export class PackWriter {
    * packs directory) and makes its records visible to this process. Nothing
    * to do for an empty pack.
    */
-  finish(): Promise<void> {
+  async finish(): Promise<void> {
+    const fd = this.#close();
+    if (fd === undefined) return;
+    let open = true;
     try {
-      if (!this.publish()) return Promise.resolve();
+      this.#seal(fd);
+      // fsync in the runtime's I/O threads: a daemon's other connections
+      // (and the socket this ingestion reads from) go on meanwhile.
+      await new Promise<void>((ok, fail) =>
+        fs.fsync(fd, (e) => e ? fail(e) : ok())
+      );
+      open = false;
+      fs.closeSync(fd);
+      const path = this.#rename();
+      await new Promise<void>((ok, fail) =>
+        fs.open(this.#set.dir, "r", (e, dfd) => {
+          if (e) return fail(e);
+          fs.fsync(dfd, (e2) => {
+            fs.close(dfd, () => {});
+            e2 ? fail(e2) : ok();
+          });
+        })
+      );
+      this.#adopt(path);
     } catch (e) {
-      return Promise.reject(e);
+      // (a closed descriptor's number may belong to another file by now)
+      this.#failed(open ? fd : undefined, e);
     }
     this.#set.compactIfDue();
-    return Promise.resolve();
   }
 
   /**
-   * {@linkcode finish} without the merge check that follows it; returns
-   * whether a pack was published (an empty one is not).
+   * {@linkcode finish}, synchronous and without the merge check that
+   * follows it (for merges); returns whether a pack was published (an
+   * empty one is not).
    */
   publish(): boolean {
-    if (this.#state !== "open") return false;
-    this.#state = "done";
-    if (this.#fd === undefined) return false;
-    const fd = this.#fd;
+    const fd = this.#close();
+    if (fd === undefined) return false;
+    let open = true;
     try {
-      const indexAt = this.#pos;
-      const index = new Uint8Array(this.#entries.length * ENTRY_SIZE);
-      this.#entries.forEach((e, i) => index.set(e, i * ENTRY_SIZE));
-      const nums = new Uint8Array(16);
-      const dv = new DataView(nums.buffer);
-      dv.setBigUint64(0, BigInt(this.#entries.length), true);
-      dv.setBigUint64(8, BigInt(indexAt), true);
-      const sum = createBlake3().update(index).update(nums).digest();
-      this.#append(index);
-      this.#append(nums);
-      this.#append(sum);
-      this.#append(END_MAGIC);
-      this.#flush();
-      this.#fd = undefined;
+      this.#seal(fd);
       fs.fsyncSync(fd);
+      open = false;
       fs.closeSync(fd);
-      const name = `${randomHex()}${randomHex()}.pack`;
-      const path = join(this.#set.dir, name);
-      fs.mkdirSync(this.#set.dir, { recursive: true });
-      fs.renameSync(this.#tmpPath, path);
+      const path = this.#rename();
       fsyncDir(this.#set.dir);
-      this.#set.published(path, PackFile.load(path));
-      this.#entries = [];
-      this.#own.clear();
-      return true;
+      this.#adopt(path);
     } catch (e) {
-      this.#fd = undefined;
-      try {
-        fs.closeSync(fd);
-      } catch { /* already closed */ }
-      fs.rmSync(this.#tmpPath, { force: true });
-      throw e instanceof Error && e.name === "ConnectError"
-        ? e
-        : storageError(`cannot publish pack ${this.#tmpPath}`, e);
+      this.#failed(open ? fd : undefined, e);
     }
+    return true;
+  }
+
+  /** Ends writing; the open file, or `undefined` if nothing was written. */
+  #close(): number | undefined {
+    if (this.#state !== "open") return undefined;
+    this.#state = "done";
+    const fd = this.#fd;
+    this.#fd = undefined;
+    return fd;
+  }
+
+  /** Appends the index and the trailer and writes out the buffer. */
+  #seal(fd: number): void {
+    const indexAt = this.#pos;
+    const index = new Uint8Array(this.#entries.length * ENTRY_SIZE);
+    this.#entries.forEach((e, i) => index.set(e, i * ENTRY_SIZE));
+    const nums = new Uint8Array(16);
+    const dv = new DataView(nums.buffer);
+    dv.setBigUint64(0, BigInt(this.#entries.length), true);
+    dv.setBigUint64(8, BigInt(indexAt), true);
+    const sum = createBlake3().update(index).update(nums).digest();
+    this.#fd = fd; // (#append and #flush write through it)
+    this.#append(index);
+    this.#append(nums);
+    this.#append(sum);
+    this.#append(END_MAGIC);
+    this.#flush();
+    this.#fd = undefined;
+  }
+
+  /** Renames the durable temporary file into the packs directory; its path. */
+  #rename(): string {
+    const path = join(this.#set.dir, `${randomHex()}${randomHex()}.pack`);
+    fs.mkdirSync(this.#set.dir, { recursive: true });
+    fs.renameSync(this.#tmpPath, path);
+    return path;
+  }
+
+  /** Makes the published pack's records visible to this process. */
+  #adopt(path: string): void {
+    this.#set.published(path, PackFile.load(path));
+    this.#entries = [];
+    this.#own.clear();
+  }
+
+  /** Cleans up after a failed publication (`fd`: still open) and throws. */
+  #failed(fd: number | undefined, e: unknown): never {
+    try {
+      if (fd !== undefined) fs.closeSync(fd);
+    } catch { /* already closed */ }
+    fs.rmSync(this.#tmpPath, { force: true });
+    throw e instanceof Error && e.name === "ConnectError"
+      ? e
+      : storageError(`cannot publish pack ${this.#tmpPath}`, e);
   }
 
   /** Drops the pack (its records never become visible). */
