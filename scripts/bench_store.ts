@@ -199,24 +199,6 @@ try {
           }, nix-store --dump ${describe(dump, narSize)}; ` +
             `${ratios(e1, dump)} (target >= 1.0)`,
         );
-        // The same with the decoder thread (lib/castore/range_decoder.ts,
-        // opt-in until it proves itself here on an otherwise idle machine).
-        const e3 = best(
-          RUNS,
-          () =>
-            timed(
-              `export SNIX_DECODE_WORKER=1; ${
-                cmd(data, `store export ${path}`)
-              } > /dev/null`,
-            ),
-        );
-        report(
-          `export mixed, ${RUNNER_NAME[runner]}, SNIX_DECODE_WORKER=1: snix ${
-            describe(e3, narSize)
-          }; ${ratios(e3, dump)}; vs without: ${
-            (e1.secs / e3.secs).toFixed(2)
-          }x`,
-        );
       }
       rm(data);
     }

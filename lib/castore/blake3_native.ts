@@ -59,18 +59,3 @@ async function load(): Promise<NativeBlake3 | undefined> {
 
 /** The native addon, or `undefined` where it cannot be loaded. */
 export const nativeBlake3: NativeBlake3 | undefined = await load();
-
-/**
- * The addon's file, for a worker thread to load it too (by `require` of
- * that path); `undefined` where it is not a file (a compiled binary embeds
- * it) or not loaded.
- */
-export const nativeBlake3File: string | undefined = (() => {
-  if (!nativeBlake3) return undefined;
-  try {
-    const file = createRequire(import.meta.url).resolve(PACKAGE);
-    return file.startsWith("/") ? file : undefined;
-  } catch {
-    return undefined;
-  }
-})();

@@ -68,7 +68,6 @@ import {
   type DeferredBlobService,
   type WriteSession,
 } from "./data_dir_sync.ts";
-import { RangeDecoder } from "./range_decoder.ts";
 import {
   PackKind,
   type PackRecord,
@@ -107,8 +106,6 @@ const COLD_WINDOW_MS = 1000;
 const MAX_CHUNK_FILE_SIZE = 64 << 20;
 /** Chunks read ahead of the consumer per read stream. */
 const READ_AHEAD = 8;
-/** The same with `parallel` reads (batches for the decoder thread). */
-const READ_AHEAD_PARALLEL = 32;
 
 const LIST_MAGIC_V1 = new TextEncoder().encode("SNIXBL1\n");
 const LIST_MAGIC = new TextEncoder().encode("SNIXBL2\n");
@@ -477,13 +474,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     digest: Uint8Array,
     blob: Uint8Array,
     expectedSize: number,
-    parallel = false,
   ): Promise<Uint8Array | undefined> {
     const packed = this.packedChunk(digest);
-    if (parallel && packed) {
-      const data = await this.#decodeOffThread(packed, digest, expectedSize);
-      if (data) return data;
-    }
     let compressed: Uint8Array | undefined;
     if (performance.now() < this.#coldUntil) {
       compressed = packed
@@ -503,50 +495,6 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
       false,
       packed?.pack.path,
     );
-  }
-
-  /**
-   * A packed chunk read and decompressed by the {@linkcode RangeDecoder}
-   * worker, its digest checked here; `undefined` where that did not work
-   * out (no worker, unreadable, damaged, moved by a merge): the caller then
-   * loads it on this thread, which reports what is wrong precisely.
-   */
-  async #decodeOffThread(
-    packed: PackRecord,
-    digest: Uint8Array,
-    size: number,
-  ): Promise<Uint8Array | undefined> {
-    const decoder = RangeDecoder.shared();
-    if (!decoder || packed.rawSize !== size) return undefined;
-    const d = await decoder.decode(
-      packed.pack.path,
-      packed.offset,
-      packed.length,
-      size,
-      digest,
-    );
-    return d && d.bytes.length === size &&
-        (d.verified || digestEquals(blake3Sync(d.bytes), digest))
-      ? d.bytes
-      : undefined;
-  }
-
-  /**
-   * A small blob's verified bytes like {@linkcode readSmallSync}, read and
-   * decompressed on the decoder worker (for long sequential reads such as
-   * a NAR being rendered, which then use both cores); `undefined` where
-   * {@linkcode read} has to do it.
-   */
-  async readSmallParallel(
-    digest: Uint8Array,
-    size: number,
-  ): Promise<Uint8Array | undefined> {
-    const rec = this.#packs.lookup(digest);
-    if (rec?.kind === PackKind.chunk) {
-      const data = await this.#decodeOffThread(rec, digest, size);
-      if (data) return data;
-    }
-    return this.readSmallSync(digest, size);
   }
 
   /**
@@ -697,13 +645,10 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * The blob's bytes (or a range), streamed; each chunk is verified before
    * any of its bytes are delivered, and a whole read also checks the blob's
    * digest; a mismatch errors the stream with `DataLoss` naming the digest.
-   * `options.parallel`: chunks are read and decompressed ahead on the
-   * decoder worker (for long sequential reads).
    */
   async read(
     digest: Uint8Array,
     range?: ByteRange,
-    options: { parallel?: boolean } = {},
   ): Promise<ReadableStream<Uint8Array> | undefined> {
     validateDigest(digest, "blob digest");
     checkRange(range, 0); // reject a malformed range before anything is read
@@ -772,9 +717,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     const pending: Promise<Uint8Array | undefined>[] = [];
     let next = 0; // next pick to start loading
     let delivered = 0; // picks delivered
-    const ahead = options.parallel ? READ_AHEAD_PARALLEL : READ_AHEAD;
     const fill = () => {
-      while (next < picks.length && pending.length < ahead) {
+      while (next < picks.length && pending.length < READ_AHEAD) {
         // Read ahead asynchronously: on a cold page cache the chunk files
         // then come off the disk in parallel, while this thread decompresses
         // and verifies the chunk being delivered.
@@ -782,7 +726,6 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
           picks[next].meta.digest,
           digest,
           picks[next].meta.size,
-          options.parallel,
         );
         p.catch(() => {}); // handled when awaited
         pending.push(p);

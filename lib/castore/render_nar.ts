@@ -23,7 +23,6 @@ import type { DirectoryService } from "./directory_service.ts";
 import { compareBytes, directoryDigest } from "./directory.ts";
 import { digestToString } from "./digest.ts";
 import { narChunks, type NarNode } from "../nix/nar_writer.ts";
-import { RangeDecoder } from "./range_decoder.ts";
 
 /** Files up to this size are read ahead whole. */
 export const SMALL_BLOB = 256 * 1024;
@@ -31,12 +30,6 @@ export const SMALL_BLOB = 256 * 1024;
 const WINDOW_FILES = 64;
 /** At most this many bytes of small files are held read ahead. */
 const WINDOW_BYTES = 16 << 20;
-/**
- * Once this many bytes of files were walked, blobs are read in parallel
- * where the service can (a decoder thread, see ./range_decoder.ts): a long
- * NAR then uses both cores, a short one never starts the thread.
- */
-const PARALLEL_AFTER = 8 << 20;
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
@@ -80,29 +73,11 @@ async function fetchDirectory(
   return d;
 }
 
-/** A blob service that can read ahead on another thread. */
-interface ParallelBlobReader {
-  read(
-    digest: Uint8Array,
-    range: undefined,
-    options: { parallel: boolean },
-  ): Promise<ReadableStream<Uint8Array> | undefined>;
-  readSmallParallel(
-    digest: Uint8Array,
-    size: number,
-  ): Promise<Uint8Array | undefined>;
-}
-
 async function openBlob(
   blobs: BlobService,
   digest: Uint8Array,
-  parallel = false,
 ): Promise<ReadableStream<Uint8Array>> {
-  const s = parallel
-    ? await (blobs as unknown as ParallelBlobReader).read(digest, undefined, {
-      parallel,
-    })
-    : await blobs.read(digest);
+  const s = await blobs.read(digest);
   if (!s) {
     throw new ConnectError(
       `blob ${digestToString(digest)} is missing`,
@@ -121,14 +96,11 @@ async function readBlob(
   blobs: BlobService,
   digest: Uint8Array,
   size: number,
-  parallel = false,
 ): Promise<Uint8Array> {
-  const direct = parallel
-    ? await (blobs as Partial<ParallelBlobReader>).readSmallParallel?.(
-      digest,
-      size,
-    )
-    : (blobs as Partial<SmallBlobReader>).readSmallSync?.(digest, size);
+  const direct = (blobs as Partial<SmallBlobReader>).readSmallSync?.(
+    digest,
+    size,
+  );
   if (direct) return direct;
   const s = await openBlob(blobs, digest);
   const out = new Uint8Array(size);
@@ -176,8 +148,6 @@ class ReadAhead {
   #done = false;
   #failure: unknown;
   stopped = false;
-  /** Bytes of files walked so far (see PARALLEL_AFTER). */
-  #walked = 0;
 
   constructor(
     readonly blobs: BlobService,
@@ -206,7 +176,6 @@ class ReadAhead {
       if (e.case === "directory") await this.#walk(e.value.digest);
       else if (e.case === "file") {
         const size = Number(e.value.size);
-        this.#walked += size;
         if (size <= SMALL_BLOB) {
           while (
             !this.stopped &&
@@ -216,12 +185,7 @@ class ReadAhead {
             await new Promise<void>((r) => (this.#wakeWalker = r));
           }
           if (this.stopped) return;
-          const bytes = readBlob(
-            this.blobs,
-            e.value.digest,
-            size,
-            this.parallel,
-          );
+          const bytes = readBlob(this.blobs, e.value.digest, size);
           bytes.catch(() => {});
           this.#heldFiles++;
           this.#heldBytes += size;
@@ -232,21 +196,6 @@ class ReadAhead {
       }
       if (this.stopped) return;
     }
-  }
-
-  /** Releases the decoder thread once the NAR is done (see ./range_decoder.ts). */
-  #release: (() => void) | undefined;
-
-  /** Whether reads should go in parallel now (a long NAR). */
-  get parallel(): boolean {
-    if (this.#walked <= PARALLEL_AFTER || this.stopped) return false;
-    this.#release ??= RangeDecoder.hold();
-    return true;
-  }
-
-  /** The NAR is done (or abandoned): lets the decoder thread go. */
-  finish(): void {
-    this.#release?.();
   }
 
   #push(item: Item): void {
@@ -293,7 +242,6 @@ class ReadAhead {
 
   /** Stops the walker (the NAR stream was cancelled or failed). */
   stop(): void {
-    this.finish();
     this.stopped = true;
     const w = this.#wakeWalker;
     this.#wakeWalker = undefined;
@@ -335,7 +283,7 @@ function nodeOf(entry: Entry, ra: ReadAhead): NarNode {
         size,
         contents: async () => {
           await ra.next("file", digest);
-          return await openBlob(ra.blobs, digest, ra.parallel);
+          return await openBlob(ra.blobs, digest);
         },
       };
     }
@@ -393,10 +341,8 @@ export function renderNar(
     async pull(controller) {
       try {
         const r = await gen!.next();
-        if (r.done) {
-          ra.finish();
-          controller.close();
-        } else controller.enqueue(r.value);
+        if (r.done) controller.close();
+        else controller.enqueue(r.value);
       } catch (e) {
         ra.stop();
         controller.error(e);
