@@ -340,13 +340,9 @@ export class PackFile {
     }
     windows.delete(this); // most recently used last
     windows.add(this);
-    let n = 0;
+    let n: number;
     try {
-      while (n < r.length) {
-        const got = fs.readSync(fd, buf, n, buf.length - n, r.offset + n);
-        if (got === 0) throw new Error("unexpected end of file");
-        n += got;
-      }
+      n = preadAtLeast(fd, buf, r.length, r.offset);
     } catch (e) {
       this.#win = undefined;
       windows.delete(this);
@@ -382,12 +378,7 @@ export class PackFile {
       ? into.subarray(0, r.length)
       : new Uint8Array(r.length);
     try {
-      let n = 0;
-      while (n < r.length) {
-        const got = fs.readSync(fd, buf, n, r.length - n, r.offset + n);
-        if (got === 0) throw new Error("unexpected end of file");
-        n += got;
-      }
+      preadAtLeast(fd, buf, r.length, r.offset);
     } catch (e) {
       throw storageError(`cannot read pack ${this.path}`, e);
     }
@@ -426,13 +417,27 @@ export class PackFile {
 
 function preadExact(fd: number, at: number, len: number): Uint8Array {
   const b = new Uint8Array(len);
+  preadAtLeast(fd, b, len, at);
+  return b;
+}
+
+/**
+ * Reads from `at` into `buf` until at least `want` bytes are in (up to its
+ * length: more if the file has them); how many. Throws at the end of file.
+ */
+function preadAtLeast(
+  fd: number,
+  buf: Uint8Array,
+  want: number,
+  at: number,
+): number {
   let n = 0;
-  while (n < len) {
-    const got = fs.readSync(fd, b, n, len - n, at + n);
+  while (n < want) {
+    const got = fs.readSync(fd, buf, n, buf.length - n, at + n);
     if (got === 0) throw new Error("unexpected end of file");
     n += got;
   }
-  return b;
+  return n;
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
