@@ -3,26 +3,9 @@ import { narStream } from "./nar_writer.ts";
 import { readNar } from "./nar_reader.ts";
 import { narNodeFromTree, type NarTree } from "./nar_memory.ts";
 import { concatBytes } from "./bytes.ts";
+import { collect, streamOf } from "./_test_streams.ts";
 
 const b = (s: string) => new TextEncoder().encode(s);
-
-async function collect(s: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const c of s) parts.push(c.slice());
-  return concatBytes(parts);
-}
-
-/** A stream of `data` cut into pieces of `piece` bytes (tests chunk boundaries). */
-function streamOf(data: Uint8Array, piece: number): ReadableStream<Uint8Array> {
-  let o = 0;
-  return new ReadableStream({
-    pull(c) {
-      if (o >= data.length) return c.close();
-      c.enqueue(data.slice(o, o + piece));
-      o += piece;
-    },
-  });
-}
 
 const file = (contents: Uint8Array): NarTree => ({
   type: "regular",

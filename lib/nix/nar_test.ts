@@ -7,6 +7,7 @@ import { NarError, type NarEvent, readNar } from "./nar_reader.ts";
 import { narNodeFromTree, type NarTree, readNarTree } from "./nar_memory.ts";
 import { compareBytes, MAX_NAR_DEPTH } from "./nar_common.ts";
 import { concatBytes } from "./bytes.ts";
+import { collect, streamOf } from "./_test_streams.ts";
 
 const enc = new TextEncoder();
 const b = (s: string) => enc.encode(s);
@@ -18,24 +19,6 @@ const vector = (name: string) =>
       fileURLToPath(new URL(`./testdata/${name}.nar`, import.meta.url)),
     ),
   );
-
-async function collect(s: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const c of s) parts.push(c.slice());
-  return concatBytes(parts);
-}
-
-/** A stream of `data` cut into pieces of `piece` bytes (tests chunk boundaries). */
-function streamOf(data: Uint8Array, piece = 7): ReadableStream<Uint8Array> {
-  let o = 0;
-  return new ReadableStream({
-    pull(c) {
-      if (o >= data.length) return c.close();
-      c.enqueue(data.slice(o, o + piece));
-      o += piece;
-    },
-  });
-}
 
 type Tok = string | Uint8Array | { len: bigint } | { raw: Uint8Array };
 
