@@ -198,7 +198,9 @@ export class PackFile {
     try {
       fd = fs.openSync(path, "r");
     } catch (e) {
-      throw storageError(`cannot open pack ${path}`, e);
+      throw Object.assign(storageError(`cannot open pack ${path}`, e), {
+        packGone: isGone(e),
+      });
     }
     try {
       const size = fs.fstatSync(fd).size;
@@ -233,6 +235,14 @@ export class PackFile {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * The pack this process has just written (index and size as written, not
+   * read back: another process may merge it away and delete it at once).
+   */
+  static written(path: string, index: Uint8Array, size: number): PackFile {
+    return new PackFile(path, index, size);
   }
 
   /** The digest of entry `i` (a view). */
@@ -1000,7 +1010,7 @@ export class PackWriter {
     if (fd === undefined) return;
     let open = true;
     try {
-      this.#seal(fd);
+      const index = this.#seal(fd);
       // fsync in the runtime's I/O threads: a daemon's other connections
       // (and the socket this ingestion reads from) go on meanwhile.
       await new Promise<void>((ok, fail) =>
@@ -1018,7 +1028,7 @@ export class PackWriter {
           });
         })
       );
-      this.#adopt(path);
+      this.#adopt(path, index);
     } catch (e) {
       // (a closed descriptor's number may belong to another file by now)
       this.#failed(open ? fd : undefined, e);
@@ -1036,13 +1046,13 @@ export class PackWriter {
     if (fd === undefined) return false;
     let open = true;
     try {
-      this.#seal(fd);
+      const index = this.#seal(fd);
       fs.fsyncSync(fd);
       open = false;
       fs.closeSync(fd);
       const path = this.#rename();
       fsyncDir(this.#set.dir);
-      this.#adopt(path);
+      this.#adopt(path, index);
     } catch (e) {
       this.#failed(open ? fd : undefined, e);
     }
@@ -1059,7 +1069,7 @@ export class PackWriter {
   }
 
   /** Appends the index and the trailer and writes out the buffer. */
-  #seal(fd: number): void {
+  #seal(fd: number): Uint8Array {
     const indexAt = this.#pos;
     const index = new Uint8Array(this.#entries.length * ENTRY_SIZE);
     this.#entries.forEach((e, i) => index.set(e, i * ENTRY_SIZE));
@@ -1075,6 +1085,7 @@ export class PackWriter {
     this.#append(END_MAGIC);
     this.#flush();
     this.#fd = undefined;
+    return index;
   }
 
   /** Renames the durable temporary file into the packs directory; its path. */
@@ -1086,8 +1097,8 @@ export class PackWriter {
   }
 
   /** Makes the published pack's records visible to this process. */
-  #adopt(path: string): void {
-    this.#set.published(path, PackFile.load(path));
+  #adopt(path: string, index: Uint8Array): void {
+    this.#set.published(path, PackFile.written(path, index, this.#pos));
     this.#entries = [];
     this.#own.clear();
   }

@@ -395,3 +395,33 @@ Deno.test("pack: DigestSet keeps digests that share their first 48 bits apart", 
   s.clear();
   assert.ok(!s.has(d(1)) && !s.has(d(2)));
 });
+
+Deno.test("pack compaction: a pack merged away by another process right after it is published still counts as published for its writer", async () => {
+  await withTmp(async (dir) => {
+    const a = checkedSetIn(dir, 100);
+    const b = checkedSetIn(dir, 100); // the other process
+    await publishGroups(a, [[0, 1]]);
+    const before = new Set(packFiles(dir));
+    const w = a.writer();
+    for (const n of [2, 3]) {
+      w.add(PackKind.directory, rec(n).digest, rec(n).bytes);
+    }
+    const finishing = w.finish();
+    let merged = false;
+    // As soon as the new pack is in the directory (its directory fsync may
+    // still be under way), the other process merges it away.
+    for (let i = 0; i < 1000 && !merged; i++) {
+      if (packFiles(dir).some((n) => !before.has(n))) {
+        merged = (b.compactAll().merged ?? 0) >= 2;
+      } else await new Promise((r) => setTimeout(r, 0));
+    }
+    assert.ok(merged, "the other process merged the new pack");
+    await finishing; // must not fail: the pack was published
+    assert.equal(packFiles(dir).length, 1);
+    for (const n of [0, 1, 2, 3]) {
+      const r = a.lookup(rec(n).digest)!;
+      assert.ok(r, `record ${n}`);
+      assert.deepEqual(r.pack.readSync(r), rec(n).bytes);
+    }
+  });
+});
