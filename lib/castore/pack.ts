@@ -160,6 +160,17 @@ export interface CompactionResult {
   kept: string[];
 }
 
+/** Opens a pack for reading; the error says whether the file is gone. */
+function openPack(path: string): number {
+  try {
+    return fs.openSync(path, "r");
+  } catch (e) {
+    throw Object.assign(storageError(`cannot open pack ${path}`, e), {
+      packGone: isGone(e),
+    });
+  }
+}
+
 /** Whether `e` says a pack file does not exist (any more). */
 function isGone(e: unknown): boolean {
   return (e as { code?: unknown })?.code === "ENOENT" ||
@@ -194,14 +205,7 @@ export class PackFile {
 
   /** Reads and checks a pack's index; throws an Error naming the file if damaged. */
   static load(path: string): PackFile {
-    let fd: number;
-    try {
-      fd = fs.openSync(path, "r");
-    } catch (e) {
-      throw Object.assign(storageError(`cannot open pack ${path}`, e), {
-        packGone: isGone(e),
-      });
-    }
+    const fd = openPack(path);
     try {
       const size = fs.fstatSync(fd).size;
       const bad = (why: string) => new Error(`pack ${path} is damaged: ${why}`);
@@ -274,13 +278,7 @@ export class PackFile {
       openFds.set(this, fd);
       return fd;
     }
-    try {
-      fd = fs.openSync(this.path, "r");
-    } catch (e) {
-      throw Object.assign(storageError(`cannot open pack ${this.path}`, e), {
-        packGone: isGone(e),
-      });
-    }
+    fd = openPack(this.path);
     openFds.set(this, fd);
     if (openFds.size > MAX_OPEN) {
       // The least recently used one without reads in flight (closing under
@@ -330,14 +328,8 @@ export class PackFile {
       if (scratch.length < r.length) scratch = new Uint8Array(r.length);
       return this.readSync(r, scratch);
     }
-    let fd: number;
-    try {
-      fd = this.#fd();
-    } catch (e) {
-      const moved = this.#moved(r, e);
-      if (moved) return moved.pack.readSync(moved);
-      throw e;
-    }
+    const fd = this.#fdFor(r);
+    if (typeof fd !== "number") return fd.pack.readSync(fd);
     let buf = this.#win;
     if (!buf) {
       if (windows.size >= MAX_WINDOWS) {
@@ -374,16 +366,24 @@ export class PackFile {
     return now && now.pack !== this ? now : undefined;
   }
 
-  /** A record's stored bytes, read on this thread (into `into` if big enough). */
-  readSync(r: PackRecord, into?: Uint8Array): Uint8Array {
-    let fd: number;
+  /**
+   * This pack's descriptor for reading `r`, or where `r` is now if the
+   * pack was merged away (throws if neither).
+   */
+  #fdFor(r: PackRecord): number | PackRecord {
     try {
-      fd = this.#fd();
+      return this.#fd();
     } catch (e) {
       const moved = this.#moved(r, e);
-      if (moved) return moved.pack.readSync(moved, into);
+      if (moved) return moved;
       throw e;
     }
+  }
+
+  /** A record's stored bytes, read on this thread (into `into` if big enough). */
+  readSync(r: PackRecord, into?: Uint8Array): Uint8Array {
+    const fd = this.#fdFor(r);
+    if (typeof fd !== "number") return fd.pack.readSync(fd, into);
     const buf = into && into.length >= r.length
       ? into.subarray(0, r.length)
       : new Uint8Array(r.length);
@@ -397,13 +397,13 @@ export class PackFile {
 
   /** A record's stored bytes, read in the runtime's I/O threads. */
   read(r: PackRecord): Promise<Uint8Array> {
-    let fd: number;
+    let fd: number | PackRecord;
     try {
-      fd = this.#fd();
+      fd = this.#fdFor(r);
     } catch (e) {
-      const moved = this.#moved(r, e);
-      return moved ? moved.pack.read(moved) : Promise.reject(e);
+      return Promise.reject(e);
     }
+    if (typeof fd !== "number") return fd.pack.read(fd);
     const buf = new Uint8Array(r.length);
     this.#reading++;
     return new Promise<Uint8Array>((resolve, reject) => {

@@ -425,3 +425,34 @@ Deno.test("pack compaction: a pack merged away by another process right after it
     }
   });
 });
+
+Deno.test("pack compaction in the blob service: a pack with a damaged chunk is kept (and named), the sound ones are merged", async () => {
+  await withTmp(async (dir) => {
+    const data = join(dir, "data");
+    const blobs = await LocalBlobService.open(data);
+    const dirs = await LocalDirectoryService.open(data);
+    for (let i = 0; i < 3; i++) {
+      const src = join(dir, `src${i}`);
+      fs.mkdirSync(src);
+      fs.writeFileSync(join(src, "f"), `tree ${i} `.repeat(1000));
+      await ingestTree(src, blobs, dirs);
+    }
+    const packDir = join(data, "castore", "packs", "blobs");
+    const names = fs.readdirSync(packDir).filter((n) => n.endsWith(".pack"));
+    assert.equal(names.length, 3);
+    const victim = PackFile.load(join(packDir, names[0]));
+    const r = victim.record(0);
+    assert.equal(r.kind, PackKind.chunk);
+    const b = fs.readFileSync(victim.path);
+    b[r.offset + (r.length >> 1)] ^= 0x10;
+    fs.writeFileSync(victim.path, b);
+    const fresh = await LocalBlobService.open(data);
+    const result = fresh.packs.compactAll();
+    assert.equal(result.merged, 2);
+    assert.equal(result.kept.length, 1);
+    assert.ok(result.kept[0].startsWith(victim.path), result.kept[0]);
+    assert.match(result.kept[0], /corrupt/);
+    assert.ok(fs.existsSync(victim.path), "the damaged pack stays");
+    assert.equal(fresh.packs.packs.length, 2);
+  });
+});
