@@ -18,14 +18,17 @@
  *    commit creates a fresh marker just before the syncfs (made durable by
  *    it) and then removes the old one; the fresh one is removed too if no
  *    object was written meanwhile. Concurrent commits share syncfs calls.
- * 3. Whoever opens the data directory recovers markers of dead processes
- *    (claimed by an atomic rename, so one process recovers each, and the
- *    others wait for it): a marker from this boot (the kernel survived, so
- *    the objects are whole) just needs a syncfs; a marker from an earlier
- *    boot means a power loss or crash may have cut objects written after its
- *    mtime, so those are verified and the bad ones deleted
- *    (./unsynced_recovery.ts) before it is removed. Re-importing then writes
- *    them again.
+ * 3. Markers of dead processes are recovered, each claimed by an atomic
+ *    rename so one process recovers it. A marker from an earlier boot means
+ *    a power loss or crash may have cut objects written after its mtime:
+ *    whoever opens the data directory verifies those and deletes the bad
+ *    ones (./unsynced_recovery.ts) before it is removed, and other openers
+ *    wait for that. Re-importing then writes them again. A marker from this
+ *    boot (the kernel survived, so the objects are whole) only needs a
+ *    syncfs and its dead writer's temporary files removed: the next commit
+ *    of any process does that, so opening never waits for it (a syncfs can
+ *    take seconds behind other processes' dirty data, and a read-only
+ *    command needs no durability of what others wrote).
  *
  * What is durable when: a writer's `close()` from the services' plain
  * `put()` (gRPC Put, nix-daemon, anything) resolves only after a commit, so
@@ -370,8 +373,14 @@ export class DataDirSync implements SyncPoint {
       }
       this.#marker = fresh;
     }
+    const adopted = this.#claimDead(true) ?? [];
     await this.#syncNow();
     if (old !== undefined) removeQuietly(old);
+    // Everything the dead writers renamed into place was written before
+    // that syncfs started: durable now.
+    for (const { claim, tempPrefix } of adopted) {
+      await this.#recoverOne(claim, true, tempPrefix, false);
+    }
     if (
       fresh !== undefined && this.#marker === fresh && this.#writes === start
     ) {
@@ -442,50 +451,16 @@ export class DataDirSync implements SyncPoint {
   }
 
   async #recoverAll(): Promise<void> {
-    const me = bootId();
     const deadline = Date.now() + RECOVERY_WAIT_MS;
     for (;;) {
-      let names: string[];
-      try {
-        names = await fsp.readdir(this.#markerDir);
-      } catch (e) {
-        if (errCode(e) === "ENOENT") return;
-        throw e;
+      // Without syncfs there are no commits to leave this boot's markers
+      // to: they are recovered here too.
+      const claimed = this.#claimDead(!this.deferred);
+      if (claimed === undefined) return;
+      for (const { claim, sameBoot, tempPrefix } of claimed) {
+        await this.#recoverOne(claim, sameBoot, tempPrefix, true);
       }
-      let othersRecovering = false;
-      for (const name of names) {
-        const m = parseMarker(name);
-        const c = m ? undefined : parseClaim(name);
-        let original: { boot: string; tempPrefix?: string };
-        if (m) {
-          if (m.boot === me && pidAlive(m.pid)) continue;
-          original = m;
-        } else if (c) {
-          if (c.boot === me && c.pid !== process.pid && pidAlive(c.pid)) {
-            othersRecovering = true;
-            continue;
-          }
-          // A dead recoverer's claim, or our own from a failed earlier run.
-          original = parseMarker(c.marker) ?? { boot: "unknown" };
-        } else continue;
-        const marker = m ? name : c!.marker;
-        const claim = join(
-          this.#markerDir,
-          `r-${process.pid}-${me}--${marker}`,
-        );
-        try {
-          await fsp.rename(join(this.#markerDir, name), claim);
-        } catch (e) {
-          if (errCode(e) === "ENOENT") continue; // someone else claimed it
-          throw e;
-        }
-        await this.#recoverOne(
-          claim,
-          original.boot === me,
-          original.tempPrefix,
-        );
-      }
-      if (!othersRecovering) return;
+      if (!claimed.othersRecovering) return;
       if (Date.now() > deadline) {
         throw new Error(
           `data directory ${this.#dataDir}: another process has been recovering unsynced objects for too long (see ${this.#markerDir})`,
@@ -495,10 +470,68 @@ export class DataDirSync implements SyncPoint {
     }
   }
 
+  /**
+   * Claims the markers of dead processes (and the claims of dead
+   * recoverers): those of earlier boots, and with `sameBoot` also this
+   * boot's. `undefined` if the marker directory is gone;
+   * `othersRecovering` when a live process holds a claim this one would
+   * have taken.
+   */
+  #claimDead(
+    sameBoot: boolean,
+  ): Claimed[] & { othersRecovering?: boolean } | undefined {
+    const me = bootId();
+    const out: Claimed[] & { othersRecovering?: boolean } = [];
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.#markerDir);
+    } catch (e) {
+      if (errCode(e) === "ENOENT") return undefined;
+      throw e;
+    }
+    for (const name of names) {
+      const m = parseMarker(name);
+      const c = m ? undefined : parseClaim(name);
+      let original: { boot: string; tempPrefix?: string };
+      if (m) {
+        if (m.boot === me && pidAlive(m.pid)) continue;
+        original = m;
+      } else if (c) {
+        original = parseMarker(c.marker) ?? { boot: "unknown" };
+        if (!sameBoot && original.boot === me) continue;
+        if (c.boot === me && c.pid !== process.pid && pidAlive(c.pid)) {
+          out.othersRecovering = true;
+          continue;
+        }
+        // A dead recoverer's claim, or our own from a failed earlier run.
+      } else continue;
+      if (!sameBoot && original.boot === me) continue;
+      const marker = m ? name : c!.marker;
+      const claim = join(this.#markerDir, `r-${process.pid}-${me}--${marker}`);
+      try {
+        fs.renameSync(join(this.#markerDir, name), claim);
+      } catch (e) {
+        if (errCode(e) === "ENOENT") continue; // someone else claimed it
+        throw e;
+      }
+      out.push({
+        claim,
+        sameBoot: original.boot === me,
+        tempPrefix: original.tempPrefix,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Recovers one claimed marker; `sync`: whether to syncfs here (a commit
+   * calls this after its own syncfs).
+   */
   async #recoverOne(
     claim: string,
     sameBoot: boolean,
     tempPrefix: string | undefined,
+    sync: boolean,
   ): Promise<void> {
     const since = (await fsp.stat(claim)).mtimeMs - RECOVERY_SLACK_MS;
     const { removeTempFiles, repairSince } = await import(
@@ -514,9 +547,18 @@ export class DataDirSync implements SyncPoint {
       });
       if (!this.deferred) await Promise.all(touched.map(fsyncDirShared));
     }
-    if (this.deferred) await this.#syncNow();
+    if (this.deferred && sync) await this.#syncNow();
     removeQuietly(claim);
   }
+}
+
+/** A marker claimed for recovery. */
+interface Claimed {
+  claim: string;
+  /** Whether the marker is from this boot. */
+  sameBoot: boolean;
+  /** The prefix of its writer's temporary files. */
+  tempPrefix?: string;
 }
 
 function removeQuietly(path: string): void {

@@ -257,7 +257,7 @@ Deno.test("data dir sync: without recovery (the marker's owner is alive) the cut
   });
 });
 
-Deno.test("data dir sync: a dead process's marker from this boot is synced and removed, its temporary files deleted, objects not read", async () => {
+Deno.test("data dir sync: a dead process's marker from this boot is left by opening and recovered by the next commit: synced and removed, its temporary files deleted, objects not read", async () => {
   await withDirs(async (data, src) => {
     const { s, l } = await ingestAndCut(data, src);
     const dead = deadPid();
@@ -270,7 +270,11 @@ Deno.test("data dir sync: a dead process's marker from this boot is synced and r
     const live = join(shard, `.tmp-${process.pid}-ffff0000-3`);
     fs.writeFileSync(leftover, "half");
     fs.writeFileSync(live, "busy");
-    await open(data);
+    const s2 = await open(data);
+    // Opening does not wait for a syncfs on another process's behalf.
+    assert.deepEqual(markers(data), [`m-${dead}-${bootId()}-abcd1234-0`]);
+    assert.ok(fs.existsSync(leftover));
+    await s2.blobs.syncPoint.commit();
     assert.deepEqual(markers(data), []);
     assert.ok(!fs.existsSync(leftover), "dead writer's temporary file deleted");
     assert.ok(fs.existsSync(live), "another writer's temporary file kept");
