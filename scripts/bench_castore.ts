@@ -16,6 +16,9 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { LocalBlobService } from "../lib/castore/local_blob_service.ts";
+import { exitWithUsageIfAsked } from "./_usage.ts";
+
+exitWithUsageIfAsked(import.meta.url);
 
 function arg(name: string, dflt: string): string {
   const i = Deno.args.indexOf(`--${name}`);

@@ -58,6 +58,9 @@ import { GrpcBlobService } from "../lib/grpc/blob_client.ts";
 import { GrpcDirectoryService } from "../lib/grpc/directory_client.ts";
 import { GrpcPathInfoService } from "../lib/grpc/path_info_client.ts";
 import { openGrpcChannel } from "../lib/grpc/transport.ts";
+import { exitWithUsageIfAsked } from "./_usage.ts";
+
+exitWithUsageIfAsked(import.meta.url);
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);

@@ -18,6 +18,9 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
+import { exitWithUsageIfAsked } from "./_usage.ts";
+
+exitWithUsageIfAsked(import.meta.url);
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);
