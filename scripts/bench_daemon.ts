@@ -43,6 +43,9 @@ import { join } from "node:path";
 import process from "node:process";
 import { DaemonClient } from "../lib/daemon/client.ts";
 import { Op } from "../lib/wire/mod.ts";
+import { exitWithUsageIfAsked } from "./_usage.ts";
+
+exitWithUsageIfAsked(import.meta.url);
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const args = process.argv.slice(2);

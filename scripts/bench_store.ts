@@ -22,6 +22,9 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { join } from "node:path";
+import { exitWithUsageIfAsked } from "./_usage.ts";
+
+exitWithUsageIfAsked(import.meta.url);
 
 const args = Deno.args;
 const opt = (name: string, def: string) => {
