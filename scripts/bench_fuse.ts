@@ -3,14 +3,20 @@
  * local disk and on tmpfs.
  *
  *   npx -y deno@2.9.6 run -A scripts/bench_fuse.ts [--size-mib 1024] [--keep]
- *     [--tree-only] [--repeat N] [--mount-flags "..."]
+ *     [--tree-only | --seq-only] [--repeat N] [--rounds N]
+ *     [--mount-flags "..."] [--snix-bin PATH]
  *
  * - sequential read of one big file (`make_corpus.py bigfile`), cold (caches
  *   dropped, fresh mount) and warm (page cache), with `dd bs=1M`;
  * - `find -ls` and `tar c | wc -c` of the ~50k-entry tree (`make_corpus.py small`);
  * - 8 parallel readers, each reading its own eighth of the big file, cold and warm.
  *
- * `--tree-only` runs only the tree part. `--repeat N` measures each cold
+ * `--tree-only` runs only the tree part, `--seq-only` only the sequential
+ * read of the big file. `--rounds N` measures the cold sequential read N
+ * times (disk and a fresh mount interleaved) and reports the best of each.
+ * `--snix-bin PATH` mounts with that binary (scripts/build.sh) instead of
+ * `deno run cli/main.ts`. The VM's steal time (ticks of /proc/stat) during
+ * the run is printed at the end (> 300: a noisy run). `--repeat N` measures each cold
  * tree figure N times (native and FUSE interleaved: drop caches, native
  * walk; drop caches, fresh mount, FUSE walk) and reports the best; every
  * run is printed, so the spread shows the noise. Cold means the same thing
@@ -28,12 +34,22 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
+import { exitWithUsageIfAsked } from "./_usage.ts";
+
+exitWithUsageIfAsked(import.meta.url);
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = "/tmp/bench";
 const args = process.argv.slice(2);
 const sizeMib = Number(args[args.indexOf("--size-mib") + 1] || 1024) || 1024;
 const treeOnly = args.includes("--tree-only");
+const seqOnly = args.includes("--seq-only");
+const rounds = args.includes("--rounds")
+  ? Math.max(1, Number(args[args.indexOf("--rounds") + 1]) || 1)
+  : 1;
+const snixBin = args.includes("--snix-bin")
+  ? args[args.indexOf("--snix-bin") + 1]
+  : undefined;
 const repeat = args.includes("--repeat")
   ? Math.max(1, Number(args[args.indexOf("--repeat") + 1]) || 1)
   : 1;
@@ -47,7 +63,7 @@ const DATA = `${BENCH}/snix-fuse-data`;
 const MNT = `${BENCH}/fuse-mnt`;
 const TMPFS = `${BENCH}/fuse-tmpfs`;
 // Run deno directly (not through npx) so that signals reach the mount process.
-const SNIX = [
+const SNIX = snixBin ? [snixBin, "--data-dir", DATA] : [
   Deno.execPath(),
   "run",
   "-A",
@@ -55,6 +71,12 @@ const SNIX = [
   "--data-dir",
   DATA,
 ];
+
+/** The VM's steal time so far (ticks, /proc/stat). */
+function steal(): number {
+  const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0].split(/\s+/);
+  return Number(cpu[8]);
+}
 
 async function sh(script: string): Promise<string> {
   const out = await new Deno.Command("bash", {
@@ -200,6 +222,8 @@ async function main() {
   console.log(
     `load average at start: ${readFileSync("/proc/loadavg", "utf8").trim()}`,
   );
+  const steal0 = steal();
+  if (snixBin) console.log(`mounting with ${snixBin}`);
   mkdirSync(BENCH, { recursive: true });
   if (!existsSync(BIG)) {
     await sh(
@@ -237,19 +261,38 @@ async function main() {
 
     if (!treeOnly) {
       console.log(`--- sequential read of a ${sizeMib} MiB file (dd bs=1M)`);
-      await dropCaches();
-      record("disk cold", await timed(dd(BIG)), bigBytes);
+      const diskCold: number[] = [];
+      const fuseCold: number[] = [];
+      const fuseCpu: number[] = [];
+      for (let i = 0; i < rounds; i++) {
+        await dropCaches();
+        diskCold.push(await timed(dd(BIG)));
+        await dropCaches();
+        stop = await mount();
+        const c0 = cpuSeconds(mountPid);
+        fuseCold.push(await timed(dd(fuseBig)));
+        fuseCpu.push(cpuSeconds(mountPid) - c0);
+        if (i < rounds - 1) {
+          await stop();
+          stop = undefined;
+        }
+      }
+      const show = (a: number[]) => a.map((t) => t.toFixed(2)).join(" ");
+      console.log(
+        `  cold runs: disk ${show(diskCold)} / fuse ${show(fuseCold)}` +
+          ` (mount process CPU ${show(fuseCpu)} s)`,
+      );
+      record("fuse cold", Math.min(...fuseCold), bigBytes);
+      record("fuse warm", await best(dd(fuseBig)), bigBytes);
+      await stop!();
+      stop = undefined;
+      record("disk cold", Math.min(...diskCold), bigBytes);
       record("disk warm", await best(dd(BIG)), bigBytes);
       record("tmpfs", await best(dd(`${TMPFS}/big`)), bigBytes);
       await dropCaches();
       record("backend alone cold", await backendRead(bigPath), bigBytes);
-      await dropCaches();
-      stop = await mount();
-      record("fuse cold", await timed(dd(fuseBig)), bigBytes);
-      record("fuse warm", await best(dd(fuseBig)), bigBytes);
-      await stop();
-      stop = undefined;
-
+    }
+    if (!treeOnly && !seqOnly) {
       console.log("--- 8 parallel readers, one eighth of the file each");
       await dropCaches();
       record("disk 8x cold", await timed(par(BIG)), bigBytes);
@@ -262,13 +305,14 @@ async function main() {
       stop = undefined;
     }
 
-    console.log("--- the ~50k-entry tree");
+    if (!seqOnly) console.log("--- the ~50k-entry tree");
     const find = (d: string) => `find ${d} -ls > /dev/null`;
     const tar = (d: string) => `tar c -C ${d} . | wc -c > /dev/null`;
     const walks: [string, (d: string) => string][] = [
       ["find -ls", find],
       ["tar c | wc -c", tar],
     ];
+    if (seqOnly) walks.length = 0;
     for (const [label, cmd] of walks) {
       // Native cold and FUSE fresh-mount runs interleaved, so a busy spell
       // on the shared machine hits both sides alike.
@@ -329,29 +373,34 @@ async function main() {
           x("backend alone cold", "fuse cold")
         }x of the backend alone`,
       );
+      if (!seqOnly) {
+        console.log(
+          `8 readers speed vs native: warm ${
+            x("disk 8x warm", "fuse 8x warm")
+          }x, cold ${x("disk 8x cold", "fuse 8x cold")}x`,
+        );
+      }
+    }
+    if (!seqOnly) {
       console.log(
-        `8 readers speed vs native: warm ${
-          x("disk 8x warm", "fuse 8x warm")
-        }x, cold ${x("disk 8x cold", "fuse 8x cold")}x`,
+        `find -ls time vs native (target <= 2): fresh mount ${
+          x("fuse find -ls (fresh mount)", "disk find -ls (cold)")
+        }x of disk cold, again ${
+          x("fuse find -ls (again)", "disk find -ls (warm)")
+        }x of disk warm`,
+      );
+      console.log(
+        `tar c time vs native (target <= 2): fresh mount ${
+          x("fuse tar c | wc -c (fresh mount)", "disk tar c | wc -c (cold)")
+        }x of disk cold, again ${
+          x("fuse tar c | wc -c (again)", "disk tar c | wc -c (warm)")
+        }x of disk warm`,
       );
     }
     console.log(
-      `find -ls time vs native (target <= 2): fresh mount ${
-        x("fuse find -ls (fresh mount)", "disk find -ls (cold)")
-      }x of disk cold, again ${
-        x("fuse find -ls (again)", "disk find -ls (warm)")
-      }x of disk warm`,
-    );
-    console.log(
-      `tar c time vs native (target <= 2): fresh mount ${
-        x("fuse tar c | wc -c (fresh mount)", "disk tar c | wc -c (cold)")
-      }x of disk cold, again ${
-        x("fuse tar c | wc -c (again)", "disk tar c | wc -c (warm)")
-      }x of disk warm`,
-    );
-    console.log(
       `load average at end: ${readFileSync("/proc/loadavg", "utf8").trim()}`,
     );
+    console.log(`steal during the run: ${steal() - steal0} ticks`);
     console.log(JSON.stringify(results));
   } finally {
     if (stop) await stop();

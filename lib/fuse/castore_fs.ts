@@ -37,8 +37,10 @@ import type { PathInfoService } from "../store/path_info_service.ts";
 import { StorePath } from "../nix/store_path.ts";
 import { type ZstdDecompressor, zstdDecompressor } from "../runtime/zstd.ts";
 import { BlobReader } from "./blob_reader.ts";
+import { chunkLayout, DirectReads } from "./direct_reads.ts";
 import {
   type DirEntry,
+  type FuseDevice,
   FuseError,
   type FuseFilesystem,
   type FuseNotifier,
@@ -105,6 +107,12 @@ export interface CastoreFsOptions {
    * (`locate`, `locateChunk`: the local data directory).
    */
   warmPageCache?: boolean;
+  /**
+   * Answer READs of big files of the local store on worker threads (see
+   * ./direct_reads.ts); default true. Needs `warmPageCache` and a session
+   * that offers its device.
+   */
+  directReads?: boolean;
 }
 
 /** The services the file system reads. */
@@ -327,6 +335,13 @@ export class CastoreFs implements FuseFilesystem {
   #packFds = new Map<string, number>();
   /** libzstd, once loaded (node:zlib until then, or without it). */
   #unzstd: ZstdDecompressor | undefined;
+  /** READs of big files answered on worker threads (see ./direct_reads.ts). */
+  #direct: DirectReads | undefined;
+  #directStarted: Promise<boolean> | undefined;
+  /** Files registered with {@linkcode #direct}: id -> inode (for give-backs). */
+  #directInos = new Map<number, bigint>();
+  /** Layouts being built for {@linkcode #direct}, by blob digest (hex). */
+  #directPending = new Map<string, Promise<number | undefined>>();
   /** Files whose contents were pushed to the kernel (for tests and stats). */
   pushedFiles = 0;
   /**
@@ -383,7 +398,7 @@ export class CastoreFs implements FuseFilesystem {
    */
   async prepare(): Promise<void> {
     if (!this.#loader) return;
-    const started = this.#loader.start();
+    const started = Promise.all([this.#loader.start(), this.#directStarted]);
     const none = new Uint8Array(32);
     try {
       this.#locateDir?.(none);
@@ -414,6 +429,16 @@ export class CastoreFs implements FuseFilesystem {
   }
 
   destroy(): void {
+    if (this.#direct) {
+      log.debug(
+        "READs answered on worker threads: {dispatched}, given back: {failed}",
+        {
+          ...this.directReads,
+        },
+      );
+    }
+    this.#direct?.close();
+    this.#directInos.clear();
     clearTimeout(this.#prefetchTimer);
     this.#dirPrefetchQueue = [];
     this.#loader?.close();
@@ -1250,6 +1275,85 @@ export class CastoreFs implements FuseFilesystem {
         i = j;
       }
       m.warmedTo = Math.max(m.warmedTo, i);
+    });
+  }
+
+  /**
+   * Starts the reply workers that answer READs of big files of the local
+   * store (see ./direct_reads.ts), unless turned off.
+   */
+  attachDevice(device: FuseDevice): void {
+    if (this.#direct || !this.#locateChunk || !this.#loader) return;
+    if (!(this.#opts.directReads ?? true)) return;
+    const direct = new DirectReads((unique, id, offset, size) => {
+      const ino = this.#directInos.get(id);
+      if (ino === undefined) return;
+      device.read(BigInt(unique), ino, offset, size);
+    });
+    this.#direct = direct;
+    this.#directStarted = direct.start(device.fd).then((ok) => {
+      if (!ok) {
+        log.debug("READs of big files stay on the main thread");
+        this.#direct = undefined;
+      } else log.debug("READs of big files are answered on worker threads");
+      return ok;
+    });
+  }
+
+  /** READs handed to the reply workers (for tests and diagnostics). */
+  get directReads(): { dispatched: number; failed: number } {
+    return {
+      dispatched: this.#direct?.dispatched ?? 0,
+      failed: this.#direct?.failed ?? 0,
+    };
+  }
+
+  /** Replies the reply workers wrote (for tests). */
+  directReplies(): Promise<number> {
+    return this.#direct?.replies() ?? Promise.resolve(0);
+  }
+
+  readDirect(
+    ino: bigint,
+    offset: number,
+    size: number,
+    unique: bigint,
+  ): boolean | Promise<boolean> {
+    const direct = this.#direct;
+    if (!direct?.running) return false;
+    const n = this.#nodes.get(ino);
+    if (n?.kind !== "file" || n.size <= PUSH_MAX) return false;
+    n.push = "done";
+    this.#warmBigFile(n, offset);
+    const key = digestToHex(n.digest);
+    const id = direct.idOf(key);
+    if (id !== undefined) {
+      direct.read(unique, id, offset, size);
+      return true;
+    }
+    let p = this.#directPending.get(key);
+    if (!p) {
+      p = chunkLayout(
+        this.#services.blobs,
+        this.#locateChunk!,
+        n.digest,
+        n.size,
+      ).then((layout) => {
+        if (!layout || !direct.running) return undefined;
+        const id = direct.register(key, layout);
+        this.#directInos.set(id, n.ino);
+        if (this.#directInos.size > 1024) {
+          // Give-backs of forgotten ids fail over to EIO: keep recent ones.
+          this.#directInos.delete(this.#directInos.keys().next().value!);
+        }
+        return id;
+      }, () => undefined).finally(() => this.#directPending.delete(key));
+      this.#directPending.set(key, p);
+    }
+    return p.then((id) => {
+      if (id === undefined || !direct.running) return false;
+      direct.read(unique, id, offset, size);
+      return true;
     });
   }
 

@@ -58,6 +58,21 @@ export interface FuseNotifier {
   store(ino: bigint, offset: number, data: Uint8Array): Promise<boolean>;
 }
 
+/**
+ * The device as the session lets a file system answer READs itself (see
+ * {@linkcode FuseFilesystem.readDirect}).
+ */
+export interface FuseDevice {
+  /** The `/dev/fuse` fd: a reply is one write(2)/writev(2) of header + data. */
+  readonly fd: number;
+  /**
+   * Answers READ `unique` the usual way (through
+   * {@linkcode FuseFilesystem.read}), for one the file system took over and
+   * then could not answer.
+   */
+  read(unique: bigint, ino: bigint, offset: number, size: number): void;
+}
+
 /** A read-only file system served over FUSE. All inode numbers are `bigint`. */
 export interface FuseFilesystem {
   /** Seconds the kernel may cache names and attributes. */
@@ -84,6 +99,22 @@ export interface FuseFilesystem {
     offset: number,
     size: number,
   ): Uint8Array | Uint8Array[] | Promise<Uint8Array | Uint8Array[]>;
+  /**
+   * Answers a READ itself, writing the reply to the device given by
+   * {@linkcode attachDevice} (from any thread), or declines: false (or a
+   * promise of false) and the session calls {@linkcode read}.
+   */
+  readDirect?(
+    ino: bigint,
+    offset: number,
+    size: number,
+    unique: bigint,
+  ): boolean | Promise<boolean>;
+  /**
+   * Called once when INIT arrives (before {@linkcode prepare}), where the
+   * session allows {@linkcode readDirect}.
+   */
+  attachDevice?(device: FuseDevice): void;
   /** Closes a file handle. */
   release(ino: bigint, fh: bigint): void;
   /** Opens a directory. */

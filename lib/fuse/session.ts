@@ -426,11 +426,18 @@ export class FuseSession {
         const fh = v.getBigUint64(0, true);
         const offset = Number(v.getBigUint64(8, true));
         const size = Math.min(v.getUint32(16, true), MAX_IO);
-        return then(
-          fs.read(h.nodeid, fh, offset, size),
-          (data) =>
-            this.#writeParts(h.unique, Array.isArray(data) ? data : [data]),
-        );
+        const direct = fs.readDirect?.(h.nodeid, offset, size, h.unique);
+        if (direct === true) {
+          this.requests++;
+          return;
+        }
+        if (direct instanceof Promise) {
+          return direct.then((taken) => {
+            if (taken) this.requests++;
+            else return this.#read(h.unique, h.nodeid, fh, offset, size);
+          });
+        }
+        return this.#read(h.unique, h.nodeid, fh, offset, size);
       }
       case Op.RELEASE:
         fs.release(h.nodeid, v.getBigUint64(0, true));
@@ -501,7 +508,38 @@ export class FuseSession {
     }
   }
 
+  /** A READ answered with what {@linkcode FuseFilesystem.read} gives. */
+  #read(
+    unique: bigint,
+    ino: bigint,
+    fh: bigint,
+    offset: number,
+    size: number,
+  ): Promise<void> | void {
+    return then(
+      this.#fs.read(ino, fh, offset, size),
+      (data) => this.#writeParts(unique, Array.isArray(data) ? data : [data]),
+    );
+  }
+
+  /** A READ the file system took over and gave back (see FuseDevice.read). */
+  #readLate(unique: bigint, ino: bigint, offset: number, size: number): void {
+    const h = { unique, opcode: Op.READ, nodeid: ino } as InHeader;
+    let p: Promise<void> | void;
+    try {
+      p = this.#read(unique, ino, 0n, offset, size);
+    } catch (e) {
+      return this.#fail(h, e);
+    }
+    if (p) p.catch((e) => this.#fail(h, e));
+  }
+
   #init(h: InHeader, body: Uint8Array): Promise<void> | void {
+    this.#fs.attachDevice?.({
+      fd: this.#fd,
+      read: (unique, ino, offset, size) =>
+        this.#readLate(unique, ino, offset, size),
+    });
     const prepare = this.#fs.prepare;
     if (!prepare) return this.#initReply(h, body);
     // The file system readies itself first (the mount is unusable until
