@@ -86,19 +86,25 @@ const ROUTE_SPAN = 1 << 20;
 /** Files registered with the workers at once. */
 const MAX_FILES = 256;
 
-/** The file of the native BLAKE3 addon this process loaded, if any. */
-function blake3AddonFile(): string | undefined {
+/**
+ * The Node-API addons this process has mapped (the native BLAKE3 among
+ * them, if loaded: under `deno run` its file in node_modules, in a
+ * compiled binary the copy Bun unpacked to a temporary file).
+ */
+function addonFiles(): string[] {
+  const out = new Set<string>();
   try {
     for (const line of readFileSync("/proc/self/maps", "utf8").split("\n")) {
       const at = line.indexOf("/");
-      if (at < 0) continue;
-      const path = line.slice(at);
-      if (path.endsWith(".node") && /blake|\.bun-/.test(path)) return path;
+      if (at >= 0 && line.endsWith(".node")) out.add(line.slice(at));
     }
   } catch {
     // No /proc: no direct reads.
   }
-  return undefined;
+  // The BLAKE3 addon's own name first.
+  return [...out].sort((a, b) =>
+    Number(/blake/.test(b)) - Number(/blake/.test(a))
+  );
 }
 
 interface Slot {
@@ -140,8 +146,8 @@ export class DirectReads {
    * used). Never rejects.
    */
   async start(fuseFd: number, count = 2, timeoutMs = 5000): Promise<boolean> {
-    const file = blake3AddonFile();
-    if (!file || typeof Worker === "undefined") return false;
+    const files = addonFiles();
+    if (files.length === 0 || typeof Worker === "undefined") return false;
     const url = URL.createObjectURL(
       new Blob([
         REPLY_WORKER_SOURCE.replace(
@@ -169,7 +175,7 @@ export class DirectReads {
             };
           }),
         );
-        w.postMessage({ t: "init", blake3File: file, fd: fuseFd });
+        w.postMessage({ t: "init", addons: files, fd: fuseFd });
       }
     } catch {
       oks.push(Promise.resolve(false));

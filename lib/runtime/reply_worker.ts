@@ -19,7 +19,9 @@
  * back to the main thread.
  *
  * Messages in:
- * - `{ t: "init", blake3File, fd }`; answered `{ t: "ready", ok, error? }`;
+ * - `{ t: "init", addons, fd }` (files of Node-API addons this process
+ *   loaded: the first with a `blake3` function is used); answered
+ *   `{ t: "ready", ok, error? }`;
  * - `{ t: "file", id, size, paths, pathIdx: Uint32Array, offs, lens,
  *   starts, sizes: Float64Array, digests: Uint8Array }` (32 bytes each):
  *   where chunk `i` of file `id` starts in the file, its raw size, and
@@ -43,11 +45,15 @@ import * as fs from "node:fs";
 import { createRequire } from "node:module";
 let blake3, unzstd, writev, addr;
 let fuseFd = -1;
-const setup = async (blake3File, fd) => {
+const setup = async (addons, fd) => {
   fuseFd = fd;
-  const m = createRequire(blake3File)(blake3File);
-  if (typeof m.blake3 !== "function") throw new Error("no blake3 in addon");
-  blake3 = (b) => m.blake3(b);
+  for (const file of addons) {
+    try {
+      const m = createRequire(file)(file);
+      if (typeof m.blake3 === "function") { blake3 = (b) => m.blake3(b); break; }
+    } catch {}
+  }
+  if (!blake3) throw new Error("no BLAKE3 addon among " + addons.join(", "));
   if (globalThis.Deno) {
     const z = Deno.dlopen("libzstd.so.1", {
       ZSTD_createDCtx: { parameters: [], result: "pointer" },
@@ -233,7 +239,7 @@ let ready;
 self.onmessage = async (e) => {
   const m = e.data;
   if (m.t === "init") {
-    ready = setup(m.blake3File, m.fd).then(
+    ready = setup(m.addons, m.fd).then(
       () => { self.postMessage({ t: "ready", ok: true }); return true; },
       (err) => { self.postMessage({ t: "ready", ok: false, error: String(err?.message ?? err) }); return false; });
     return;
