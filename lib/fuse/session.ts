@@ -163,6 +163,8 @@ export class FuseSession {
       try {
         await Promise.all(loops);
       } finally {
+        // A reader thread left running keeps the process alive (Bun).
+        for (const r of this.#readers) r.close();
         this.#writer?.close();
         this.#fs.destroy?.();
       }
