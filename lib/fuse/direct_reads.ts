@@ -270,7 +270,19 @@ export class DirectReads {
   #failed(q: Float64Array): void {
     for (let i = 0; i < q.length; i += 4) {
       this.failed++;
+      // Its layout may be stale (a pack merged away): the next READ of the
+      // file registers it again.
+      this.#forget(q[i + 1]);
       this.#fallback(q[i], q[i + 1], q[i + 2], q[i + 3]);
+    }
+  }
+
+  #forget(id: number): void {
+    for (const [key, known] of this.#ids) {
+      if (known !== id) continue;
+      this.#ids.delete(key);
+      for (const { w } of this.#workers) w.postMessage({ t: "forget", id });
+      return;
     }
   }
 
