@@ -16,7 +16,8 @@
  * each, sent in batches. A READ goes to a worker by the MiB of the file it
  * starts in, so the kernel's READs of one region (and so of one chunk) meet
  * the same worker's cache of decoded chunks, while a sequential reader's
- * READs alternate between the workers. A READ a worker cannot answer
+ * READs (several in flight, see the readahead in ./mount.ts) alternate
+ * between the workers. A READ a worker cannot answer
  * (unreadable or merged-away pack, a chunk that does not check out) comes
  * back and is answered the usual way, which reports what is wrong (EIO and
  * a log line naming the digest); nothing of it was written.
@@ -81,8 +82,12 @@ export async function chunkLayout(
 
 /** Decoded chunks one worker keeps (bytes). */
 const WORKER_CACHE_BYTES = 8 << 20;
-/** READs starting in the same span of a file go to the same worker. */
-const ROUTE_SPAN = 1 << 20;
+/**
+ * READs starting in the same span of a file go to the same worker. A chunk
+ * across a span boundary is decoded by both workers: 2 MiB spans (with the
+ * mount's 8 MiB readahead) measured ~0.15 s less CPU per GiB than 1 MiB.
+ */
+const ROUTE_SPAN = 2 << 20;
 /** Files registered with the workers at once. */
 const MAX_FILES = 256;
 

@@ -94,7 +94,8 @@ async function directReads(): Promise<void> {
       [s[2] - 1000, 5000], // straddles a boundary
       [s[3] - 7, 3 << 18], // several chunks from an odd offset
       [s[5], s[6] - s[5]], // exactly one chunk
-      [1 << 20, 1 << 20], // a whole MiB (the other worker)
+      [1 << 20, 1 << 20], // a whole MiB
+      [2 << 20, 1 << 20], // the other worker (2 MiB routing spans)
       [(3 << 20) + 1, 1 << 20],
       [size - 100, 4096], // short at the end
       [size, 4096], // at the end: empty

@@ -197,13 +197,14 @@ export function isMounted(mountpoint: string): boolean {
 
 /**
  * Raises the readahead of the mount's backing device info to `kb` KiB
- * (default 4096); returns false if that was not possible. A READ is at
- * most 1 MiB (max_pages), so a sequential reader keeps up to four in
- * flight, which the reply workers (./direct_reads.ts) answer in parallel:
- * a cold 1 GiB read measured 1.46 -> 1.11 s against 1 MiB (0.91 s with
- * 16 MiB, within the noise of 4 MiB over three rounds each).
+ * (default 8192); returns false if that was not possible. A READ is at
+ * most 1 MiB (max_pages), so a sequential reader keeps several in flight,
+ * which the reply workers (./direct_reads.ts) answer in parallel. Cold
+ * 1 GiB read, best of 3, twice each: 1 MiB 1.14-1.46 s (one run each),
+ * 4 MiB 0.88-0.93 s, 8 MiB 0.80-0.84 s (with 2 MiB routing spans), 16 MiB
+ * no better.
  */
-export function raiseReadahead(mountpoint: string, kb = 4096): boolean {
+export function raiseReadahead(mountpoint: string, kb = 8192): boolean {
   try {
     const dev = mountDevice(mountpoint);
     if (!dev) return false;
