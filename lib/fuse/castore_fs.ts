@@ -338,8 +338,6 @@ export class CastoreFs implements FuseFilesystem {
   /** READs of big files answered on worker threads (see ./direct_reads.ts). */
   #direct: DirectReads | undefined;
   #directStarted: Promise<boolean> | undefined;
-  /** Files registered with {@linkcode #direct}: id -> inode (for give-backs). */
-  #directInos = new Map<number, bigint>();
   /** Layouts being built for {@linkcode #direct}, by blob digest (hex). */
   #directPending = new Map<string, Promise<number | undefined>>();
   /** Files whose contents were pushed to the kernel (for tests and stats). */
@@ -438,7 +436,6 @@ export class CastoreFs implements FuseFilesystem {
       );
     }
     this.#direct?.close();
-    this.#directInos.clear();
     clearTimeout(this.#prefetchTimer);
     this.#dirPrefetchQueue = [];
     this.#loader?.close();
@@ -1285,11 +1282,9 @@ export class CastoreFs implements FuseFilesystem {
   attachDevice(device: FuseDevice): void {
     if (this.#direct || !this.#locateChunk || !this.#loader) return;
     if (!(this.#opts.directReads ?? true)) return;
-    const direct = new DirectReads((unique, id, offset, size) => {
-      const ino = this.#directInos.get(id);
-      if (ino === undefined) return;
-      device.read(BigInt(unique), ino, offset, size);
-    });
+    const direct = new DirectReads((unique, _id, offset, size, ino) =>
+      device.read(BigInt(unique), ino, offset, size)
+    );
     this.#direct = direct;
     this.#directStarted = direct.start(device.fd).then((ok) => {
       if (!ok) {
@@ -1328,7 +1323,7 @@ export class CastoreFs implements FuseFilesystem {
     const key = digestToHex(n.digest);
     const id = direct.idOf(key);
     if (id !== undefined) {
-      direct.read(unique, id, offset, size);
+      direct.read(unique, id, offset, size, ino);
       return true;
     }
     let p = this.#directPending.get(key);
@@ -1340,19 +1335,13 @@ export class CastoreFs implements FuseFilesystem {
         n.size,
       ).then((layout) => {
         if (!layout || !direct.running) return undefined;
-        const id = direct.register(key, layout);
-        this.#directInos.set(id, n.ino);
-        if (this.#directInos.size > 1024) {
-          // Give-backs of forgotten ids fail over to EIO: keep recent ones.
-          this.#directInos.delete(this.#directInos.keys().next().value!);
-        }
-        return id;
+        return direct.register(key, layout);
       }, () => undefined).finally(() => this.#directPending.delete(key));
       this.#directPending.set(key, p);
     }
     return p.then((id) => {
       if (id === undefined || !direct.running) return false;
-      direct.read(unique, id, offset, size);
+      direct.read(unique, id, offset, size, ino);
       return true;
     });
   }

@@ -123,7 +123,13 @@ export class DirectReads {
   #ids = new Map<string, number>();
   #nextId = 1;
   #flushing = false;
-  #fallback: (unique: number, id: number, offset: number, size: number) => void;
+  #fallback: (
+    unique: number,
+    id: number,
+    offset: number,
+    size: number,
+    ino: bigint,
+  ) => void;
   #closed = false;
   /** READs handed to the workers (for tests and diagnostics). */
   dispatched = 0;
@@ -132,7 +138,8 @@ export class DirectReads {
 
   /**
    * `fallback` answers a READ a worker gave back (the usual way); it gets
-   * the file id {@linkcode register} returned.
+   * the file id {@linkcode register} returned and the inode given to
+   * {@linkcode read}.
    */
   constructor(
     fallback: (
@@ -140,6 +147,7 @@ export class DirectReads {
       id: number,
       offset: number,
       size: number,
+      ino: bigint,
     ) => void,
   ) {
     this.#fallback = fallback;
@@ -250,11 +258,20 @@ export class DirectReads {
     return id;
   }
 
-  /** Hands READ `unique` of `size` bytes at `offset` of file `id` to a worker. */
-  read(unique: bigint, id: number, offset: number, size: number): void {
+  /**
+   * Hands READ `unique` of `size` bytes at `offset` of file `id` to a
+   * worker; `ino` comes back with it if the worker gives it back.
+   */
+  read(
+    unique: bigint,
+    id: number,
+    offset: number,
+    size: number,
+    ino = 0n,
+  ): void {
     const ws = this.#workers;
     const slot = ws[Math.floor(offset / ROUTE_SPAN) % ws.length];
-    slot.queue.push(Number(unique), id, offset, size);
+    slot.queue.push(Number(unique), id, offset, size, Number(ino));
     this.dispatched++;
     if (!this.#flushing) {
       this.#flushing = true;
@@ -273,12 +290,12 @@ export class DirectReads {
   }
 
   #failed(q: Float64Array): void {
-    for (let i = 0; i < q.length; i += 4) {
+    for (let i = 0; i < q.length; i += 5) {
       this.failed++;
       // Its layout may be stale (a pack merged away): the next READ of the
       // file registers it again.
       this.#forget(q[i + 1]);
-      this.#fallback(q[i], q[i + 1], q[i + 2], q[i + 3]);
+      this.#fallback(q[i], q[i + 1], q[i + 2], q[i + 3], BigInt(q[i + 4]));
     }
   }
 

@@ -28,7 +28,7 @@
  *   where its zstd frame is stored;
  * - `{ t: "forget", id }`;
  * - `{ t: "reads", q: Float64Array }`: READs as `unique, id, offset,
- *   size` quadruples.
+ *   size, ino` (the last is only handed back).
  *
  * Out: `{ t: "fail", q: Float64Array }`: READs this worker did not answer
  * (unknown file, unreadable or moved pack, a chunk that does not decompress
@@ -251,14 +251,14 @@ self.onmessage = async (e) => {
   const ok = await ready;
   const q = m.q;
   const failed = [];
-  for (let i = 0; i < q.length; i += 4) {
+  for (let i = 0; i < q.length; i += 5) {
     let done = false;
     try {
       done = ok && answer(q[i], q[i + 1], q[i + 2], q[i + 3]);
     } catch {
       done = false;
     }
-    if (!done) failed.push(q[i], q[i + 1], q[i + 2], q[i + 3]);
+    if (!done) failed.push(q[i], q[i + 1], q[i + 2], q[i + 3], q[i + 4]);
   }
   if (failed.length > 0) self.postMessage({ t: "fail", q: Float64Array.from(failed) });
 };
