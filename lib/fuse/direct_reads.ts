@@ -183,8 +183,11 @@ export class DirectReads {
               else if (m.t === "fail") this.#failed(m.q as Float64Array);
             };
             w.onerror = (e: Event) => {
+              // Not expected (a worker catches what answering throws); from
+              // now on READs stay on the main thread.
               e.preventDefault?.();
               ok(false);
+              this.close();
             };
           }),
         );
