@@ -6,13 +6,13 @@
  * gives EIO for its file only while another file still reads.
  */
 import assert from "node:assert/strict";
-import * as fs from "node:fs";
 import { LocalBlobService } from "../lib/castore/local_blob_service.ts";
 import { LocalDirectoryService } from "../lib/castore/local_directory_service.ts";
 import { LocalPathInfoService } from "../lib/store/local_path_info_service.ts";
 import { importPath } from "../lib/store/import_path.ts";
 import { entryName } from "../lib/store/path_info.ts";
 import { sh, shOk, skipFuse, withMount } from "./fuse_helpers.ts";
+import { flipStoredByte } from "../lib/castore/_test_blob_service.ts";
 
 const ignore = skipFuse();
 
@@ -101,13 +101,7 @@ Deno.test({
       chunks[Math.floor(chunks.length / 2)].digest,
     )!;
     assert.ok(at.length > 0 && at.path.endsWith(".pack"));
-    const f = fs.openSync(at.path, "r+");
-    const b = Buffer.alloc(1);
-    const pos = at.offset + (at.length >> 1);
-    fs.readSync(f, b, 0, 1, pos);
-    b[0] ^= 0xff;
-    fs.writeSync(f, b, 0, 1, pos);
-    fs.closeSync(f);
+    flipStoredByte(at);
     await withMount(s, {}, async (mnt, { fs: cfs }) => {
       const d = `${mnt}/${name}`;
       const bad = await sh(`cat '${d}/big2' > /dev/null`);

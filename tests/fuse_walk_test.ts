@@ -16,6 +16,7 @@ import { importPath } from "../lib/store/import_path.ts";
 import { entryName } from "../lib/store/path_info.ts";
 import { Op } from "../lib/fuse/protocol.ts";
 import { sh, shOk, skipFuse, withMount } from "./fuse_helpers.ts";
+import { flipStoredByte } from "../lib/castore/_test_blob_service.ts";
 
 const ignore = skipFuse();
 
@@ -187,24 +188,8 @@ Deno.test({
     });
 
     // Corrupt one file's record and one directory's record in their packs.
-    const flip = async (
-      at: { path: string; offset: number; length: number },
-    ) => {
-      const f = await Deno.open(at.path, { read: true, write: true });
-      try {
-        const b = new Uint8Array(1);
-        const pos = at.offset + (at.length >> 1);
-        await f.seek(pos, Deno.SeekMode.Start);
-        await f.read(b);
-        b[0] ^= 0xff;
-        await f.seek(pos, Deno.SeekMode.Start);
-        await f.write(b);
-      } finally {
-        f.close();
-      }
-    };
-    await flip(fileAt);
-    await flip(dirAt);
+    flipStoredByte(fileAt);
+    flipStoredByte(dirAt);
     // Fresh services (no cached verified objects).
     const s2 = await localServices(`${tmp}/data`);
     const sums = (d: string) =>

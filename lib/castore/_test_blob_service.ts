@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import * as fs from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -47,6 +48,25 @@ export function pseudoRandom(n: number, seed = 1): Uint8Array {
     out[i] = x & 255;
   }
   return out;
+}
+
+/**
+ * Damages a stored object in place: flips every bit of the byte in the
+ * middle of `range` (a record of a pack, as `locateChunk` gives it).
+ */
+export function flipStoredByte(
+  range: { path: string; offset: number; length: number },
+): void {
+  const f = fs.openSync(range.path, "r+");
+  try {
+    const b = new Uint8Array(1);
+    const pos = range.offset + (range.length >> 1);
+    fs.readSync(f, b, 0, 1, pos);
+    b[0] ^= 0xff;
+    fs.writeSync(f, b, 0, 1, pos);
+  } finally {
+    fs.closeSync(f);
+  }
 }
 
 /** Reads a whole stream into one array (fails if there is no stream). */

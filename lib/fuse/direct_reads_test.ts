@@ -8,19 +8,9 @@ import { join } from "node:path";
 import { LocalBlobService } from "../castore/local_blob_service.ts";
 import { nativeBlake3 } from "../castore/blake3_native.ts";
 import { chunkLayout, DirectReads } from "./direct_reads.ts";
+import { flipStoredByte, pseudoRandom } from "../castore/_test_blob_service.ts";
 
 /** Deterministic bytes that do not compress (xorshift32). */
-function noise(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 /** The replies in `file`: unique -> [error, data]. */
 function parseReplies(file: string): Map<number, [number, Uint8Array]> {
@@ -53,7 +43,7 @@ async function directReads(): Promise<void> {
   try {
     const blobs = await LocalBlobService.open(join(dir, "data"));
     const size = (6 << 20) + 12345;
-    const src = noise(size, 7);
+    const src = pseudoRandom(size, 7);
     // As an ingestion writes it: into a pack.
     const session = blobs.openSession()!;
     const w = blobs.putDeferred(session);
@@ -116,14 +106,7 @@ async function directReads(): Promise<void> {
 
     // Damage chunk 4's stored frame: READs touching it come back (nothing
     // written for them), the others are answered.
-    const r4 = layout.ranges[4];
-    const pack = fs.openSync(r4.path, "r+");
-    const b = Buffer.alloc(1);
-    const pos = r4.offset + (r4.length >> 1);
-    fs.readSync(pack, b, 0, 1, pos);
-    b[0] ^= 0xff;
-    fs.writeSync(pack, b, 0, 1, pos);
-    fs.closeSync(pack);
+    flipStoredByte(layout.ranges[4]);
     const bad: [number, number][] = [
       [s[4] + 10, 100], // inside chunk 4
       [s[3], s[5] - s[3]], // across it
