@@ -1,8 +1,11 @@
 /**
  * The {@linkcode LibC} binding for Bun: `bun:ffi` on libc.so.6. Bun has no
- * FFI calls that run off the main thread, so each {@linkcode DeviceReader}
- * is a `Worker` doing plain blocking `read`s and posting each message back,
- * and `syncfs` runs in one long-lived worker too.
+ * FFI calls that run off the main thread, so the calls that wait (`syncfs`,
+ * `pollAsync`) each run in a long-lived worker, and each
+ * {@linkcode DeviceReader} is a `Worker` doing plain blocking `read`s and
+ * posting each message back. `readNow` on a non-blocking fd plus
+ * `pollAsync` let the FUSE session read requests on the main thread, with a
+ * cross-thread message only when it has to wait for the next request.
  *
  * @module
  */
@@ -51,10 +54,22 @@ export async function openBunLibC(): Promise<LibC> {
       args: [FFIType.ptr, FFIType.u64, FFIType.i32],
       returns: FFIType.i32,
     },
+    read: {
+      args: [FFIType.i32, FFIType.ptr, FFIType.u64],
+      returns: FFIType.i64,
+    },
+    // fcntl(fd, cmd, int arg): the variadic int passes like a fixed one on
+    // the x86-64 and aarch64 Linux ABIs.
+    fcntl: {
+      args: [FFIType.i32, FFIType.i32, FFIType.i32],
+      returns: FFIType.i32,
+    },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
   const s = lib.symbols;
   const errno = (): number => peek.i32(s.__errno_location(), 0);
+  const pollBuf = new Uint8Array(8);
+  const pollView = new DataView(pollBuf.buffer);
   return {
     runtime: "bun",
     ...pathCalls(s, errno),
@@ -74,14 +89,29 @@ export async function openBunLibC(): Promise<LibC> {
       return n < 0 ? -errno() : n;
     },
     poll(fd, events, timeoutMs) {
-      const buf = new Uint8Array(8);
-      const view = new DataView(buf.buffer);
-      view.setInt32(0, fd, true);
-      view.setInt16(4, events, true);
-      const r = s.poll(buf, 1n, timeoutMs);
-      return r < 0 ? POLLERR : view.getUint16(6, true);
+      pollView.setInt32(0, fd, true);
+      pollView.setInt16(4, events, true);
+      pollView.setInt16(6, 0, true);
+      const r = s.poll(pollBuf, 1n, timeoutMs);
+      return r < 0 ? POLLERR : pollView.getUint16(6, true);
     },
-    syncfs: syncfsInWorker,
+    async syncfs(fd) {
+      syncfsCalls ??= new BlockingCallWorker(SYNCFS_WORKER_SOURCE);
+      const errno = await syncfsCalls.call([fd]);
+      if (errno !== 0) throw new OsError("syncfs", errno);
+    },
+    readNow(fd, buffer) {
+      const n = Number(s.read(fd, buffer, BigInt(buffer.byteLength)));
+      return n < 0 ? -errno() : n;
+    },
+    pollAsync(fd, events, timeoutMs) {
+      pollCalls ??= new BlockingCallWorker(POLL_WORKER_SOURCE);
+      return pollCalls.call([fd, events, timeoutMs]);
+    },
+    setNonBlocking(fd) {
+      const flags = s.fcntl(fd, F_GETFL, 0);
+      return flags >= 0 && s.fcntl(fd, F_SETFL, flags | O_NONBLOCK) >= 0;
+    },
     reader(fd, bufferSize): DeviceReader {
       // The worker's source travels as a Blob URL: a worker file next to this
       // module would not be found inside a `bun build --compile` binary.
@@ -148,9 +178,13 @@ self.onmessage = (e) => {
 };
 `;
 
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+
 /**
- * The worker behind `LibC.syncfs`: one syncfs(2) per message `{ id, fd }`,
- * answered with `{ id, errno }` (0 on success).
+ * The worker behind `LibC.syncfs`: one syncfs(2) per message
+ * `{ id, args: [fd] }`, answered with `{ id, result }`: 0 or the errno.
  */
 const SYNCFS_WORKER_SOURCE = `
 import { dlopen, FFIType, read as peek } from "bun:ffi";
@@ -159,55 +193,89 @@ const lib = dlopen("libc.so.6", {
   __errno_location: { args: [], returns: FFIType.ptr },
 });
 self.onmessage = (e) => {
-  const { id, fd } = e.data;
-  const r = lib.symbols.syncfs(fd);
-  const errno = r < 0 ? peek.i32(lib.symbols.__errno_location(), 0) || 5 : 0;
-  self.postMessage({ id, errno });
+  const { id, args } = e.data;
+  const r = lib.symbols.syncfs(args[0]);
+  const result = r < 0 ? peek.i32(lib.symbols.__errno_location(), 0) || 5 : 0;
+  self.postMessage({ id, result });
 };
 `;
 
-let syncWorker: Any;
-let syncUrl: string | undefined;
-let syncNext = 0;
-const syncWaiting = new Map<
-  number,
-  { resolve: () => void; reject: (e: Error) => void }
->();
+/**
+ * The worker behind `LibC.pollAsync`: one poll(2) of one fd per message
+ * `{ id, args: [fd, events, timeoutMs] }`, answered with `{ id, result }`:
+ * the returned events (POLLERR if poll itself failed).
+ */
+const POLL_WORKER_SOURCE = `
+import { dlopen, FFIType } from "bun:ffi";
+const lib = dlopen("libc.so.6", {
+  poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
+});
+const buf = new Uint8Array(8);
+const view = new DataView(buf.buffer);
+self.onmessage = (e) => {
+  const { id, args } = e.data;
+  view.setInt32(0, args[0], true);
+  view.setInt16(4, args[1], true);
+  view.setInt16(6, 0, true);
+  const r = lib.symbols.poll(buf, 1n, args[2]);
+  self.postMessage({ id, result: r < 0 ? ${POLLERR} : view.getUint16(6, true) });
+};
+`;
+
+let syncfsCalls: BlockingCallWorker | undefined;
+let pollCalls: BlockingCallWorker | undefined;
 
 /**
- * syncfs(2) in a worker started on first use and kept (a worker start costs
- * more than a commit of a small batch). It holds the process open only while
- * a call is pending.
+ * A worker, started on first use and kept (a worker start costs more than
+ * most calls), that runs one kind of blocking libc call per message, in
+ * order. It holds the process open only while a call is pending.
  */
-function syncfsInWorker(fd: number): Promise<void> {
-  if (!syncWorker) {
-    syncUrl = URL.createObjectURL(
-      new Blob([SYNCFS_WORKER_SOURCE], { type: "text/javascript" }),
+class BlockingCallWorker {
+  #source: string;
+  #worker: Any;
+  #url: string | undefined;
+  #next = 0;
+  #waiting = new Map<
+    number,
+    { resolve: (r: number) => void; reject: (e: Error) => void }
+  >();
+
+  constructor(source: string) {
+    this.#source = source;
+  }
+
+  /** Runs the call with `args`; resolves with the worker's number. */
+  call(args: number[]): Promise<number> {
+    const w = this.#worker ?? this.#start();
+    const id = this.#next++;
+    return new Promise<number>((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject });
+      w.ref?.();
+      w.postMessage({ id, args });
+    });
+  }
+
+  #start(): Any {
+    this.#url = URL.createObjectURL(
+      new Blob([this.#source], { type: "text/javascript" }),
     );
-    const w: Any = new Worker(syncUrl, { type: "module", smol: true } as Any);
+    const w: Any = new Worker(this.#url, { type: "module", smol: true } as Any);
     w.onmessage = (e: MessageEvent) => {
-      const { id, errno } = e.data as { id: number; errno: number };
-      const p = syncWaiting.get(id);
-      syncWaiting.delete(id);
-      if (syncWaiting.size === 0) w.unref?.();
-      if (!p) return;
-      if (errno === 0) p.resolve();
-      else p.reject(new OsError("syncfs", errno));
+      const { id, result } = e.data as { id: number; result: number };
+      const p = this.#waiting.get(id);
+      this.#waiting.delete(id);
+      if (this.#waiting.size === 0) w.unref?.();
+      p?.resolve(result);
     };
     w.onerror = (e: ErrorEvent) => {
-      const err = new Error(`syncfs worker failed: ${e.message}`);
-      for (const p of syncWaiting.values()) p.reject(err);
-      syncWaiting.clear();
+      const err = new Error(`libc call worker failed: ${e.message}`);
+      for (const p of this.#waiting.values()) p.reject(err);
+      this.#waiting.clear();
       w.terminate();
-      if (syncUrl) URL.revokeObjectURL(syncUrl);
-      syncWorker = undefined;
+      if (this.#url) URL.revokeObjectURL(this.#url);
+      this.#worker = undefined;
     };
-    syncWorker = w;
+    this.#worker = w;
+    return w;
   }
-  const id = syncNext++;
-  return new Promise<void>((resolve, reject) => {
-    syncWaiting.set(id, { resolve, reject });
-    syncWorker.ref?.();
-    syncWorker.postMessage({ id, fd });
-  });
 }
