@@ -53,7 +53,8 @@ export function directoryChildren(d: Directory): Child[] {
   return all;
 }
 
-async function fetchDirectory(
+/** A directory by digest, checked against it (`NotFound`/`DataLoss` naming it otherwise). */
+export async function fetchDirectory(
   directories: DirectoryService,
   digest: Uint8Array,
 ): Promise<Directory> {

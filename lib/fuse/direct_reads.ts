@@ -30,8 +30,8 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
 import { REPLY_WORKER_SOURCE } from "../runtime/reply_worker.ts";
+import { startChunkWorkers } from "../runtime/chunk_worker.ts";
 import type { BlobService } from "../castore/blob_service.ts";
 import type { StoredRange } from "../castore/pack.ts";
 
@@ -91,27 +91,6 @@ const ROUTE_SPAN = 2 << 20;
 /** Files registered with the workers at once. */
 const MAX_FILES = 256;
 
-/**
- * The Node-API addons this process has mapped (the native BLAKE3 among
- * them, if loaded: under `deno run` its file in node_modules, in a
- * compiled binary the copy Bun unpacked to a temporary file).
- */
-function addonFiles(): string[] {
-  const out = new Set<string>();
-  try {
-    for (const line of readFileSync("/proc/self/maps", "utf8").split("\n")) {
-      const at = line.indexOf("/");
-      if (at >= 0 && line.endsWith(".node")) out.add(line.slice(at));
-    }
-  } catch {
-    // No /proc: no direct reads.
-  }
-  // The BLAKE3 addon's own name first.
-  return [...out].sort((a, b) =>
-    Number(/blake/.test(b)) - Number(/blake/.test(a))
-  );
-}
-
 interface Slot {
   w: Worker;
   queue: number[];
@@ -159,54 +138,28 @@ export class DirectReads {
    * used). Never rejects.
    */
   async start(fuseFd: number, count = 2, timeoutMs = 5000): Promise<boolean> {
-    const files = addonFiles();
-    if (files.length === 0 || typeof Worker === "undefined") return false;
-    const url = URL.createObjectURL(
-      new Blob([
-        REPLY_WORKER_SOURCE.replace(
-          "CACHE_BYTES_VALUE",
-          String(WORKER_CACHE_BYTES),
-        ),
-      ], { type: "text/javascript" }),
-    );
-    const oks: Promise<boolean>[] = [];
-    try {
-      for (let i = 0; i < count; i++) {
-        const w = new Worker(url, { type: "module" });
-        const slot: Slot = { w, queue: [] };
-        this.#workers.push(slot);
-        oks.push(
-          new Promise<boolean>((ok) => {
-            w.onmessage = (e: MessageEvent) => {
-              const m = e.data;
-              if (m.t === "ready") ok(m.ok === true);
-              else if (m.t === "fail") this.#failed(m.q as Float64Array);
-            };
-            w.onerror = (e: Event) => {
-              // Not expected (a worker catches what answering throws); from
-              // now on READs stay on the main thread.
-              e.preventDefault?.();
-              ok(false);
-              this.close();
-            };
-          }),
-        );
-        w.postMessage({ t: "init", addons: files, fd: fuseFd });
-      }
-    } catch {
-      oks.push(Promise.resolve(false));
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const all = await Promise.race([
-      Promise.all(oks).then((r) => r.every((x) => x)),
-      new Promise<boolean>((r) =>
-        timer = setTimeout(() => r(false), timeoutMs)
+    const workers = await startChunkWorkers(
+      REPLY_WORKER_SOURCE.replace(
+        "CACHE_BYTES_VALUE",
+        String(WORKER_CACHE_BYTES),
       ),
-    ]);
-    clearTimeout(timer);
-    URL.revokeObjectURL(url);
-    if (!all) this.close();
-    return all && !this.#closed;
+      count,
+      { fd: fuseFd },
+      {
+        message: (_w, m) => {
+          if (m.t === "fail") this.#failed(m.q as Float64Array);
+        },
+        // From now on READs stay on the main thread.
+        failed: () => this.close(),
+      },
+      timeoutMs,
+    );
+    if (!workers || this.#closed) {
+      for (const w of workers ?? []) w.terminate();
+      return false;
+    }
+    this.#workers = workers.map((w) => ({ w, queue: [] }));
+    return true;
   }
 
   /** Whether the workers run. */

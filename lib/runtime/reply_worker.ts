@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { CHUNK_WORKER_PRELUDE } from "./chunk_worker.ts";
 
 /**
  * The worker: answers FUSE READs of big files itself. It reads a chunk's
@@ -41,85 +42,14 @@
  * row need the same chunk, which is then decoded once.
  */
 export const REPLY_WORKER_SOURCE = `
-import * as fs from "node:fs";
-import { createRequire } from "node:module";
-let blake3, unzstd, writev, addr;
+${CHUNK_WORKER_PRELUDE}
 let fuseFd = -1;
-const setup = async (addons, fd) => {
-  fuseFd = fd;
-  for (const file of addons) {
-    try {
-      const m = createRequire(file)(file);
-      if (typeof m.blake3 === "function") { blake3 = (b) => m.blake3(b); break; }
-    } catch {}
-  }
-  if (!blake3) throw new Error("no BLAKE3 addon among " + addons.join(", "));
-  if (globalThis.Deno) {
-    const z = Deno.dlopen("libzstd.so.1", {
-      ZSTD_createDCtx: { parameters: [], result: "pointer" },
-      ZSTD_decompressDCtx: {
-        parameters: ["pointer", "buffer", "usize", "buffer", "usize"],
-        result: "usize",
-      },
-    });
-    const dctx = z.symbols.ZSTD_createDCtx();
-    if (dctx === null) throw new Error("ZSTD_createDCtx failed");
-    unzstd = (dst, n, src, len) => Number(z.symbols.ZSTD_decompressDCtx(
-      dctx, dst, BigInt(n), src, BigInt(len)));
-    const c = Deno.dlopen("libc.so.6", {
-      writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-    });
-    addr = (u8) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(u8)));
-    writev = (iov, n) => Number(c.symbols.writev(fuseFd, iov, n));
-  } else if (globalThis.Bun) {
-    const { dlopen, FFIType, ptr } = await import(["bun", "ffi"].join(":"));
-    const z = dlopen("libzstd.so.1", {
-      ZSTD_createDCtx: { args: [], returns: FFIType.ptr },
-      ZSTD_decompressDCtx: {
-        args: [FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr, FFIType.u64],
-        returns: FFIType.u64_fast,
-      },
-    });
-    const dctx = z.symbols.ZSTD_createDCtx();
-    if (!dctx) throw new Error("ZSTD_createDCtx failed");
-    unzstd = (dst, n, src, len) =>
-      Number(z.symbols.ZSTD_decompressDCtx(dctx, dst, n, src, len));
-    const c = dlopen("libc.so.6", {
-      writev: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i64 },
-    });
-    addr = (u8) => BigInt(ptr(u8));
-    writev = (iov, n) => Number(c.symbols.writev(fuseFd, iov, n));
-  } else {
-    throw new Error("no FFI in this runtime");
-  }
-  // A known frame must come back (16 zero bytes, zstd level 1).
-  const frame = new Uint8Array([40, 181, 47, 253, 0, 72, 69, 0, 0, 16, 0, 0, 1, 0, 50, 192, 2]);
-  const out = new Uint8Array(new ArrayBuffer(16));
-  const n = unzstd(out, 16, frame, frame.length);
-  if (n !== 16 || out.some((b) => b !== 0)) throw new Error("libzstd self-test failed: " + n);
-};
 const files = new Map();
-// Open pack files by path, least recently used first.
-const fds = new Map();
-const MAX_OPEN = 64;
-const fdOf = (path) => {
-  let fd = fds.get(path);
-  if (fd !== undefined) { fds.delete(path); fds.set(path, fd); return fd; }
-  fd = fs.openSync(path, "r");
-  fds.set(path, fd);
-  if (fds.size > MAX_OPEN) {
-    const [p, old] = fds.entries().next().value;
-    fds.delete(p);
-    try { fs.closeSync(old); } catch {}
-  }
-  return fd;
-};
 // Decoded chunks, least recently used first: { key, buf, n, used }.
 const CACHE_BYTES = CACHE_BYTES_VALUE;
 let cache = [];
 let cachedBytes = 0;
 let readNo = 0;
-let packed = new Uint8Array(1 << 20);
 const slot = (key, n) => {
   // Reuse the buffer of the least recently used chunk not needed by the
   // READ being answered, once over the bound; else a new one.
@@ -166,21 +96,10 @@ const chunk = (f, k) => {
   const key = path + "\\0" + off;
   const hit = lookup(key);
   if (hit) return hit;
-  const fd = fdOf(path);
-  if (packed.length < len) packed = new Uint8Array(new ArrayBuffer(len));
-  let got = 0;
-  while (got < len) {
-    const r = fs.readSync(fd, packed, got, len - got, off + got);
-    if (r === 0) return undefined;
-    got += r;
-  }
+  const stored = readStored(path, off, len);
+  if (!stored) return undefined;
   const e = slot(key, raw);
-  const out = e.buf.subarray(0, raw);
-  if (raw > 0 && unzstd(out, raw, packed, len) !== raw) { drop(e); return undefined; }
-  const d = blake3(out);
-  for (let i = 0; i < 32; i++) {
-    if (d[i] !== f.digests[k * 32 + i]) { drop(e); return undefined; }
-  }
+  if (!decodeVerified(e.buf.subarray(0, raw), stored, f.digests, k)) { drop(e); return undefined; }
   return e;
 };
 const header = new Uint8Array(new ArrayBuffer(16));
@@ -230,7 +149,7 @@ const answer = (unique, id, offset, size) => {
   iov[1] = 16n;
   // Refused (ENOENT: the request was interrupted; anything else: the
   // main thread tries again, which reports it).
-  if (writev(iovBytes, n) < 0) return false;
+  if (writev(fuseFd, iovBytes, n) < 0) return false;
   replies++;
   return true;
 };
@@ -239,7 +158,8 @@ let ready;
 self.onmessage = async (e) => {
   const m = e.data;
   if (m.t === "init") {
-    ready = setup(m.addons, m.fd).then(
+    fuseFd = m.fd;
+    ready = setup(m.addons).then(
       () => { self.postMessage({ t: "ready", ok: true }); return true; },
       (err) => { self.postMessage({ t: "ready", ok: false, error: String(err?.message ?? err) }); return false; });
     return;
