@@ -53,6 +53,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { createBlake3, DIGEST_LENGTH, digestEquals } from "./digest.ts";
 import { randomHex, storageError } from "./atomic_file.ts";
+import { DigestTable } from "./digest_table.ts";
 import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["snix", "castore"]);
@@ -228,14 +229,15 @@ export class PackFile {
       if (!digestEquals(sum, trailer.subarray(16, 16 + DIGEST_LENGTH))) {
         throw bad("index checksum mismatch");
       }
-      const p = new PackFile(path, index, size);
-      for (let i = 0; i < count; i++) {
-        const r = p.record(i);
-        if (r.offset < MAGIC.length || r.offset + r.length > at) {
+      const iv = new DataView(index.buffer, index.byteOffset, index.length);
+      for (let i = 0, e = 0; i < count; i++, e += ENTRY_SIZE) {
+        const offset = iv.getUint32(e + 32, true) +
+          iv.getUint32(e + 36, true) * 2 ** 32;
+        if (offset < MAGIC.length || offset + iv.getUint32(e + 40, true) > at) {
           throw bad(`record ${i} out of bounds`);
         }
       }
-      return p;
+      return new PackFile(path, index, size);
     } finally {
       fs.closeSync(fd);
     }
@@ -466,10 +468,19 @@ export class PackSet {
   #loaded = false;
   #names = new Set<string>();
   #packs: PackFile[] = [];
-  /** 48-bit digest prefix -> pack number * 2^32 + entry. */
-  #map = new Map<number, number>();
-  /** Entries whose prefix collided, by full hex digest. */
-  #overflow = new Map<string, number>();
+  /**
+   * Records are numbered across the packs: pack `n`'s entry `i` is record
+   * `#bases[n] + i`.
+   */
+  #bases: number[] = [];
+  #records = 0;
+  /** Digest -> record number. */
+  #table = new DigestTable({
+    bytes: (ref) => this.#packs[this.#packOf(ref)].index,
+    offset: (ref) => (ref - this.#bases[this.#packOf(ref)]) * ENTRY_SIZE,
+  });
+  /** The last answer of {@linkcode #packOf} (looks come in runs). */
+  #lastPack = 0;
   #dirMtimeMs = -1;
   /** When the directory was last listed (ms since the epoch). */
   #listedAt = 0;
@@ -525,18 +536,28 @@ export class PackSet {
   }
 
   #find(digest: Uint8Array): PackRecord | undefined {
-    const v = this.#map.get(keyOf(digest));
-    if (v === undefined) return undefined;
-    const hit = this.#at(v, digest);
-    if (hit) return hit;
-    const o = this.#overflow.get(hex(digest));
-    return o === undefined ? undefined : this.#at(o, digest);
+    const ref = this.#table.get(digest);
+    if (ref === undefined) return undefined;
+    const n = this.#packOf(ref);
+    return this.#packs[n].record(ref - this.#bases[n]);
   }
 
-  #at(v: number, digest: Uint8Array): PackRecord | undefined {
-    const pack = this.#packs[Math.floor(v / 2 ** 32)];
-    const i = v % 2 ** 32;
-    return digestEquals(pack.digest(i), digest) ? pack.record(i) : undefined;
+  /** The pack number of record `ref` (binary search of the bases). */
+  #packOf(ref: number): number {
+    const bases = this.#bases;
+    const last = this.#lastPack;
+    if (
+      bases[last] <= ref &&
+      ref < bases[last] + this.#packs[last].count
+    ) return last;
+    let lo = 0, hi = bases.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (bases[mid] <= ref) lo = mid;
+      else hi = mid - 1;
+    }
+    this.#lastPack = lo;
+    return lo;
   }
 
   /**
@@ -598,22 +619,21 @@ export class PackSet {
       p.close();
     }
     this.#packs = [];
-    this.#map.clear();
-    this.#overflow.clear();
+    this.#bases = [];
+    this.#records = 0;
+    this.#table.clear();
     for (const p of keep) this.#add(p);
   }
 
   #add(pack: PackFile): void {
     pack.set = this;
-    const n = this.#packs.push(pack) - 1;
-    for (let i = 0; i < pack.count; i++) {
-      const d = pack.digest(i);
-      const k = keyOf(d);
-      const v = n * 2 ** 32 + i;
-      const prev = this.#map.get(k);
-      if (prev === undefined) this.#map.set(k, v);
-      else if (!this.#at(prev, d)) this.#overflow.set(hex(d), v);
-    }
+    this.#packs.push(pack);
+    const base = this.#records;
+    this.#bases.push(base);
+    this.#records += pack.count;
+    this.#table.reserve(pack.count);
+    // (a digest already in an earlier pack keeps pointing there)
+    for (let i = 0; i < pack.count; i++) this.#table.add(base + i);
   }
 
   /** Registers a pack this process just published. */
