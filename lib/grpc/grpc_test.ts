@@ -108,6 +108,20 @@ Deno.test("parseListenAddress accepts host:port, [v6]:port, unix:/path and rejec
     kind: "unix",
     path: "/run/x.sock",
   });
+  // The clients' spelling of the same addresses.
+  assert.deepEqual(parseListenAddress("grpc+http://[::1]:8000"), {
+    kind: "tcp",
+    host: "::1",
+    port: 8000,
+  });
+  assert.deepEqual(parseListenAddress("grpc+unix:///run/x.sock"), {
+    kind: "unix",
+    path: "/run/x.sock",
+  });
+  assert.throws(
+    () => parseListenAddress("grpc+http://[::1]:99999"),
+    /port "99999" is not a number in 0\.\.65535/,
+  );
   for (
     const bad of [
       "8000",
@@ -116,6 +130,8 @@ Deno.test("parseListenAddress accepts host:port, [v6]:port, unix:/path and rejec
       "host:99999",
       "unix:rel.sock",
       "[::1]8000",
+      "grpc+http://host:1/path",
+      "grpc+unix://rel.sock",
     ]
   ) {
     assert.throws(() => parseListenAddress(bad), /listen address/);

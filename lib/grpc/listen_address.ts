@@ -1,6 +1,8 @@
 /**
  * Listen addresses of the store daemon: `host:port`, `[v6]:port` or
- * `unix:/path/to.sock`.
+ * `unix:/path/to.sock`; the clients' spellings `grpc+http://host:port` and
+ * `grpc+unix:///path` are taken too (one can paste the address the clients
+ * are given).
  *
  * @module
  */
@@ -12,6 +14,16 @@ export type ListenAddress =
 
 /** Parses a listen address; throws an `Error` saying what is wrong. */
 export function parseListenAddress(s: string): ListenAddress {
+  if (s.startsWith("grpc+http://")) {
+    const rest = s.slice("grpc+http://".length).replace(/\/$/, "");
+    if (rest.includes("/")) {
+      throw new Error(`listen address "${s}": expected grpc+http://host:port`);
+    }
+    return parseListenAddress(rest);
+  }
+  if (s.startsWith("grpc+unix://")) {
+    return parseListenAddress("unix:" + s.slice("grpc+unix://".length));
+  }
   if (s.startsWith("unix:")) {
     const path = s.slice("unix:".length).replace(/^\/\/(?=\/)/, "");
     if (!path.startsWith("/")) {
