@@ -44,7 +44,7 @@ import type {
   ByteRange,
   ChunkMeta,
 } from "./blob_service.ts";
-import { Chunker, DEFAULT_AVG_CHUNK_SIZE } from "./chunker.ts";
+import { Chunker } from "./chunker.ts";
 import {
   type Blake3,
   blake3Sync,
@@ -82,12 +82,6 @@ import {
   zstdDecompressor,
 } from "../runtime/zstd.ts";
 import { checkRange } from "./range.ts";
-import {
-  type ChunkPipeline,
-  type ChunkSink,
-  MAX_PIPELINE_AVG,
-  sharedChunkPipeline,
-} from "./chunk_pipeline.ts";
 import { objectFiles } from "../runtime/object_files.ts";
 
 /**
@@ -336,8 +330,6 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   /** Whether loose objects existed when an ingestion first looked. */
   #looseMayExist: boolean | undefined;
   readonly #zstd: ZstdCompressor | undefined;
-  /** The ingest worker (see ./chunk_pipeline.ts), once started. */
-  #pipeline: ChunkPipeline | undefined;
   /** libzstd for chunks of known size (set by `open`; node:zlib otherwise). */
   #unzstd: ZstdDecompressor | undefined;
 
@@ -808,13 +800,6 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * `syncPoint.commit()` (for ingestion, which commits once at its end).
    */
   putDeferred(session?: WriteSession): BlobWriter {
-    const avg = this.#avgChunkSize ?? DEFAULT_AVG_CHUNK_SIZE;
-    if (
-      this.#pipeline && session instanceof PackWriter &&
-      avg <= MAX_PIPELINE_AVG
-    ) {
-      return new PipedBlobWriter(this, this.#pipeline, session, avg);
-    }
     return new LocalBlobWriter(
       this,
       new Chunker({ avgSize: this.#avgChunkSize }),
@@ -829,15 +814,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * `undefined` (loose files) if opened with `packs: false`.
    */
   openSession(): WriteSession | undefined {
-    if (!this.#packing) return undefined;
-    // The ingest worker starts with the first session; writers use it
-    // once it is up (the first blobs of the first session may not).
-    if (!this.#pipeline) {
-      sharedChunkPipeline(this.#zstd, ZSTD_LEVEL).then((p) =>
-        this.#pipeline = p
-      );
-    }
-    return this.#packs.writer();
+    return this.#packing ? this.#packs.writer() : undefined;
   }
 
   /**
@@ -933,32 +910,6 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   }
 
   /**
-   * @internal Adds a chunk compressed elsewhere (the ingest worker) to
-   * `pack`, if new: `frame` is its zstd frame, a view valid during the call.
-   */
-  storePackedFrame(
-    digest: Uint8Array,
-    size: number,
-    frame: Uint8Array,
-    pack: PackWriter,
-  ): void {
-    if (!this.#stored(digest, pack)) {
-      pack.add(PackKind.chunk, digest, frame, size);
-    }
-  }
-
-  /** @internal Adds a blob's chunk list to `pack` (after its chunks), if new. */
-  storePackedList(
-    digest: Uint8Array,
-    chunks: ChunkMeta[],
-    pack: PackWriter,
-  ): void {
-    if (!this.#stored(digest, pack)) {
-      pack.add(PackKind.list, digest, encodeChunkList(chunks, digest));
-    }
-  }
-
-  /**
    * @internal Writes a blob's chunk list after its chunks (without syncfs:
    * after their shard directories are fsynced).
    */
@@ -968,7 +919,12 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     chunkDirs: Set<string>,
     pack?: PackWriter,
   ): Promise<void> {
-    if (pack) return this.storePackedList(digest, chunks, pack);
+    if (pack) {
+      if (!this.#stored(digest, pack)) {
+        pack.add(PackKind.list, digest, encodeChunkList(chunks, digest));
+      }
+      return;
+    }
     await this.#sync.dirsDurable(chunkDirs);
     const path = this.blobListPath(digest);
     if (existsNow(path)) return;
@@ -1137,112 +1093,5 @@ class LocalBlobWriter implements BlobWriter {
     if (this.#state === "open") this.#state = "aborted";
     this.#first = undefined;
     await Promise.allSettled(this.#inflight);
-  }
-}
-
-/**
- * A blob writer of a pack session whose chunking, hashing and compression
- * run on the ingest worker (./chunk_pipeline.ts): `write` copies the bytes
- * into the worker's ring; the chunks' frames come back in order and go into
- * the pack on this thread, the chunk list after them.
- */
-class PipedBlobWriter implements BlobWriter, ChunkSink {
-  #svc: LocalBlobService;
-  #pipe: ChunkPipeline;
-  #pack: PackWriter;
-  #id: number;
-  #chunks: ChunkMeta[] = [];
-  #error: unknown;
-  #state: "open" | "closing" | "closed" | "aborted" = "open";
-  #done: Promise<Uint8Array>;
-  #resolve!: (d: Uint8Array) => void;
-  #reject!: (e: unknown) => void;
-
-  constructor(
-    svc: LocalBlobService,
-    pipe: ChunkPipeline,
-    pack: PackWriter,
-    avgSize: number,
-  ) {
-    this.#svc = svc;
-    this.#pipe = pipe;
-    this.#pack = pack;
-    this.#done = new Promise((ok, fail) => {
-      this.#resolve = ok;
-      this.#reject = fail;
-    });
-    this.#done.catch(() => {});
-    this.#id = pipe.open(this, avgSize);
-  }
-
-  chunk(digest: Uint8Array, size: number, frame: Uint8Array): void {
-    this.#chunks.push({ digest, size });
-    if (this.#error !== undefined) return;
-    try {
-      this.#svc.storePackedFrame(digest, size, frame, this.#pack);
-    } catch (e) {
-      this.#error = e;
-    }
-  }
-
-  blob(digest: Uint8Array, chunks: number): void {
-    try {
-      if (this.#error !== undefined) throw this.#error;
-      if (chunks !== this.#chunks.length) {
-        throw new Error(
-          `ingest worker sent ${this.#chunks.length} chunks of ${chunks}`,
-        );
-      }
-      if (chunks > 1) {
-        this.#svc.storePackedList(digest, this.#chunks, this.#pack);
-      }
-      this.#resolve(digest);
-    } catch (e) {
-      this.#error ??= e;
-      this.#reject(e);
-    }
-  }
-
-  fail(e: Error): void {
-    this.#error ??= storageError("cannot store blob", e);
-    this.#reject(this.#error);
-  }
-
-  #check(): void {
-    if (this.#error !== undefined) throw this.#error;
-    if (this.#state !== "open") {
-      throw new ConnectError(
-        `blob writer already ${this.#state}`,
-        Code.FailedPrecondition,
-      );
-    }
-  }
-
-  async write(data: Uint8Array): Promise<void> {
-    this.#check();
-    await this.#pipe.write(this.#id, data);
-    if (this.#error !== undefined) throw this.#error;
-  }
-
-  async close(): Promise<Uint8Array> {
-    this.#check();
-    this.#state = "closing";
-    try {
-      this.#pipe.end(this.#id);
-      const digest = await this.#done;
-      this.#state = "closed";
-      return digest;
-    } catch (e) {
-      this.#state = "aborted";
-      throw e;
-    }
-  }
-
-  abort(): Promise<void> {
-    if (this.#state === "open") {
-      this.#state = "aborted";
-      this.#pipe.drop(this.#id);
-    }
-    return Promise.resolve();
   }
 }
