@@ -384,3 +384,43 @@ Deno.test({
     await Deno.remove(src, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "fuse: over a remote-like service a looked-up store path's tree is asked for once, in one recursive get, and the walk sees every entry",
+  ignore,
+}, async () => {
+  const s = memoryServices();
+  const src = await Deno.makeTempDir({ prefix: "snix-fuse-src-" });
+  try {
+    await shOk(`
+      set -e; cd '${src}'
+      for a in $(seq 1 5); do mkdir -p "d$a/e"; echo "$a" > "d$a/e/f"; done
+    `);
+    const info = await importPath(src, "tree", s);
+    const inner = s.directories;
+    const recursive: string[] = [];
+    // No `locate`: the mount treats it as remote (nothing local to warm).
+    const remoteLike = {
+      get: (d: Uint8Array) => inner.get(d),
+      getRecursive(root: Uint8Array) {
+        recursive.push(digestToString(root));
+        return inner.getRecursive(root);
+      },
+      put: () => inner.put(),
+    } as typeof s.directories;
+    await withMount({ ...s, directories: remoteLike }, {}, async (mnt) => {
+      const list = (d: string) =>
+        `cd '${d}' && find . -printf '%P %y\\n' | LC_ALL=C sort`;
+      assert.equal(
+        await shOk(list(`${mnt}/${baseName(info)}`)),
+        await shOk(list(src)),
+      );
+      await shOk(`ls '${mnt}/${baseName(info)}/d1'`);
+    });
+    const root = info.entry!.entry.value as { digest: Uint8Array };
+    assert.deepEqual(recursive, [digestToString(root.digest)]);
+  } finally {
+    await Deno.remove(src, { recursive: true });
+  }
+});

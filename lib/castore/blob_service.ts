@@ -21,6 +21,13 @@ export interface ChunkMeta {
 export interface ByteRange {
   offset: number;
   length?: number;
+  /**
+   * The whole blob's size, if the caller knows it from a verified source (a
+   * directory entry): a remote service may then fetch a small blob in one
+   * call instead of asking for its chunks first. A wrong size only costs
+   * that shortcut: the bytes are still verified against the digest.
+   */
+  blobSize?: number;
 }
 
 /** Receives a blob's bytes in order; `close()` stores it and returns its digest. */

@@ -361,6 +361,7 @@ export class BlobReader {
       const stream = await this.#blobs.read(layout.digest, {
         offset: st.pos,
         length: layout.size - st.pos,
+        blobSize: layout.size,
       });
       if (!stream) throw new BlobReadError(`blob ${layout.hex} is missing`);
       reader = stream.getReader();
@@ -504,7 +505,11 @@ export class BlobReader {
     const buf = new Uint8Array(length);
     let pos = 0;
     try {
-      const stream = await this.#blobs.read(layout.digest, { offset, length });
+      const stream = await this.#blobs.read(layout.digest, {
+        offset,
+        length,
+        blobSize: layout.size,
+      });
       if (!stream) throw new BlobReadError(`blob ${layout.hex} is missing`);
       for await (const piece of stream) {
         if (pos + piece.byteLength > length) {

@@ -196,6 +196,8 @@ const LISTING_CACHE = 32768;
 const ENTRY_CACHE = 1024;
 /** Directories fetched ahead of demand at once. */
 const DIR_PREFETCH_CONCURRENCY = 16;
+/** Whole store path trees fetched ahead from a remote service at once. */
+const TREE_PREFETCH_CONCURRENCY = 2;
 /** Longest run of directory fetches ahead in one timer turn (ms). */
 const PREFETCH_SLICE_MS = 1;
 /** Files after a file being read in the same directory to fetch ahead. */
@@ -302,6 +304,10 @@ export class CastoreFs implements FuseFilesystem {
   #lastFileRead = -Infinity;
   #dirPrefetchQueue: Uint8Array[] = [];
   #dirPrefetching = 0;
+  /** Store path trees whose recursive prefetch started (remote services). */
+  #treesFetched = new Set<string>();
+  #treesFetching = 0;
+  #destroyed = false;
   #prefetchTimer: ReturnType<typeof setTimeout> | undefined;
   #nextFh = 1n;
   #notifier: FuseNotifier | undefined;
@@ -427,6 +433,7 @@ export class CastoreFs implements FuseFilesystem {
   }
 
   destroy(): void {
+    this.#destroyed = true;
     if (this.#direct) {
       log.debug(
         "READs answered on worker threads: {dispatched}, given back: {failed}",
@@ -1097,7 +1104,36 @@ export class CastoreFs implements FuseFilesystem {
     }
     const n = this.#rootChild(name, info.entry);
     if (!n) throw new FuseError(Errno.ENOENT);
+    if (n.kind === "dir" && !this.#loader) this.#prefetchTree(n.digest);
     return n;
+  }
+
+  /**
+   * A remote directory service: asks for a store path's whole tree in one
+   * recursive Get, in the background, as soon as the path is looked up. The
+   * client keeps what it receives (verified) in its cache, so a walk's
+   * directory Gets are answered there instead of one round trip each (a
+   * fresh `find` of a 50k-entry tree took 11 s over a unix socket). Errors
+   * only cost the prefetch: each Get still works on its own.
+   */
+  #prefetchTree(root: Uint8Array): void {
+    const key = digestToHex(root);
+    if (
+      this.#treesFetched.has(key) ||
+      this.#treesFetching >= TREE_PREFETCH_CONCURRENCY
+    ) return;
+    this.#treesFetched.add(key);
+    this.#treesFetching++;
+    (async () => {
+      for await (const _ of this.#services.directories.getRecursive(root)) {
+        if (this.#destroyed) break;
+      }
+    })().catch((e) => {
+      log.debug("prefetching the tree of {digest}: {error}", {
+        digest: digestToString(root),
+        error: (e as Error).message,
+      });
+    }).finally(() => this.#treesFetching--);
   }
 
   lookup(parent: bigint, name: Uint8Array): Attr | Promise<Attr> {

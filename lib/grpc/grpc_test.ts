@@ -10,7 +10,11 @@ import {
   Health,
   HealthCheckResponse_ServingStatus,
 } from "../../proto/gen/grpc/health/v1/health_pb.ts";
-import type { BlobService, ChunkMeta } from "../castore/blob_service.ts";
+import type {
+  BlobService,
+  ByteRange,
+  ChunkMeta,
+} from "../castore/blob_service.ts";
 import { MemoryBlobService } from "../castore/memory_blob_service.ts";
 import { MemoryDirectoryService } from "../castore/memory_directory_service.ts";
 import { blake3Sync } from "../castore/digest.ts";
@@ -229,7 +233,10 @@ class ChunkingBlobService extends MemoryBlobService {
     this.#index.set(key(digest), metas);
     return digest;
   }
+  /** Calls of {@linkcode chunks} (a client's Stat lands here). */
+  chunkLists = 0;
   override async chunks(digest: Uint8Array): Promise<ChunkMeta[] | undefined> {
+    this.chunkLists++;
     return this.#index.get(key(digest)) ?? await super.chunks(digest);
   }
   async #chunk(
@@ -369,6 +376,59 @@ Deno.test("grpc blob client: a chunk with wrong bytes is DataLoss, and none of i
             /does not match/,
           );
         }
+      } finally {
+        await client.close();
+      }
+    }
+  }, { b });
+});
+
+Deno.test("grpc blob client: a small blob whose size is given is read in one call, verified whole; a wrong size falls back, wrong bytes are DataLoss", async () => {
+  const chunked = new ChunkingBlobService(1000);
+  const b = { ...backends(), blobs: chunked };
+  const data = randomBytes(3000, 5);
+  const digest = await chunked.putChunked(data);
+  const bad = randomBytes(2500, 6);
+  const badDigest = await chunked.putChunked(bad);
+  chunked.corrupt.add(key((await chunked.chunks(badDigest))![2].digest));
+  await withServer(async (url) => {
+    for (const [kind, client] of blobClients(url)) {
+      try {
+        const lists = async (range: ByteRange) => {
+          chunked.chunkLists = 0;
+          assert.deepEqual(
+            await readAll(await client.read(digest, range)),
+            data.subarray(range.offset, range.offset + range.length!),
+          );
+          return chunked.chunkLists;
+        };
+        const plain = await lists({ offset: 500, length: 1000 });
+        assert.ok(plain > 0, "without a size the client asks for the chunks");
+        assert.equal(
+          await lists({ offset: 500, length: 1000, blobSize: 3000 }),
+          plain - 1,
+          `with its size: no Stat (${kind})`,
+        );
+        // A size too small: the one-call read sees more and takes the usual way.
+        assert.equal(
+          await lists({ offset: 0, length: 3000, blobSize: 2000 }),
+          plain,
+          `a wrong size costs only the shortcut (${kind})`,
+        );
+        await expectCode(
+          (async () => {
+            const s = await client.read(badDigest, {
+              offset: 0,
+              length: 10,
+              blobSize: 2500,
+            });
+            const reader = s!.getReader();
+            const first = await reader.read();
+            assert.equal(first.value, undefined, "no byte before the check");
+          })(),
+          Code.DataLoss,
+          /do not match/,
+        );
       } finally {
         await client.close();
       }
