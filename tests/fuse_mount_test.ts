@@ -343,17 +343,11 @@ Deno.test({
     "fuse: directories fetched ahead from a slow (remote-like) service stay bounded in number at once, and the walk sees every entry",
   ignore,
 }, async () => {
-  const s = memoryServices();
-  const src = await Deno.makeTempDir({ prefix: "snix-fuse-src-" });
-  try {
-    // 200 directories, 3 levels deep, so the walk queues many ahead.
-    await shOk(`
-      set -e; cd '${src}'
-      for a in $(seq 1 8); do for b in $(seq 1 24); do
-        mkdir -p "d$a/e$b"; printf '%s\\n' "$a $b" > "d$a/e$b/f"
-      done; done
-    `);
-    const info = await importPath(src, "slow", s);
+  // 200 directories, 3 levels deep, so the walk queues many ahead.
+  const script = `for a in $(seq 1 8); do for b in $(seq 1 24); do
+      mkdir -p "d$a/e$b"; printf '%s\\n' "$a $b" > "d$a/e$b/f"
+    done; done`;
+  await withImportedTree(script, async (s, src, info) => {
     let running = 0;
     let most = 0;
     const slow = {
@@ -370,19 +364,12 @@ Deno.test({
       },
     } as typeof s.directories;
     await withMount({ ...s, directories: slow }, {}, async (mnt) => {
-      const list = (d: string) =>
-        `cd '${d}' && find . \\( -type d -printf '%P d\\n' \\) -o -printf '%P %y %s\\n' | LC_ALL=C sort`;
-      assert.equal(
-        await shOk(list(`${mnt}/${baseName(info)}`)),
-        await shOk(list(src)),
-      );
+      await assertSameWalk(`${mnt}/${baseName(info)}`, src);
     });
     // 16 fetched ahead at once, plus the one the walker waits for.
     assert.ok(most <= 17, `${most} directory fetches at once`);
     assert.ok(most > 1, "no directory was fetched ahead");
-  } finally {
-    await Deno.remove(src, { recursive: true });
-  }
+  });
 });
 
 Deno.test({
@@ -390,14 +377,9 @@ Deno.test({
     "fuse: over a remote-like service a looked-up store path's tree is asked for once, in one recursive get, and the walk sees every entry",
   ignore,
 }, async () => {
-  const s = memoryServices();
-  const src = await Deno.makeTempDir({ prefix: "snix-fuse-src-" });
-  try {
-    await shOk(`
-      set -e; cd '${src}'
-      for a in $(seq 1 5); do mkdir -p "d$a/e"; echo "$a" > "d$a/e/f"; done
-    `);
-    const info = await importPath(src, "tree", s);
+  const script =
+    `for a in $(seq 1 5); do mkdir -p "d$a/e"; echo "$a" > "d$a/e/f"; done`;
+  await withImportedTree(script, async (s, src, info) => {
     const inner = s.directories;
     const recursive: string[] = [];
     // No `locate`: the mount treats it as remote (nothing local to warm).
@@ -410,17 +392,39 @@ Deno.test({
       put: () => inner.put(),
     } as typeof s.directories;
     await withMount({ ...s, directories: remoteLike }, {}, async (mnt) => {
-      const list = (d: string) =>
-        `cd '${d}' && find . -printf '%P %y\\n' | LC_ALL=C sort`;
-      assert.equal(
-        await shOk(list(`${mnt}/${baseName(info)}`)),
-        await shOk(list(src)),
-      );
+      await assertSameWalk(`${mnt}/${baseName(info)}`, src);
       await shOk(`ls '${mnt}/${baseName(info)}/d1'`);
     });
     const root = info.entry!.entry.value as { digest: Uint8Array };
     assert.deepEqual(recursive, [digestToString(root.digest)]);
+  });
+});
+
+/**
+ * Runs `fn` with memory services holding the tree that `script` (shell,
+ * run in a fresh directory) made, imported as a store path.
+ */
+async function withImportedTree(
+  script: string,
+  fn: (
+    s: ReturnType<typeof memoryServices>,
+    src: string,
+    info: PathInfo,
+  ) => Promise<void>,
+): Promise<void> {
+  const s = memoryServices();
+  const src = await Deno.makeTempDir({ prefix: "snix-fuse-src-" });
+  try {
+    await shOk(`set -e; cd '${src}'; ${script}`);
+    await fn(s, src, await importPath(src, "tree", s));
   } finally {
     await Deno.remove(src, { recursive: true });
   }
-});
+}
+
+/** `find` lists the same entries (type, size) below both directories. */
+async function assertSameWalk(mounted: string, original: string) {
+  const list = (d: string) =>
+    `cd '${d}' && find . \\( -type d -printf '%P d\\n' \\) -o -printf '%P %y %s\\n' | LC_ALL=C sort`;
+  assert.equal(await shOk(list(mounted)), await shOk(list(original)));
+}
