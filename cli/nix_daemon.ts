@@ -13,6 +13,7 @@ import type { CliContext } from "./context.ts";
 import { VERSION } from "./version.ts";
 import { onTermination } from "../lib/runtime/signals.ts";
 import { listenUnix, serveStreams } from "../lib/daemon/server.ts";
+import { closeNarWorkers } from "../lib/castore/nar_to_fd.ts";
 
 const log = getLogger(["snix", "nix-daemon"]);
 
@@ -67,10 +68,15 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         // Writable.toWeb made NarFromPath over ssh-ng about 3x slower than
         // `snix store export` of the same path under the compiled binary.
         const out = new StdoutWriter();
-        const writable = new WritableStream<Uint8Array>({
+        await serveStreams(readable, {
           write: (chunk) => out.write(chunk),
-        });
-        await serveStreams(readable, writable, base);
+          // Everything written is out (blocking writes): NARs may go to
+          // fd 1 straight from the NAR workers.
+          directFd: async () => (await out.flush(), { fd: 1, close() {} }),
+          close: () => out.flush(),
+          abort: () => {},
+        }, base);
+        await closeNarWorkers();
         return;
       }
       const daemon = await listenUnix(opts.listen!, {
@@ -86,7 +92,7 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         const remove = onTermination((sig) => {
           remove();
           log.info(sig + ": closing connections and removing " + daemon.path);
-          daemon.close().finally(resolve);
+          daemon.close().then(closeNarWorkers).finally(resolve);
         });
       });
     });

@@ -9,9 +9,15 @@
  * @module
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
+import type {
+  Directory,
+  Entry,
+} from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import type { DirectoryService } from "./directory_service.ts";
 import type { LocalBlobService } from "./local_blob_service.ts";
+import { LocalDirectoryService } from "./local_directory_service.ts";
+import { checkStoredDirectory } from "./memory_directory_service.ts";
+import { PackKind } from "./pack.ts";
 import { digestToString } from "./digest.ts";
 import { directoryChildren, fetchDirectory } from "./render_nar.ts";
 import {
@@ -193,6 +199,40 @@ function notRead(): never {
   throw new Error("internal error: a planned NAR file was read");
 }
 
+/**
+ * A directory of the local store read on this thread (a pack record,
+ * checked against its digest), or `undefined` where the service has to do
+ * it. Walking 14,000 directories through `get` cost ~0.13 s more on this
+ * thread (its promise, cache and the NAR writer's await per directory).
+ */
+function directorySync(
+  directories: DirectoryService,
+  digest: Uint8Array,
+): Directory | undefined {
+  if (!(directories instanceof LocalDirectoryService)) return undefined;
+  const r = directories.packs.lookup(digest);
+  if (r?.kind !== PackKind.directory) return undefined;
+  let bytes: Uint8Array;
+  try {
+    // A copy: the decoded message's bytes fields are views of it.
+    bytes = r.pack.readTransient(r).slice();
+  } catch {
+    return undefined; // e.g. merged away meanwhile: the service finds it
+  }
+  return checkStoredDirectory(digest, bytes);
+}
+
+/** The entries of a directory read through the service. */
+async function* entriesOf(
+  digest: Uint8Array,
+  directories: DirectoryService,
+): AsyncGenerator<[Uint8Array, NarNode]> {
+  const d = await fetchDirectory(directories, digest);
+  for (const [name, child] of directoryChildren(d)) {
+    yield [name, planNode(child, directories)];
+  }
+}
+
 function planNode(entry: Entry, directories: DirectoryService): NarNode {
   const e = entry.entry;
   switch (e.case) {
@@ -225,11 +265,16 @@ function planNode(entry: Entry, directories: DirectoryService): NarNode {
       const digest = e.value.digest;
       return {
         type: "directory",
-        entries: async function* () {
-          const d = await fetchDirectory(directories, digest);
-          for (const [name, child] of directoryChildren(d)) {
-            yield [name, planNode(child, directories)];
-          }
+        entries: () => {
+          const d = directorySync(directories, digest);
+          if (!d) return entriesOf(digest, directories);
+          const out = directoryChildren(d).map((
+            [name, child],
+          ): [Uint8Array, NarNode] => [name, planNode(child, directories)]);
+          // Synchronous too: the NAR writer then iterates without an await.
+          return Object.assign(out, {
+            [Symbol.asyncIterator]: () => out[Symbol.iterator]() as never,
+          });
         },
       };
     }

@@ -41,7 +41,7 @@ import { digestToString } from "./digest.ts";
 /** Smaller NARs go the streaming way (starting the workers costs more). */
 export const MIN_NAR_SIZE = 4 << 20;
 /** Jobs handed out and not yet written, at most. */
-const IN_FLIGHT = 8;
+const IN_FLIGHT = 16;
 /**
  * Bytes of shared memory per job handed out: its framing, pieces and
  * digests (see ./nar_plan.ts for the bounds). Jobs travel through shared
@@ -75,7 +75,10 @@ type Msg = { t: string; id?: number; seq?: number; [k: string]: unknown };
 class Session {
   readonly ctl = new Int32Array(new SharedArrayBuffer(8));
   readonly jobs = new Map<number, NarJob>();
-  done = 0;
+  /** Jobs written (the turn counter the workers move on). */
+  get done(): number {
+    return Atomics.load(this.ctl, 0);
+  }
   ended = 0;
   failure: unknown;
   #wake?: () => void;
@@ -141,8 +144,7 @@ class NarWorkers {
     const s = this.#session;
     if (!s || m.id !== s.id) return;
     if (m.t === "done") {
-      s.jobs.delete(m.seq!);
-      s.done++;
+      for (const seq of s.jobs.keys()) if (seq < s.done) s.jobs.delete(seq);
     } else if (m.t === "ended") s.ended++;
     else if (m.t === "gone") s.stop(new NarWriteError(m.errno as number));
     else if (m.t === "fail") {
@@ -187,6 +189,9 @@ class NarWorkers {
     }
     let posted = 0;
     let bytes = 0;
+    // Waiting only for worker messages does not keep every runtime's event
+    // loop alive (`deno test` ended a test here as "pending").
+    const alive = setInterval(() => {}, 1000);
     try {
       for await (const job of jobs) {
         while (posted - s.done >= IN_FLIGHT && s.failure === undefined) {
@@ -210,10 +215,22 @@ class NarWorkers {
     } catch (e) {
       s.stop(e);
     }
-    while (s.done < posted && s.failure === undefined) await s.next();
     if (s.failure !== undefined) s.stop(s.failure);
+    // A worker ends once it wrote (or, stopped, dropped) its jobs.
     for (const w of ws) w.postMessage({ t: "end", id: s.id });
-    while (s.ended < ws.length && !this.closed) await s.next();
+    let told = false;
+    while (s.ended < ws.length && !this.closed) {
+      if (s.failure !== undefined && !told) {
+        // A worker waiting for a job's bytes holds its later messages.
+        told = true;
+        for (const w of ws) w.postMessage({ t: "stop", id: s.id });
+      }
+      await s.next();
+    }
+    if (s.failure === undefined && s.done !== posted) {
+      s.failure = new Error("internal error: NAR workers ended early");
+    }
+    clearInterval(alive);
     this.#session = undefined;
     this.#recover = undefined;
     if (this.closed) throw s.failure ?? new Error("NAR workers stopped");

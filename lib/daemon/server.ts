@@ -8,6 +8,7 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import process from "node:process";
 import { serveConnection } from "./connection.ts";
+import type { ByteSink } from "../wire/writer.ts";
 import { handlers } from "./ops/mod.ts";
 import { socketStreams } from "./socket_streams.ts";
 import { enlargeUnixSendBuffer } from "../runtime/raw_socket.ts";
@@ -50,7 +51,7 @@ const SEND_BUFFER = Number(process.env.SNIX_DAEMON_UNIX_SNDBUF ?? 4 << 20);
 /** Serves one connection over a pair of web streams (e.g. stdin/stdout). */
 export function serveStreams(
   readable: ReadableStream<Uint8Array>,
-  writable: WritableStream<Uint8Array>,
+  writable: WritableStream<Uint8Array> | ByteSink,
   opts: DaemonOptions,
 ): Promise<void> {
   const store = new DaemonStore(opts.services, opts.readOnly);

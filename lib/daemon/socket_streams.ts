@@ -15,6 +15,7 @@ import type { Socket } from "node:net";
 
 import type { ByteSource } from "../wire/reader.ts";
 import type { ByteSink } from "../wire/writer.ts";
+import { dupSocketFd } from "../runtime/raw_socket.ts";
 
 /** The two directions of a socket. */
 export interface SocketStreams {
@@ -152,6 +153,14 @@ export function socketStreams(
       // either way the socket is done with it.
       if (socket.write(chunk, () => release())) return;
       return drained();
+    },
+    async directFd() {
+      // Once node:net has written everything it was given (a direct write
+      // must not overtake it), a duplicate of the socket's descriptor.
+      while (socket.writableLength > 0 && !socket.destroyed) {
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      return await dupSocketFd(socket);
     },
     close() {
       return new Promise<void>((resolve) => socket.end(resolve));

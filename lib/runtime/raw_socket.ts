@@ -294,6 +294,9 @@ interface SockOpt {
     value: Uint8Array,
     len: Uint8Array,
   ): number;
+  /** fcntl(fd, cmd, int arg) (the variadic int passes like a fixed one on x86-64 and aarch64). */
+  fcntl(fd: number, cmd: number, arg: number): number;
+  close(fd: number): number;
 }
 
 const SOL_SOCKET = 1;
@@ -349,6 +352,11 @@ async function loadSockOpt(): Promise<SockOpt | undefined> {
           ],
           returns: FFIType.i32,
         },
+        fcntl: {
+          args: [FFIType.i32, FFIType.i32, FFIType.i32],
+          returns: FFIType.i32,
+        },
+        close: { args: [FFIType.i32], returns: FFIType.i32 },
       });
       return lib.symbols as SockOpt;
     }
@@ -364,6 +372,8 @@ async function loadSockOpt(): Promise<SockOpt | undefined> {
           parameters: ["i32", "i32", "i32", "buffer", "buffer"],
           result: "i32",
         },
+        fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+        close: { parameters: ["i32"], result: "i32" },
       });
       return lib.symbols as SockOpt;
     }
@@ -450,6 +460,42 @@ function tcpSocketFd(socket: net.Socket): number | undefined {
     }
   } catch { /* no /proc */ }
   return undefined;
+}
+
+/** A descriptor of one's own: write to `fd`, then `close()` it. */
+export interface OwnFd {
+  readonly fd: number;
+  close(): void;
+}
+
+const F_DUPFD_CLOEXEC = 1030;
+
+/**
+ * A duplicate of a connected node:net socket's (unix or TCP) descriptor, for
+ * writes that bypass node:net (see lib/daemon/socket_streams.ts), or
+ * `undefined` where it cannot be had (no FFI, no descriptor found, closed).
+ * Why a duplicate: node:net closes its descriptor by itself when the peer
+ * goes away, and the number is soon another connection's; the duplicate
+ * keeps naming this socket (writes then fail with EPIPE) until closed.
+ */
+export async function dupSocketFd(
+  socket: net.Socket,
+): Promise<OwnFd | undefined> {
+  const lib = await (sockOpt ??= loadSockOpt());
+  // (no await between the check and the dup: node:net cannot close it)
+  if (!lib || socket.destroyed) return undefined;
+  const own = tcpSocketFd(socket);
+  if (own === undefined) return undefined;
+  const fd = lib.fcntl(own, F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return undefined;
+  let open = true;
+  return {
+    fd,
+    close() {
+      if (open) lib.close(fd);
+      open = false;
+    },
+  };
 }
 
 /** Whether `address` is a loopback address (127/8, ::1, v4-mapped 127/8). */

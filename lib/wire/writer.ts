@@ -31,6 +31,13 @@ export interface ByteSink {
    * replies go out of a few reused buffers instead of a new one each time.
    */
   writeThen?(chunk: Uint8Array, release: () => void): Promise<void> | void;
+  /**
+   * Optional: once everything handed to the sink is out, a file descriptor
+   * the caller may write to directly (a duplicate of the socket's, or
+   * stdout) until it uses the sink again, and closes when done;
+   * `undefined` if there is none.
+   */
+  directFd?(): Promise<DirectFd | undefined>;
   /** Ends the stream. */
   close(): Promise<void> | void;
   /** Drops the stream. */
@@ -39,6 +46,13 @@ export interface ByteSink {
 
 function isWritableStream(x: unknown): x is WritableStream<Uint8Array> {
   return typeof (x as WritableStream).getWriter === "function";
+}
+
+/** A file descriptor for direct writes (see {@linkcode ByteSink.directFd}). */
+export interface DirectFd {
+  readonly fd: number;
+  /** Releases it (a duplicate is closed). */
+  close(): void;
 }
 
 /** A ByteSink over a WritableStream. */
@@ -253,6 +267,18 @@ export class WireWriter {
     }
     this.#written += b.length;
     await this.#out.write(b);
+  }
+
+  /**
+   * Flushes and returns the sink's file descriptor for direct writes (see
+   * {@linkcode ByteSink.directFd}; e.g. a NAR written by worker threads),
+   * or `undefined` if it has none. Bytes written there do not count in
+   * {@linkcode offset}.
+   */
+  async directFd(): Promise<DirectFd | undefined> {
+    if (!this.#out.directFd) return undefined;
+    await this.flush();
+    return await this.#out.directFd();
   }
 
   /** Flushes and closes the sink. */

@@ -1,7 +1,13 @@
 /**
  * NarFromPath: the NAR of a valid path, rendered from castore as it streams
  * (no `STDERR_*` framing around the bytes: they follow `STDERR_LAST`).
- * ExportPath (removed from Nix) is parsed and refused.
+ * From the local store, once `STDERR_LAST` is out, a NAR of some size is
+ * written to the client's socket by the NAR workers
+ * (lib/castore/nar_to_fd.ts), one NAR at a time; otherwise (and while they
+ * are busy with another client's) it is streamed through the connection's
+ * writer. An error after the first byte (a damaged chunk, a client gone)
+ * ends this connection only. ExportPath (removed from Nix) is parsed and
+ * refused.
  *
  * @module
  */
@@ -9,13 +15,38 @@ import { Op } from "../../wire/mod.ts";
 import { type OpHandler, UnsupportedOpError } from "../connection.ts";
 import { DaemonError, parsePath } from "../store.ts";
 import { last, readPathString } from "./common.ts";
+import { writeNarToFd } from "../../castore/nar_to_fd.ts";
 
 const narFromPath: OpHandler = async (c) => {
   const s = await readPathString(c.r);
   c.note("path", s);
-  const nar = await c.store.nar(parsePath(s));
-  if (!nar) throw new DaemonError(`path '${s}' is not valid`);
+  const sp = parsePath(s);
+  const info = await c.store.pathInfo(sp);
+  if (!info?.entry) throw new DaemonError(`path '${s}' is not valid`);
   last(c);
+  const out = await c.w.directFd();
+  if (out !== undefined) {
+    const { blobs, directories } = c.store.services;
+    let n: number | undefined;
+    try {
+      n = await writeNarToFd(
+        info.entry,
+        blobs,
+        directories,
+        out.fd,
+        Number(info.narinfo?.narSize ?? 0n),
+      );
+    } finally {
+      out.close();
+    }
+    if (n !== undefined) {
+      c.note("narBytes", n);
+      c.note("workers", true);
+      return;
+    }
+  }
+  const nar = await c.store.nar(sp);
+  if (!nar) throw new DaemonError(`path '${s}' is not valid`);
   let n = 0;
   for await (const chunk of nar) {
     n += chunk.length;

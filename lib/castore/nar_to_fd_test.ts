@@ -1,0 +1,101 @@
+// The NAR workers (./nar_to_fd.ts) write a local store's NAR to a file
+// descriptor byte for byte as `nix-store --dump` writes it (big files of
+// several chunks, many small files, empty, executable, symlinks), under Deno
+// and the Bun runner; a damaged chunk in the middle stops the output with
+// the blob service's error naming the digest, after a prefix of the NAR.
+// Skipped where the workers cannot run (no native BLAKE3 addon).
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { LocalBlobService } from "./local_blob_service.ts";
+import { LocalDirectoryService } from "./local_directory_service.ts";
+import { ingestTree } from "./ingest_tree.ts";
+import { nativeBlake3 } from "./blake3_native.ts";
+import { digestToString } from "./digest.ts";
+import { closeNarWorkers, writeNarToFd } from "./nar_to_fd.ts";
+import {
+  flipStoredByte,
+  pseudoRandom,
+  runTool,
+  tempDir,
+} from "./_test_blob_service.ts";
+
+/** A tree with big files of several chunks and many small ones. */
+function makeTree(dir: string): void {
+  fs.mkdirSync(join(dir, "a/b/c"), { recursive: true });
+  fs.writeFileSync(join(dir, "big"), pseudoRandom(3_000_000, 7));
+  const text = new TextEncoder().encode("compressible text line\n".repeat(9e4));
+  fs.writeFileSync(join(dir, "a/big-text"), text);
+  for (let i = 0; i < 400; i++) {
+    const sub = ["", "a", "a/b", "a/b/c"][i % 4];
+    fs.writeFileSync(
+      join(dir, sub, `f${i}`),
+      pseudoRandom((i * 997) % 6000, i + 1),
+    );
+  }
+  fs.writeFileSync(join(dir, "empty"), "");
+  fs.writeFileSync(join(dir, "a/run"), "#!/bin/sh\n");
+  fs.chmodSync(join(dir, "a/run"), 0o755);
+  fs.symlinkSync("../big", join(dir, "a/link"));
+}
+
+Deno.test({
+  name:
+    "nar workers: the NAR written to a file descriptor equals nix-store --dump; a damaged chunk mid-NAR stops it with an error naming the digest",
+  ignore: nativeBlake3 === undefined,
+  fn: async () => {
+    const tmp = await tempDir("snix-nar-workers-");
+    try {
+      const src = join(tmp, "src");
+      makeTree(src);
+      const blobs = await LocalBlobService.open(join(tmp, "data"));
+      const directories = await LocalDirectoryService.open(join(tmp, "data"));
+      const entry = await ingestTree(src, blobs, directories);
+      const want = runTool("nix-store", ["--dump", src]);
+      const write = async (file: string) => {
+        const fd = fs.openSync(file, "w");
+        try {
+          return await writeNarToFd(entry, blobs, directories, fd, 1 << 30);
+        } finally {
+          fs.closeSync(fd);
+        }
+      };
+      const n = await write(join(tmp, "out.nar"));
+      assert.equal(n, want.length, "written by the workers");
+      assert.deepEqual(
+        new Uint8Array(fs.readFileSync(join(tmp, "out.nar"))),
+        want,
+      );
+      // Too small for the workers: nothing written, the caller streams.
+      assert.equal(
+        await writeNarToFd(entry, blobs, directories, 1, 1000),
+        undefined,
+      );
+
+      // Damage the middle chunk of the big file.
+      const root = await directories.get(
+        (entry.entry.value as { digest: Uint8Array }).digest,
+      );
+      const big = root!.files.find((f) =>
+        new TextDecoder().decode(f.name) === "big"
+      )!;
+      const chunks = blobs.chunkList(big.digest)!.chunks;
+      assert.ok(chunks.length >= 3, `${chunks.length} chunks`);
+      const bad = chunks[chunks.length >> 1].digest;
+      flipStoredByte(blobs.locateChunk(bad)!);
+      await assert.rejects(
+        write(join(tmp, "bad.nar")),
+        (e: Error) => e.message.includes(digestToString(bad)),
+      );
+      const got = new Uint8Array(fs.readFileSync(join(tmp, "bad.nar")));
+      assert.ok(got.length < want.length, "stopped early");
+      assert.deepEqual(got, want.subarray(0, got.length), "a prefix");
+      // The workers serve the next NAR.
+      flipStoredByte(blobs.locateChunk(bad)!);
+      assert.equal(await write(join(tmp, "again.nar")), want.length);
+    } finally {
+      await closeNarWorkers();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+});
