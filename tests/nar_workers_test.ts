@@ -27,6 +27,7 @@ import { closeNarWorkers } from "../lib/castore/nar_to_fd.ts";
 import { DaemonClient } from "../lib/daemon/client.ts";
 import { listenUnix } from "../lib/daemon/server.ts";
 import { StorePath } from "../lib/nix/store_path.ts";
+import { concatBytes } from "../lib/nix/bytes.ts";
 import { Op } from "../lib/wire/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -86,13 +87,7 @@ async function narFrom(
   } finally {
     c.close();
   }
-  const out = new Uint8Array(got);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 Deno.test({
