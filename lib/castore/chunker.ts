@@ -31,36 +31,36 @@ export interface ChunkerOptions {
   avgSize?: number;
 }
 
-/** 256 pseudo-random 32-bit values (splitmix32 from a fixed seed). */
-// Int32Array, not Uint32Array: the same bits (the rolling hash is taken
-// mod 2^32 with `| 0` either way), but entries above 2^31 stay small
-// integers, so the hot loop never leaves int32 arithmetic (measured ~1.6x).
-const GEAR: Int32Array = (() => {
-  const t = new Int32Array(256);
-  let s = 0x5a17c0de;
-  for (let i = 0; i < 256; i++) {
-    s = (s + 0x9e3779b9) | 0;
-    let z = s;
-    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-    t[i] = z ^ (z >>> 16);
-  }
-  return t;
-})();
-
-const EMPTY = new Uint8Array(0);
-
-/** `bits` one-bits at the top of a 32-bit word (the gear hash's best-mixed bits). */
-function topMask(bits: number): number {
-  return (((1 << bits) - 1) << (32 - bits)) | 0;
-}
-
 /**
  * A streaming FastCDC chunker: feed bytes with {@linkcode push}, get finished
  * chunks back; {@linkcode finish} returns the last one. Holds at most one
  * maximum-size chunk of data.
  */
 export class Chunker {
+  // Self-contained on purpose (no module-level names): the ingest worker
+  // runs this class from its source text, see `chunkerSource`.
+  /** 256 pseudo-random 32-bit values (splitmix32 from a fixed seed). */
+  // Int32Array, not Uint32Array: the same bits (the rolling hash is taken
+  // mod 2^32 with `| 0` either way), but entries above 2^31 stay small
+  // integers, so the hot loop never leaves int32 arithmetic (measured ~1.6x).
+  static readonly #GEAR: Int32Array = (() => {
+    const t = new Int32Array(256);
+    let s = 0x5a17c0de;
+    for (let i = 0; i < 256; i++) {
+      s = (s + 0x9e3779b9) | 0;
+      let z = s;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      t[i] = z ^ (z >>> 16);
+    }
+    return t;
+  })();
+
+  /** `bits` one-bits at the top of a 32-bit word (the gear hash's best-mixed bits). */
+  static #topMask(bits: number): number {
+    return (((1 << bits) - 1) << (32 - bits)) | 0;
+  }
+
   /** Minimum chunk size (except for the last chunk). */
   readonly minSize: number;
   /** Average (target) chunk size. */
@@ -75,7 +75,7 @@ export class Chunker {
   #h = 0;
 
   constructor(options: ChunkerOptions = {}) {
-    const avg = options.avgSize ?? DEFAULT_AVG_CHUNK_SIZE;
+    const avg = options.avgSize ?? 256 * 1024; // DEFAULT_AVG_CHUNK_SIZE
     const bits = Math.log2(avg);
     if (!Number.isInteger(bits) || bits < 8 || bits > 26) {
       throw new RangeError(
@@ -86,9 +86,9 @@ export class Chunker {
     this.minSize = avg / 2;
     this.maxSize = avg * 2;
     // Normalization level 1: one bit harder before the average, one easier after.
-    this.#maskS = topMask(bits + 1);
-    this.#maskL = topMask(bits - 1);
-    this.#buf = EMPTY;
+    this.#maskS = Chunker.#topMask(bits + 1);
+    this.#maskL = Chunker.#topMask(bits - 1);
+    this.#buf = new Uint8Array(0);
   }
 
   /**
@@ -153,7 +153,7 @@ export class Chunker {
   finish(): Uint8Array[] {
     if (this.#len === 0) return [];
     const last = this.#buf.subarray(0, this.#len);
-    this.#buf = EMPTY;
+    this.#buf = new Uint8Array(0);
     this.#len = 0;
     this.#scanned = 0;
     this.#h = 0;
@@ -179,7 +179,7 @@ export class Chunker {
     let i = Math.max(this.#scanned, this.minSize);
     if (i >= len) return -1;
     let h = this.#h;
-    const gear = GEAR;
+    const gear = Chunker.#GEAR;
     const mS = this.#maskS;
     const mL = this.#maskL;
     // Absolute positions in the loops: one index per byte.
@@ -201,6 +201,19 @@ export class Chunker {
     return -1;
   }
 }
+
+/**
+ * The source text of {@linkcode Chunker} as plain JavaScript, for a worker
+ * started from source text (../runtime/ingest_worker.ts): the class refers
+ * to no other name of this module, so its text runs anywhere. Evaluating the
+ * text defines the class under the name {@linkcode chunkerClassName}.
+ */
+export function chunkerSource(): string {
+  return Chunker.toString();
+}
+
+/** The class name {@linkcode chunkerSource} defines (a bundler may rename it). */
+export const chunkerClassName: string = Chunker.name;
 
 /** Chunks a whole array (for tests and small inputs). */
 export function chunkAll(

@@ -28,6 +28,7 @@ import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
 import { directoryDigest, directorySize } from "./directory.ts";
 import { readNar } from "../nix/nar_reader.ts";
 import { WriteBatch } from "./data_dir_sync.ts";
+import { maxInFlight } from "./chunk_pipeline.ts";
 import { encodeNixBase32 } from "../nix/nixbase32.ts";
 
 /** What the caller knows about the NAR in advance (checked at the end). */
@@ -142,8 +143,10 @@ export async function ingestNar(
     for await (const ev of readNar(counted)) {
       switch (ev.type) {
         case "regular": {
-          while (inflight.size >= MAX_IN_FLIGHT) await Promise.race(inflight);
           const w = batch.putBlob();
+          while (inflight.size >= maxInFlight(w, MAX_IN_FLIGHT)) {
+            await Promise.race(inflight);
+          }
           writers.add(w);
           let got = 0;
           // chunks(): the contents without a web stream in between.

@@ -39,6 +39,7 @@ import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
 import { directoryDigest, directorySize } from "./directory.ts";
 import { narChunks, type NarNode } from "../nix/nar_writer.ts";
 import { WriteBatch } from "./data_dir_sync.ts";
+import { maxInFlight } from "./chunk_pipeline.ts";
 
 /** How far an ingestion got: file content bytes and files done so far. */
 export interface IngestProgress {
@@ -73,7 +74,10 @@ function fsError(e: unknown, what: string, path: Buffer): Error {
   return new Error(`${what} ${describe(path)}: ${why}`);
 }
 
-/** Blob writes allowed in flight at once (their closes overlap the walk). */
+/**
+ * Blob writes allowed in flight at once (their closes overlap the walk);
+ * more for writers of the ingest worker (see ./chunk_pipeline.ts).
+ */
 const MAX_IN_FLIGHT = 32;
 
 /** A child's entry, known once its blob is stored. */
@@ -138,9 +142,9 @@ class TreeIngester {
     return p;
   }
 
-  /** Waits until fewer than MAX_IN_FLIGHT blob closes are pending. */
-  async slot(): Promise<void> {
-    while (this.#inflight.size >= MAX_IN_FLIGHT) {
+  /** Waits until fewer than MAX_IN_FLIGHT blob closes are pending (for `w`). */
+  async slot(w: BlobWriter): Promise<void> {
+    while (this.#inflight.size >= maxInFlight(w, MAX_IN_FLIGHT)) {
       await Promise.race(this.#inflight);
     }
   }
@@ -245,8 +249,9 @@ function fileNode(
         } catch (e) {
           throw fsError(e, "cannot read", path);
         }
-        await ing.slot();
-        settle(ing.finish(ing.writer(), data));
+        const w = ing.writer();
+        await ing.slot(w);
+        settle(ing.finish(w, data));
         ing.tick(data.length, true);
         return data;
       }
@@ -266,8 +271,8 @@ async function fileContents(
   } catch (e) {
     throw fsError(e, "cannot open", path);
   }
-  await ing.slot();
   const w = ing.writer();
+  await ing.slot(w);
   let closed = false;
   const buffers = [
     new Uint8Array(READ_SIZE),

@@ -44,7 +44,7 @@ import type {
   ByteRange,
   ChunkMeta,
 } from "./blob_service.ts";
-import { Chunker } from "./chunker.ts";
+import { Chunker, DEFAULT_AVG_CHUNK_SIZE } from "./chunker.ts";
 import {
   type Blake3,
   blake3Sync,
@@ -82,6 +82,13 @@ import {
   zstdDecompressor,
 } from "../runtime/zstd.ts";
 import { checkRange } from "./range.ts";
+import {
+  ChunkPipeline,
+  type ChunkSink,
+  MAX_PIPELINE_AVG,
+  QUEUED_WRITER,
+  sharedChunkPipeline,
+} from "./chunk_pipeline.ts";
 import { objectFiles } from "../runtime/object_files.ts";
 
 /**
@@ -330,6 +337,11 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   /** Whether loose objects existed when an ingestion first looked. */
   #looseMayExist: boolean | undefined;
   readonly #zstd: ZstdCompressor | undefined;
+  /**
+   * The ingest worker (see ./chunk_pipeline.ts): unknown until the first
+   * session starts it, then a promise, then the pipeline or `null` (none).
+   */
+  #pipeline: Promise<ChunkPipeline | undefined> | ChunkPipeline | null = null;
   /** libzstd for chunks of known size (set by `open`; node:zlib otherwise). */
   #unzstd: ZstdDecompressor | undefined;
 
@@ -800,6 +812,30 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * `syncPoint.commit()` (for ingestion, which commits once at its end).
    */
   putDeferred(session?: WriteSession): BlobWriter {
+    const avg = this.#avgChunkSize ?? DEFAULT_AVG_CHUNK_SIZE;
+    if (this.#pipeline instanceof ChunkPipeline && this.#pipeline.broken) {
+      this.#pipeline = null; // the next session starts another
+    }
+    const p = this.#pipeline;
+    if (p && session instanceof PackWriter && avg <= MAX_PIPELINE_AVG) {
+      if (!(p instanceof Promise)) {
+        return new PipedBlobWriter(this, p, session, avg);
+      }
+      // Still starting: the first writes wait for it (an ingestion's
+      // synchronous walk would otherwise never let its start finish).
+      return new StartingBlobWriter(
+        p.then((ready) =>
+          ready
+            ? new PipedBlobWriter(this, ready, session, avg)
+            : new LocalBlobWriter(
+              this,
+              new Chunker({ avgSize: this.#avgChunkSize }),
+              true,
+              session,
+            )
+        ),
+      );
+    }
     return new LocalBlobWriter(
       this,
       new Chunker({ avgSize: this.#avgChunkSize }),
@@ -814,7 +850,17 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * `undefined` (loose files) if opened with `packs: false`.
    */
   openSession(): WriteSession | undefined {
-    return this.#packing ? this.#packs.writer() : undefined;
+    if (!this.#packing) return undefined;
+    // The ingest worker starts with the first session; writers use it
+    // once it is up (the first blobs of the first session may not).
+    if (this.#pipeline === null) {
+      const starting = sharedChunkPipeline(this.#zstd, ZSTD_LEVEL);
+      this.#pipeline = starting;
+      starting.then((p) => {
+        if (this.#pipeline === starting) this.#pipeline = p ?? null;
+      });
+    }
+    return this.#packs.writer();
   }
 
   /**
@@ -910,6 +956,32 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   }
 
   /**
+   * @internal Adds a chunk compressed elsewhere (the ingest worker) to
+   * `pack`, if new: `frame` is its zstd frame, a view valid during the call.
+   */
+  storePackedFrame(
+    digest: Uint8Array,
+    size: number,
+    frame: Uint8Array,
+    pack: PackWriter,
+  ): void {
+    if (!this.#stored(digest, pack)) {
+      pack.add(PackKind.chunk, digest, frame, size);
+    }
+  }
+
+  /** @internal Adds a blob's chunk list to `pack` (after its chunks), if new. */
+  storePackedList(
+    digest: Uint8Array,
+    chunks: ChunkMeta[],
+    pack: PackWriter,
+  ): void {
+    if (!this.#stored(digest, pack)) {
+      pack.add(PackKind.list, digest, encodeChunkList(chunks, digest));
+    }
+  }
+
+  /**
    * @internal Writes a blob's chunk list after its chunks (without syncfs:
    * after their shard directories are fsynced).
    */
@@ -919,12 +991,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     chunkDirs: Set<string>,
     pack?: PackWriter,
   ): Promise<void> {
-    if (pack) {
-      if (!this.#stored(digest, pack)) {
-        pack.add(PackKind.list, digest, encodeChunkList(chunks, digest));
-      }
-      return;
-    }
+    if (pack) return this.storePackedList(digest, chunks, pack);
     await this.#sync.dirsDurable(chunkDirs);
     const path = this.blobListPath(digest);
     if (existsNow(path)) return;
@@ -950,6 +1017,17 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
   /** Nothing to release (files are opened per operation). */
   close(): Promise<void> {
     return Promise.resolve();
+  }
+}
+
+/** Throws a writer's error, or FailedPrecondition unless it is open. */
+function checkWritable(error: unknown, state: string): void {
+  if (error !== undefined) throw error;
+  if (state !== "open") {
+    throw new ConnectError(
+      `blob writer already ${state}`,
+      Code.FailedPrecondition,
+    );
   }
 }
 
@@ -980,13 +1058,7 @@ class LocalBlobWriter implements BlobWriter {
   }
 
   #check(): void {
-    if (this.#error !== undefined) throw this.#error;
-    if (this.#state !== "open") {
-      throw new ConnectError(
-        `blob writer already ${this.#state}`,
-        Code.FailedPrecondition,
-      );
-    }
+    checkWritable(this.#error, this.#state);
   }
 
   /**
@@ -1093,5 +1165,176 @@ class LocalBlobWriter implements BlobWriter {
     if (this.#state === "open") this.#state = "aborted";
     this.#first = undefined;
     await Promise.allSettled(this.#inflight);
+  }
+}
+
+/**
+ * Blobs smaller than this are stored on the main thread (one chunk: a
+ * BLAKE3 and a zstd call of a few KiB cost less than the hand-over to the
+ * worker and back); bigger ones go through the ingest worker.
+ */
+const PIPE_MIN = 128 << 10;
+
+/**
+ * A blob writer of a pack session whose chunking, hashing and compression
+ * run on the ingest worker (./chunk_pipeline.ts) once the blob reaches
+ * PIPE_MIN bytes: `write` copies the bytes into the worker's ring; the
+ * chunks' frames come back in order and go into the pack on this thread,
+ * the chunk list after them. A smaller blob is gathered and stored at
+ * `close` by a {@linkcode LocalBlobWriter} of the same pack.
+ */
+class PipedBlobWriter implements BlobWriter, ChunkSink {
+  readonly [QUEUED_WRITER] = true;
+  #svc: LocalBlobService;
+  #pipe: ChunkPipeline;
+  #pack: PackWriter;
+  #avgSize: number;
+  /** The worker's id of this blob, once it goes there. */
+  #id: number | undefined;
+  /** Bytes gathered before that. */
+  #small: Uint8Array | undefined;
+  #smallLength = 0;
+  #chunks: ChunkMeta[] = [];
+  #error: unknown;
+  #state: "open" | "closing" | "closed" | "aborted" = "open";
+  #done: Promise<Uint8Array>;
+  #resolve!: (d: Uint8Array) => void;
+  #reject!: (e: unknown) => void;
+
+  constructor(
+    svc: LocalBlobService,
+    pipe: ChunkPipeline,
+    pack: PackWriter,
+    avgSize: number,
+  ) {
+    this.#svc = svc;
+    this.#pipe = pipe;
+    this.#pack = pack;
+    this.#avgSize = avgSize;
+    this.#done = new Promise((ok, fail) => {
+      this.#resolve = ok;
+      this.#reject = fail;
+    });
+    this.#done.catch(() => {});
+  }
+
+  chunk(digest: Uint8Array, size: number, frame: Uint8Array): void {
+    this.#chunks.push({ digest, size });
+    if (this.#error !== undefined) return;
+    try {
+      this.#svc.storePackedFrame(digest, size, frame, this.#pack);
+    } catch (e) {
+      this.#error = e;
+    }
+  }
+
+  blob(digest: Uint8Array, chunks: number): void {
+    try {
+      if (this.#error !== undefined) throw this.#error;
+      if (chunks !== this.#chunks.length) {
+        throw new Error(
+          `ingest worker sent ${this.#chunks.length} chunks of ${chunks}`,
+        );
+      }
+      if (chunks > 1) {
+        this.#svc.storePackedList(digest, this.#chunks, this.#pack);
+      }
+      this.#resolve(digest);
+    } catch (e) {
+      this.#error ??= e;
+      this.#reject(e);
+    }
+  }
+
+  fail(e: Error): void {
+    this.#error ??= storageError("cannot store blob", e);
+    this.#reject(this.#error);
+  }
+
+  #check(): void {
+    checkWritable(this.#error, this.#state);
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    this.#check();
+    if (this.#id === undefined) {
+      const n = this.#smallLength + data.length;
+      if (n < PIPE_MIN) {
+        if (!this.#small || this.#small.length < n) {
+          const grown = new Uint8Array(Math.max(n, 2 * this.#smallLength));
+          if (this.#small) {
+            grown.set(this.#small.subarray(0, this.#smallLength));
+          }
+          this.#small = grown;
+        }
+        this.#small.set(data, this.#smallLength);
+        this.#smallLength = n;
+        return;
+      }
+      this.#id = this.#pipe.open(this, this.#avgSize);
+      const gathered = this.#small?.subarray(0, this.#smallLength);
+      this.#small = undefined;
+      if (gathered && gathered.length > 0) {
+        await this.#pipe.write(this.#id, gathered);
+      }
+    }
+    await this.#pipe.write(this.#id, data);
+    if (this.#error !== undefined) throw this.#error;
+  }
+
+  async close(): Promise<Uint8Array> {
+    this.#check();
+    this.#state = "closing";
+    try {
+      let digest: Uint8Array;
+      if (this.#id === undefined) {
+        const w = new LocalBlobWriter(
+          this.#svc,
+          new Chunker({ avgSize: this.#avgSize }),
+          true,
+          this.#pack,
+        );
+        if (this.#smallLength > 0) {
+          await w.write(this.#small!.subarray(0, this.#smallLength));
+        }
+        this.#small = undefined;
+        digest = await w.close();
+      } else {
+        this.#pipe.end(this.#id);
+        digest = await this.#done;
+      }
+      this.#state = "closed";
+      return digest;
+    } catch (e) {
+      this.#state = "aborted";
+      throw e;
+    }
+  }
+
+  abort(): Promise<void> {
+    if (this.#state === "open") {
+      this.#state = "aborted";
+      this.#small = undefined;
+      if (this.#id !== undefined) this.#pipe.drop(this.#id);
+    }
+    return Promise.resolve();
+  }
+}
+
+/** A blob writer whose real writer is still being made (the worker starts). */
+class StartingBlobWriter implements BlobWriter {
+  readonly [QUEUED_WRITER] = true;
+  #inner: Promise<BlobWriter>;
+  constructor(inner: Promise<BlobWriter>) {
+    this.#inner = inner;
+  }
+  async write(data: Uint8Array): Promise<void> {
+    await (await this.#inner).write(data);
+  }
+  async close(): Promise<Uint8Array> {
+    return await (await this.#inner).close();
+  }
+  async abort(): Promise<void> {
+    await (await this.#inner).abort();
   }
 }
