@@ -4,8 +4,10 @@
  * per store path) into bigger ones, so every process loads fewer indexes
  * and keeps fewer files open. Ingestions already merge a bounded amount on
  * their own (lib/castore/pack.ts); this merges everything, for a store that
- * grew before that, or in one go. Safe while other processes read and write
- * the store.
+ * grew before that, or in one go. Then it writes each packs directory's
+ * catalog (lib/castore/pack_catalog.ts), so that processes opening the
+ * store find records without loading every pack's index. Safe while other
+ * processes read and write the store.
  *
  * @module
  */
@@ -26,7 +28,7 @@ function packsOf(s: unknown): PackSet | undefined {
 export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
   return new Command("compact")
     .description(
-      "merge the small pack files of the local store into bigger ones",
+      "merge the small pack files of the local store into bigger ones and catalog them",
     )
     .action(async () => {
       const services = await ctx.services();
@@ -56,10 +58,13 @@ export function storeCompactCommand(ctx: CliContext): Command<any, any, any> {
           process.stdout.write(`kept ${k}\n`);
         }
         kept += r.kept.length;
+        const cataloged = c.writeCatalog()
+          ? `, catalog of ${c.cataloged} records written`
+          : ", catalog not written: another process is merging";
         process.stdout.write(
           `${what} packs: ${before} -> ${c.packs.length} (merged ${r.merged}, ${
             (r.bytes / 2 ** 20).toFixed(1)
-          } MiB)\n`,
+          } MiB${cataloged})\n`,
         );
       }
       if (kept > 0) {

@@ -54,6 +54,7 @@ import process from "node:process";
 import { createBlake3, DIGEST_LENGTH, digestEquals } from "./digest.ts";
 import { randomHex, storageError } from "./atomic_file.ts";
 import { DigestTable } from "./digest_table.ts";
+import { CATALOG_FILE, PackCatalog, writeCatalog } from "./pack_catalog.ts";
 import { getLogger } from "@logtape/logtape";
 
 const log = getLogger(["snix", "castore"]);
@@ -99,6 +100,8 @@ export interface PackRecord {
   readonly length: number;
   readonly rawSize: number;
   readonly kind: number;
+  /** Its digest, where the pack's index may not be in memory (catalog). */
+  readonly digest?: Uint8Array;
 }
 
 /** The key of the lookup map: the first 48 bits of a digest. */
@@ -136,6 +139,11 @@ export interface CompactionPolicy {
   minPacks: number;
   /** At most this many bytes are copied by one compaction. */
   maxBytes: number;
+  /**
+   * Write the directory's catalog once this many records are not in it (and
+   * they are at least a quarter of those that are).
+   */
+  catalogRecords: number;
 }
 
 /**
@@ -147,6 +155,8 @@ export const DEFAULT_COMPACTION: CompactionPolicy = {
   smallBytes: 32 << 20,
   minPacks: 32,
   maxBytes: 64 << 20,
+  // ~25 GiB of chunks; a catalog of 4M records takes a few seconds to write.
+  catalogRecords: 100_000,
 };
 
 /** What a compaction did. */
@@ -180,8 +190,7 @@ function isGone(e: unknown): boolean {
 
 /** One published (immutable) pack file. */
 export class PackFile {
-  /** The index entries, {@linkcode ENTRY_SIZE} bytes each. */
-  readonly index: Uint8Array;
+  #index: Uint8Array | undefined;
   readonly count: number;
   /** Asynchronous reads in flight (its descriptor stays open meanwhile). */
   #reading = 0;
@@ -196,12 +205,40 @@ export class PackFile {
 
   private constructor(
     readonly path: string,
-    index: Uint8Array,
+    index: Uint8Array | undefined,
     /** The file's size in bytes. */
     readonly size: number,
+    count?: number,
   ) {
-    this.index = index;
-    this.count = index.length / ENTRY_SIZE;
+    this.#index = index;
+    this.count = count ?? index!.length / ENTRY_SIZE;
+  }
+
+  /**
+   * The index entries, {@linkcode ENTRY_SIZE} bytes each (read and checked
+   * on first use for a pack known from the catalog).
+   */
+  get index(): Uint8Array {
+    if (!this.#index) {
+      const loaded = PackFile.load(this.path).#index!;
+      if (loaded.length !== this.count * ENTRY_SIZE) {
+        throw new Error(
+          `pack ${this.path} is damaged: ${
+            loaded.length / ENTRY_SIZE
+          } records where the catalog says ${this.count}`,
+        );
+      }
+      this.#index = loaded;
+    }
+    return this.#index;
+  }
+
+  /**
+   * A pack the catalog lists (`count` records, `size` bytes): its index is
+   * read only if a record is asked for by number (merging, listing).
+   */
+  static cataloged(path: string, size: number, count: number): PackFile {
+    return new PackFile(path, undefined, size, count);
   }
 
   /** Reads and checks a pack's index; throws an Error naming the file if damaged. */
@@ -364,7 +401,7 @@ export class PackFile {
    */
   #moved(r: PackRecord, e: unknown): PackRecord | undefined {
     if (!isGone(e) || !this.set) return undefined;
-    const now = this.set.relocate(this.digest(r.index));
+    const now = this.set.relocate(r.digest ?? this.digest(r.index));
     return now && now.pack !== this ? now : undefined;
   }
 
@@ -467,10 +504,19 @@ export class PackSet {
   readonly #tmpDir: string;
   #loaded = false;
   #names = new Set<string>();
+  /** The packs in {@linkcode #table} (those the catalog does not cover). */
   #packs: PackFile[] = [];
+  /** The directory's catalog (see ./pack_catalog.ts), if it has one. */
+  #catalog: PackCatalog | undefined;
+  /** The catalog's packs by number, while they exist. */
+  #cataloged: (PackFile | undefined)[] = [];
+  /** Pack number in the catalog, by file name. */
+  #catalogNames = new Map<string, number>();
+  /** The inode of a catalog that could not be read (not tried again). */
+  #badCatalog = -1;
   /**
-   * Records are numbered across the packs: pack `n`'s entry `i` is record
-   * `#bases[n] + i`.
+   * Records are numbered across the packs of the table: pack `n`'s entry
+   * `i` is record `#bases[n] + i`.
    */
   #bases: number[] = [];
   #records = 0;
@@ -510,7 +556,21 @@ export class PackSet {
   /** The published packs this process knows of. */
   get packs(): readonly PackFile[] {
     if (!this.#loaded) this.#refresh(true);
-    return this.#packs;
+    return this.#all();
+  }
+
+  #all(): PackFile[] {
+    const all: PackFile[] = [];
+    for (const p of this.#cataloged) if (p) all.push(p);
+    return all.concat(this.#packs);
+  }
+
+  /** Records the catalog covers (0 without one). */
+  get cataloged(): number {
+    if (!this.#loaded) this.#refresh(true);
+    let n = 0;
+    for (const p of this.#cataloged) if (p) n += p.count;
+    return n;
   }
 
   /** The packs directory. */
@@ -537,9 +597,21 @@ export class PackSet {
 
   #find(digest: Uint8Array): PackRecord | undefined {
     const ref = this.#table.get(digest);
-    if (ref === undefined) return undefined;
-    const n = this.#packOf(ref);
-    return this.#packs[n].record(ref - this.#bases[n]);
+    if (ref !== undefined) {
+      const n = this.#packOf(ref);
+      return this.#packs[n].record(ref - this.#bases[n]);
+    }
+    const e = this.#catalog?.lookup(digest, (n) => !!this.#cataloged[n]);
+    if (!e) return undefined;
+    return {
+      pack: this.#cataloged[e.pack]!,
+      index: e.index,
+      offset: e.offset,
+      length: e.length,
+      rawSize: e.rawSize,
+      kind: e.kind,
+      digest: digest.slice(),
+    };
   }
 
   /** The pack number of record `ref` (binary search of the bases). */
@@ -591,24 +663,96 @@ export class PackSet {
     }
     this.#dirMtimeMs = mtimeMs;
     this.#listedAt = Date.now();
-    let added = false;
+    let added = this.#syncCatalog();
     const listed = new Set<string>();
     for (const name of fs.readdirSync(this.#dir)) {
       if (!name.endsWith(".pack")) continue;
       listed.add(name);
       if (this.#names.has(name)) continue;
       this.#names.add(name);
+      const path = join(this.#dir, name);
       try {
-        this.#add(PackFile.load(join(this.#dir, name)));
+        if (!this.#addCataloged(name, path)) this.#add(PackFile.load(path));
         added = true;
       } catch (e) {
         // (gone since the listing: merged by a compaction)
         if (!isGone(e)) this.problems.push((e as Error).message);
       }
     }
-    const gone = this.#packs.filter((p) => !listed.has(baseName(p.path)));
+    const gone = this.#all().filter((p) => !listed.has(baseName(p.path)));
     if (gone.length > 0) this.#retire(new Set(gone));
     return added || gone.length > 0;
+  }
+
+  /**
+   * A pack the catalog lists with this name and the size it has: known
+   * without reading its index. False if the catalog does not cover it.
+   */
+  #addCataloged(name: string, path: string): boolean {
+    const n = this.#catalogNames.get(name);
+    if (n === undefined) return false;
+    const c = this.#catalog!.packs[n];
+    if (fs.statSync(path).size !== c.size) return false;
+    const pack = PackFile.cataloged(path, c.size, c.count);
+    pack.set = this;
+    this.#cataloged[n] = pack;
+    return true;
+  }
+
+  /**
+   * Opens the directory's catalog if it is new (another process wrote it)
+   * and then forgets every pack, to learn them again through it; true if
+   * it did. A damaged catalog is reported once and ignored.
+   */
+  #syncCatalog(): boolean {
+    let ino = -1;
+    try {
+      ino = fs.statSync(join(this.#dir, CATALOG_FILE)).ino;
+    } catch { /* none */ }
+    if (ino === (this.#catalog?.ino ?? -1) || ino === this.#badCatalog) {
+      return false;
+    }
+    let catalog: PackCatalog | undefined;
+    try {
+      catalog = PackCatalog.open(this.#dir);
+    } catch (e) {
+      this.#badCatalog = ino;
+      this.problems.push((e as Error).message);
+      if (!this.#catalog) return false;
+    }
+    for (const p of this.#all()) p.close();
+    this.#catalog?.close();
+    this.#catalog = catalog;
+    this.#names.clear();
+    this.#cataloged = [];
+    this.#catalogNames = new Map(catalog?.packs.map((p, i) => [p.name, i]));
+    this.#packs = [];
+    this.#bases = [];
+    this.#records = 0;
+    this.#table.clear();
+    return true;
+  }
+
+  /**
+   * Writes a catalog of every pack of the directory now (under the merge
+   * lock); false if another process holds that lock.
+   */
+  writeCatalog(): boolean {
+    const unlock = this.#lock();
+    if (!unlock) return false;
+    try {
+      this.#refresh(true);
+      const packs = this.#all().map((p) => ({
+        name: baseName(p.path),
+        size: p.size,
+        index: p.index,
+      }));
+      writeCatalog(this.#dir, this.#tmpDir, packs);
+    } finally {
+      unlock();
+    }
+    this.#refresh(true);
+    return true;
   }
 
   /** Forgets packs that were deleted (their records are in another pack). */
@@ -618,6 +762,9 @@ export class PackSet {
       this.#names.delete(baseName(p.path));
       p.close();
     }
+    this.#cataloged = this.#cataloged.map((p) =>
+      p && gone.has(p) ? undefined : p
+    );
     this.#packs = [];
     this.#bases = [];
     this.#records = 0;
@@ -653,14 +800,26 @@ export class PackSet {
     if (this.#compacting || !this.#check) return;
     try {
       this.#refresh(false);
-      const small = this.#packs.filter((p) => p.size < this.#policy.smallBytes);
-      if (small.length < this.#policy.minPacks) return;
-      const r = this.compact();
+      const small = this.#all().filter((p) => p.size < this.#policy.smallBytes);
+      const r = small.length >= this.#policy.minPacks
+        ? this.compact()
+        : undefined;
       if (r) {
         log.debug(
           "merged {merged} packs ({bytes} bytes, {records} records) in {dir}",
           { ...r, dir: this.#dir },
         );
+      }
+      // (the packs this process does not know through the catalog)
+      const inTable = this.#records;
+      if (
+        inTable >= this.#policy.catalogRecords &&
+        inTable * 4 >= this.cataloged && this.writeCatalog()
+      ) {
+        log.debug("wrote the catalog of {dir}: {records} records", {
+          dir: this.#dir,
+          records: this.cataloged,
+        });
       }
     } catch (e) {
       log.warn("cannot merge the packs in {dir}: {error}", {
@@ -683,7 +842,7 @@ export class PackSet {
     const check = this.#check;
     if (!check) return undefined;
     this.#refresh(true);
-    const small = this.#packs
+    const small = this.#all()
       .filter((p) => p.size < this.#policy.smallBytes)
       .sort((a, b) => a.size - b.size);
     const picked: PackFile[] = [];
@@ -792,7 +951,7 @@ export class PackSet {
   /** Every record: digest and kind (for `verify` and listings). */
   *entries(): Iterable<{ digest: Uint8Array; kind: number }> {
     this.#refresh(true);
-    for (const p of this.#packs) {
+    for (const p of this.#all()) {
       for (let i = 0; i < p.count; i++) {
         yield { digest: p.digest(i).slice(), kind: p.record(i).kind };
       }

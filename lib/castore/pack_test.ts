@@ -4,6 +4,7 @@ import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DigestSet, ENTRY_SIZE, PackFile, PackKind, PackSet } from "./pack.ts";
+import { CATALOG_FILE } from "./pack_catalog.ts";
 import { blake3Sync } from "./digest.ts";
 import { LocalBlobService } from "./local_blob_service.ts";
 import { LocalDirectoryService } from "./local_directory_service.ts";
@@ -454,5 +455,84 @@ Deno.test("pack compaction in the blob service: a pack with a damaged chunk is k
     assert.match(result.kept[0], /corrupt/);
     assert.ok(fs.existsSync(victim.path), "the damaged pack stays");
     assert.equal(fresh.packs.packs.length, 2);
+  });
+});
+
+Deno.test("pack catalog in a set: records are found through it without reading the packs' indexes, next to packs published after it; other readers switch to it; merging cataloged packs and a damaged catalog lose nothing", async () => {
+  await withTmp(async (dir) => {
+    const a = checkedSetIn(dir, 100);
+    await publishGroups(a, [[0, 1, 2], [3, 4], [5, 6, 7, 8]]);
+    const b = checkedSetIn(dir, 100); // another process, loaded before the catalog
+    assert.ok(b.lookup(rec(0).digest));
+    assert.equal(a.cataloged, 0);
+    assert.ok(a.writeCatalog());
+    assert.ok(fs.existsSync(join(dir, "packs", CATALOG_FILE)));
+    assert.ok(!fs.existsSync(join(dir, "packs", "compact.lock")));
+    assert.deepEqual(fs.readdirSync(join(dir, "tmp")), []);
+    await publishGroups(a, [[9, 10]]); // after the catalog: in the table
+    const fresh = checkedSetIn(dir, 100);
+    const all = [...Array(11).keys()];
+    const readAll = async (set: PackSet, which: number[]) => {
+      for (const n of which) {
+        const r = set.lookup(rec(n).digest)!;
+        assert.ok(r, `record ${n} found`);
+        assert.deepEqual(r.pack.readSync(r), rec(n).bytes);
+        assert.deepEqual(await r.pack.read(r), rec(n).bytes);
+        // (a record found through the catalog carries its digest: its pack
+        // may be gone, merged away, and the index with it)
+        const d = r.digest ?? r.pack.digest(r.index);
+        assert.equal(d.join(), rec(n).digest.join());
+      }
+    };
+    for (const set of [a, b, fresh]) await readAll(set, all);
+    assert.equal(fresh.cataloged, 9, "the first three packs come from it");
+    assert.equal(fresh.lookup(rec(99).digest), undefined);
+    // b learned the catalog on its next listing.
+    assert.equal(b.cataloged, 9);
+    // Merging (cataloged small packs among them) keeps every record.
+    const merged = fresh.compactAll();
+    assert.equal(merged.merged, 4);
+    assert.equal(packFiles(dir).length, 1);
+    for (const set of [a, b, fresh, checkedSetIn(dir, 100)]) {
+      await readAll(set, all);
+    }
+    assert.deepEqual(
+      [...fresh.entries()].map((e) => e.digest.join()).sort(),
+      all.map((n) => rec(n).digest.join()).sort(),
+    );
+    // A damaged catalog is reported and ignored: everything is still found.
+    const path = join(dir, "packs", CATALOG_FILE);
+    const bytes = fs.readFileSync(path);
+    bytes[40] ^= 0xff;
+    fs.writeFileSync(path + ".new", bytes);
+    fs.renameSync(path + ".new", path);
+    const damaged = checkedSetIn(dir, 100);
+    await readAll(damaged, all);
+    assert.match(damaged.problems.join("\n"), /pack catalog .* is damaged/);
+  });
+});
+
+Deno.test("pack catalog in a set: written by an ingestion once enough records are outside it, not again for a few more", async () => {
+  await withTmp(async (dir) => {
+    fs.mkdirSync(join(dir, "tmp"), { recursive: true });
+    const set = new PackSet(join(dir, "packs"), join(dir, "tmp"), {
+      check: () => undefined,
+      compaction: { minPacks: 100, catalogRecords: 6 },
+    });
+    const catalog = join(dir, "packs", CATALOG_FILE);
+    await publishGroups(set, [[0, 1, 2], [3, 4]]);
+    assert.ok(!fs.existsSync(catalog), "5 records: not yet");
+    await publishGroups(set, [[5, 6]]);
+    assert.ok(fs.existsSync(catalog), "7 records: written");
+    assert.equal(set.cataloged, 7);
+    const ino = fs.statSync(catalog).ino;
+    await publishGroups(set, [[7], [8, 9]]);
+    assert.equal(fs.statSync(catalog).ino, ino, "3 more: not rewritten");
+    const other = new PackSet(join(dir, "packs"), join(dir, "tmp"));
+    for (let n = 0; n < 10; n++) {
+      const r = other.lookup(rec(n).digest)!;
+      assert.deepEqual(r.pack.readSync(r), rec(n).bytes);
+    }
+    assert.equal(other.cataloged, 7);
   });
 });
