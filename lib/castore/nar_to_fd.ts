@@ -36,6 +36,7 @@ import { LocalBlobService } from "./local_blob_service.ts";
 import { type NarJob, planNar } from "./nar_plan.ts";
 import { NAR_WORKER_SOURCE } from "../runtime/nar_worker.ts";
 import { startChunkWorkers } from "../runtime/chunk_worker.ts";
+import { ffiGranted } from "../runtime/raw_socket.ts";
 import { digestToString } from "./digest.ts";
 
 /** Smaller NARs go the streaming way (starting the workers costs more). */
@@ -339,7 +340,8 @@ export async function writeNarToFd(
   if (!(blobs instanceof LocalBlobService) || sizeHint < MIN_NAR_SIZE) {
     return undefined;
   }
-  if (entry.entry.case === "symlink") return undefined;
+  // (no FFI permission under `deno run`: no workers, and no prompt)
+  if (entry.entry.case === "symlink" || !ffiGranted()) return undefined;
   const pool = await workers();
   if (!pool || pool.busy) return undefined;
   return await pool.write(

@@ -13,6 +13,7 @@ import { ingestTree } from "./ingest_tree.ts";
 import { nativeBlake3 } from "./blake3_native.ts";
 import { digestToString } from "./digest.ts";
 import { closeNarWorkers, writeNarToFd } from "./nar_to_fd.ts";
+import type { Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import {
   flipStoredByte,
   pseudoRandom,
@@ -93,6 +94,18 @@ Deno.test({
       // The workers serve the next NAR.
       flipStoredByte(blobs.locateChunk(bad)!);
       assert.equal(await write(join(tmp, "again.nar")), want.length);
+      // A store path that is one file.
+      const fileEntry = { entry: { case: "file", value: big } } as Entry;
+      const fd = fs.openSync(join(tmp, "file.nar"), "w");
+      try {
+        await writeNarToFd(fileEntry, blobs, directories, fd, 1 << 30);
+      } finally {
+        fs.closeSync(fd);
+      }
+      assert.deepEqual(
+        new Uint8Array(fs.readFileSync(join(tmp, "file.nar"))),
+        runTool("nix-store", ["--dump", join(src, "big")]),
+      );
     } finally {
       await closeNarWorkers();
       fs.rmSync(tmp, { recursive: true, force: true });

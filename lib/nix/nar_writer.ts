@@ -168,6 +168,26 @@ const T_NODE = tokens("node");
 const T_CLOSE = tokens(")");
 const ZEROS = new Uint8Array(8);
 
+/**
+ * The NAR's fixed token sequences, encoded (for writers that lay out a NAR
+ * themselves, e.g. lib/castore/nar_plan.ts): `magic` is followed by the
+ * root node; a node is `regular` [`executable`] `contents` + the size +
+ * the bytes + padding, or `symlink` + the target string, or `directory` +
+ * entries (`entryName` + name string + `node` + node + `close`); every node
+ * ends with `close`.
+ */
+export const NAR_TOKENS = {
+  magic: T_MAGIC_OPEN,
+  regular: T_REGULAR,
+  executable: T_EXECUTABLE,
+  contents: T_CONTENTS,
+  symlink: T_SYMLINK,
+  directory: T_DIRECTORY,
+  entryName: T_ENTRY_NAME,
+  node: T_NODE,
+  close: T_CLOSE,
+} as const;
+
 /** Accumulates small writes into large chunks. */
 class ChunkBuilder {
   buf: Uint8Array;
