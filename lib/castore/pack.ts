@@ -948,7 +948,11 @@ export class PackSet {
     return undefined;
   }
 
-  /** Every record: digest and kind (for `verify` and listings). */
+  /**
+   * Every record: digest and kind (for `verify`). Then the catalog is
+   * compared with the packs' indexes, entry by entry; a difference is added
+   * to {@linkcode problems} (lookups through it could miss records).
+   */
   *entries(): Iterable<{ digest: Uint8Array; kind: number }> {
     this.#refresh(true);
     for (const p of this.#all()) {
@@ -956,6 +960,32 @@ export class PackSet {
         yield { digest: p.digest(i).slice(), kind: p.record(i).kind };
       }
     }
+    const bad = this.#checkCatalog();
+    if (bad > 0) {
+      this.problems.push(
+        `pack catalog ${
+          join(this.#dir, CATALOG_FILE)
+        } disagrees with the packs in ${bad} records: run snix store compact to write it again`,
+      );
+    }
+  }
+
+  /** Catalog entries (of packs that exist) unlike their pack's index entry. */
+  #checkCatalog(): number {
+    const catalog = this.#catalog;
+    if (!catalog) return 0;
+    let bad = 0;
+    for (const { pack, index, entry } of catalog.scan()) {
+      const p = this.#cataloged[pack];
+      if (!p) continue;
+      if (index >= p.count) {
+        bad++;
+        continue;
+      }
+      const own = p.index.subarray(index * ENTRY_SIZE, index * ENTRY_SIZE + 49);
+      if (!bytesEqual(own, entry)) bad++;
+    }
+    return bad;
   }
 
   /** A writer of a new pack into this directory. */

@@ -232,6 +232,32 @@ export class PackCatalog {
     return undefined;
   }
 
+  /**
+   * Every entry in order, read in blocks: its pack and entry numbers and a
+   * view of its first 49 bytes (digest, offset, length, raw size, kind: as
+   * in the pack's own index), valid until the next step.
+   */
+  *scan(): Iterable<{ pack: number; index: number; entry: Uint8Array }> {
+    const block = new Uint8Array(16384 * ENTRY_SIZE);
+    const v = new DataView(block.buffer);
+    for (let done = 0; done < this.count;) {
+      const n = Math.min(16384, this.count - done);
+      readFully(
+        this.#fd,
+        block.subarray(0, n * ENTRY_SIZE),
+        this.#entriesAt + done * ENTRY_SIZE,
+      );
+      for (let i = 0, e = 0; i < n; i++, e += ENTRY_SIZE) {
+        yield {
+          pack: v.getUint32(e + 52, true),
+          index: v.getUint32(e + 56, true),
+          entry: block.subarray(e, e + 49),
+        };
+      }
+      done += n;
+    }
+  }
+
   /** Closes the file. */
   close(): void {
     try {

@@ -500,8 +500,26 @@ Deno.test("pack catalog in a set: records are found through it without reading t
       [...fresh.entries()].map((e) => e.digest.join()).sort(),
       all.map((n) => rec(n).digest.join()).sort(),
     );
-    // A damaged catalog is reported and ignored: everything is still found.
+    // An entry damaged where no checksum covers it: verify's listing says so.
+    assert.ok(fresh.writeCatalog());
     const path = join(dir, "packs", CATALOG_FILE);
+    const good = fs.readFileSync(path);
+    const entry = good.length - 8 - 64 * 3; // the third entry from the end
+    const flipped = new Uint8Array(good);
+    flipped[entry + 33] ^= 0x40; // its offset
+    fs.writeFileSync(path + ".new", flipped);
+    fs.renameSync(path + ".new", path);
+    const listing = checkedSetIn(dir, 100);
+    assert.equal([...listing.entries()].length, 11);
+    assert.match(
+      listing.problems.join("\n"),
+      /disagrees with the packs in 1 records: run snix store compact/,
+    );
+    assert.ok(listing.writeCatalog());
+    const mended = checkedSetIn(dir, 100);
+    assert.equal([...mended.entries()].length, 11);
+    assert.deepEqual(mended.problems, []);
+    // A damaged catalog is reported and ignored: everything is still found.
     const bytes = fs.readFileSync(path);
     bytes[40] ^= 0xff;
     fs.writeFileSync(path + ".new", bytes);
