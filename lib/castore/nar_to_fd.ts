@@ -340,13 +340,24 @@ export async function writeNarToFd(
   if (!(blobs instanceof LocalBlobService) || sizeHint < MIN_NAR_SIZE) {
     return undefined;
   }
+  if (entry.entry.case === "symlink") return undefined;
+  return await writeJobsToFd(planNar(entry, blobs, directories), blobs, fd);
+}
+
+/**
+ * Writes planned jobs (./nar_plan.ts) to `fd` on the NAR workers; a job a
+ * worker gives back is read again through `blobs`. Resolves the bytes
+ * written, or `undefined` (nothing written, no job taken) if the workers
+ * cannot run here or are busy. Rejects as {@linkcode writeNarToFd}.
+ */
+export async function writeJobsToFd(
+  jobs: AsyncIterable<NarJob>,
+  blobs: BlobService,
+  fd: number,
+): Promise<number | undefined> {
   // (no FFI permission under `deno run`: no workers, and no prompt)
-  if (entry.entry.case === "symlink" || !ffiGranted()) return undefined;
+  if (!ffiGranted()) return undefined;
   const pool = await workers();
   if (!pool || pool.busy) return undefined;
-  return await pool.write(
-    planNar(entry, blobs, directories),
-    fd,
-    (job) => jobBytes(job, blobs),
-  );
+  return await pool.write(jobs, fd, (job) => jobBytes(job, blobs));
 }

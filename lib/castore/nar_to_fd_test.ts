@@ -2,7 +2,8 @@
 // descriptor byte for byte as `nix-store --dump` writes it (big files of
 // several chunks, many small files, empty, executable, symlinks), under Deno
 // and the Bun runner; a damaged chunk in the middle stops the output with
-// the blob service's error naming the digest, after a prefix of the NAR.
+// the blob service's error naming the digest, after a prefix of the NAR;
+// jobs the workers give back (packs moved after planning) are read again.
 // Skipped where the workers cannot run (no native BLAKE3 addon).
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -12,7 +13,8 @@ import { LocalDirectoryService } from "./local_directory_service.ts";
 import { ingestTree } from "./ingest_tree.ts";
 import { nativeBlake3 } from "./blake3_native.ts";
 import { digestToString } from "./digest.ts";
-import { closeNarWorkers, writeNarToFd } from "./nar_to_fd.ts";
+import { closeNarWorkers, writeJobsToFd, writeNarToFd } from "./nar_to_fd.ts";
+import { type NarJob, planNar } from "./nar_plan.ts";
 import type { Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import {
   flipStoredByte,
@@ -42,7 +44,7 @@ function makeTree(dir: string): void {
 
 Deno.test({
   name:
-    "nar workers: the NAR written to a file descriptor equals nix-store --dump; a damaged chunk mid-NAR stops it with an error naming the digest",
+    "nar workers: the NAR written to a file descriptor equals nix-store --dump; a damaged chunk mid-NAR stops it with an error naming the digest; jobs given back (packs moved) are read again",
   ignore: nativeBlake3 === undefined,
   fn: async () => {
     const tmp = await tempDir("snix-nar-workers-");
@@ -53,6 +55,7 @@ Deno.test({
       const directories = await LocalDirectoryService.open(join(tmp, "data"));
       const entry = await ingestTree(src, blobs, directories);
       const want = runTool("nix-store", ["--dump", src]);
+      const packDir = join(tmp, "data", "castore", "packs", "blobs");
       const write = async (file: string) => {
         const fd = fs.openSync(file, "w");
         try {
@@ -94,6 +97,33 @@ Deno.test({
       // The workers serve the next NAR.
       flipStoredByte(blobs.locateChunk(bad)!);
       assert.equal(await write(join(tmp, "again.nar")), want.length);
+      // Packs merged away after planning: every job comes back from the
+      // workers (no such file) and is read again where the records moved.
+      const planned: NarJob[] = [];
+      for await (const j of planNar(entry, blobs, directories)) planned.push(j);
+      assert.ok(planned.length > 1);
+      for (const name of fs.readdirSync(packDir)) {
+        if (name.endsWith(".pack")) {
+          fs.renameSync(join(packDir, name), join(packDir, `moved-${name}`));
+        }
+      }
+      const fdm = fs.openSync(join(tmp, "moved.nar"), "w");
+      try {
+        const m = await writeJobsToFd(
+          (async function* () {
+            yield* planned;
+          })(),
+          blobs,
+          fdm,
+        );
+        assert.equal(m, want.length);
+      } finally {
+        fs.closeSync(fdm);
+      }
+      assert.deepEqual(
+        new Uint8Array(fs.readFileSync(join(tmp, "moved.nar"))),
+        want,
+      );
       // A store path that is one file.
       const fileEntry = { entry: { case: "file", value: big } } as Entry;
       const fd = fs.openSync(join(tmp, "file.nar"), "w");
