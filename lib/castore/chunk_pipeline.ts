@@ -18,8 +18,8 @@
  * compiled binary unpacks), FFI for libzstd in the worker (Deno, Bun), and
  * the worker's zstd frames equal to the main thread's (checked at start).
  * Otherwise {@linkcode ChunkPipeline.shared} resolves `undefined` and blob
- * writers do everything on the main thread as before. `SNIX_INGEST_WORKER=0`
- * turns it off.
+ * writers do everything on the main thread as before. The local blob
+ * service uses it only with `SNIX_INGEST_WORKER=1` (see why there).
  *
  * @module
  */
@@ -153,7 +153,6 @@ export class ChunkPipeline {
     zstd: ZstdCompressor | undefined,
     level: number,
   ): Promise<ChunkPipeline | undefined> {
-    if (process.env.SNIX_INGEST_WORKER === "0") return undefined;
     if (!zstd || typeof Worker === "undefined") return undefined;
     if (typeof SharedArrayBuffer === "undefined") return undefined;
     const addons = mappedAddons();
@@ -363,8 +362,8 @@ export class ChunkPipeline {
         }
       }
       this.#outTail = at + len === size ? 0 : at + len;
+      // (the worker waits for room in short timed waits: no wake-up here)
       used = Atomics.sub(this.#ctl, CTL_OUT_USED, len) - len;
-      Atomics.notify(this.#ctl, CTL_OUT_USED, 1);
     }
   }
 

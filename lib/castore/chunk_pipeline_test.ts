@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { LocalBlobService } from "./local_blob_service.ts";
-import { ChunkPipeline } from "./chunk_pipeline.ts";
+import { ChunkPipeline, QUEUED_WRITER } from "./chunk_pipeline.ts";
 import { chunkAll } from "./chunker.ts";
 import { blake3Sync } from "./digest.ts";
 import { pseudoRandom } from "./_test_blob_service.ts";
@@ -25,7 +25,7 @@ Deno.test({
   async fn() {
     const dir = mkdtempSync("/tmp/snix-pipe-test-");
     try {
-      const svc = await LocalBlobService.open(dir);
+      const svc = await LocalBlobService.open(dir, { ingestWorker: true });
       const session = svc.openSession()!;
       // The worker is up already (above), so these writers use it.
       const blobs = [
@@ -38,6 +38,7 @@ Deno.test({
         pseudoRandom(3 << 20, 4), // again: deduplicated in the pack
       ];
       const writers: BlobWriter[] = blobs.map(() => svc.putDeferred(session));
+      assert.ok(writers.every((w) => QUEUED_WRITER in w), "worker writers");
       const aborted = svc.putDeferred(session);
       await aborted.write(pseudoRandom(1 << 20, 9));
       // Interleaved writes in odd piece sizes.

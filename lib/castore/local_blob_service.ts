@@ -35,6 +35,7 @@
  * @module
  */
 import * as fsSync from "node:fs";
+import process from "node:process";
 import { join } from "node:path";
 import * as zlib from "node:zlib";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -118,6 +119,18 @@ const LIST_MAGIC_V1 = new TextEncoder().encode("SNIXBL1\n");
 const LIST_MAGIC = new TextEncoder().encode("SNIXBL2\n");
 const LIST_HEADER = 8 + 4 + 4 + 8;
 const LIST_ENTRY = DIGEST_LENGTH + 4;
+
+/**
+ * Whether ingestion sessions use the ingest worker (./chunk_pipeline.ts):
+ * only with `SNIX_INGEST_WORKER=1`. On the shared 2-core machine this was
+ * built on (load 2-4 from other work) it lost in every interleaved pair:
+ * `snix store import` of the 1 GiB mixed corpus 5.1-7.0 s against 4.9-6.7 s
+ * on the main thread alone (binary), `nix copy --to` 115 against 166 MiB/s,
+ * with ~1 s more CPU (cross-thread wake-ups cost ~0.1-0.2 ms each in this
+ * VM); a 1 GiB single file gained ~10% (2.9-3.4 s against 3.3-3.4 s). It is
+ * meant for a machine with an idle core.
+ */
+const INGEST_WORKER = process.env.SNIX_INGEST_WORKER === "1";
 
 /**
  * What loading a chunk takes: its digest, the blob it belongs to (named in
@@ -342,6 +355,8 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * session starts it, then a promise, then the pipeline or `null` (none).
    */
   #pipeline: Promise<ChunkPipeline | undefined> | ChunkPipeline | null = null;
+  /** Whether sessions start the ingest worker (see INGEST_WORKER). */
+  #ingestWorker = INGEST_WORKER;
   /** libzstd for chunks of known size (set by `open`; node:zlib otherwise). */
   #unzstd: ZstdDecompressor | undefined;
 
@@ -369,12 +384,17 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * with one line naming the path if it cannot be written.
    * `options.avgChunkSize` is for tests (default 256 KiB), as is
    * `options.asyncReads` (read-ahead always off this thread, as on a cold
-   * cache), and `options.packs: false` (ingestion writes loose files).
+   * cache), `options.packs: false` (ingestion writes loose files) and
+   * `options.ingestWorker` (default: `SNIX_INGEST_WORKER=1`).
    */
   static async open(
     dataDir: string,
-    options: { avgChunkSize?: number; asyncReads?: boolean; packs?: boolean } =
-      {},
+    options: {
+      avgChunkSize?: number;
+      asyncReads?: boolean;
+      packs?: boolean;
+      ingestWorker?: boolean;
+    } = {},
   ): Promise<LocalBlobService> {
     await prepareDataDir(dataDir, ["castore/chunks", "castore/blobs"]);
     const sync = await DataDirSync.open(dataDir);
@@ -388,6 +408,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     svc.#unzstd = await zstdDecompressor();
     if (options.asyncReads) svc.#coldUntil = Infinity;
     svc.#packing = options.packs ?? true;
+    svc.#ingestWorker = options.ingestWorker ?? INGEST_WORKER;
     return svc;
   }
 
@@ -853,7 +874,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
     if (!this.#packing) return undefined;
     // The ingest worker starts with the first session; writers use it
     // once it is up (the first blobs of the first session may not).
-    if (this.#pipeline === null) {
+    if (this.#pipeline === null && this.#ingestWorker) {
       const starting = sharedChunkPipeline(this.#zstd, ZSTD_LEVEL);
       this.#pipeline = starting;
       starting.then((p) => {
