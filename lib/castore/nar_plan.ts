@@ -248,6 +248,8 @@ async function readDirectory(
 }
 
 const T = NAR_TOKENS;
+/** Finished jobs a big file's walk holds before handing them out. */
+const READY_JOBS = 8;
 
 /**
  * Lays out the NAR itself (the tokens of lib/nix's NAR writer) rather than
@@ -263,11 +265,12 @@ class Walk {
     readonly directories: DirectoryService,
   ) {}
 
-  async file(
+  /** A regular file; a big one hands out its jobs as they fill (memory stays flat). */
+  async *file(
     digest: Uint8Array,
     size: number,
     executable: boolean,
-  ): Promise<void> {
+  ): AsyncGenerator<NarJob> {
     const jobs = this.jobs;
     jobs.addBytes(T.regular);
     if (executable) jobs.addBytes(T.executable);
@@ -278,6 +281,10 @@ class Walk {
       for (const c of await storedChunks(this.blobs, digest, size)) {
         jobs.addChunk(c, digest, offset);
         offset += c.size;
+        if (jobs.ready.length >= READY_JOBS) {
+          yield* jobs.ready;
+          jobs.ready = [];
+        }
       }
       jobs.addPadding(size);
     }
@@ -324,7 +331,7 @@ class Walk {
       if (pick === 0) yield* this.directory(ds[i++].digest, depth + 1);
       else if (pick === 1) {
         const f = fs[j++];
-        await this.file(f.digest, Number(f.size), f.executable);
+        yield* this.file(f.digest, Number(f.size), f.executable);
       } else this.symlink(ls[k++].target);
       jobs.addBytes(T.close);
       if (jobs.ready.length > 0) {
@@ -352,7 +359,7 @@ export async function* planNar(
   const e = entry.entry;
   if (e.case === "directory") yield* walk.directory(e.value.digest, 0);
   else if (e.case === "file") {
-    await walk.file(e.value.digest, Number(e.value.size), e.value.executable);
+    yield* walk.file(e.value.digest, Number(e.value.size), e.value.executable);
   } else if (e.case === "symlink") walk.symlink(e.value.target);
   else throw new ConnectError("entry has no node", Code.InvalidArgument);
   jobs.cut();
