@@ -892,7 +892,7 @@ Deno.test("daemon ops: QueryPathInfo's cache follows writes (ours at once, new p
   });
 });
 
-Deno.test("daemon ops: an existing socket file is replaced only with unlink; other files never", async () => {
+Deno.test("daemon ops: an existing socket file is replaced only with unlink; other files never; an impossible socket path is one clear error", async () => {
   const dir = mkdtempSync(join(tmpdir(), "snix-daemon-sock-"));
   const sock = join(dir, "sock");
   const services = {
@@ -929,6 +929,23 @@ Deno.test("daemon ops: an existing socket file is replaced only with unlink; oth
         unlink: true,
       }),
       /is not a socket; not removing it/,
+    );
+    // A socket path that cannot be: one line saying why.
+    await assert.rejects(
+      listenUnix(join(dir, "missing", "sock"), {
+        services,
+        daemonVersion: "t",
+        log: () => {},
+      }),
+      /^Error: cannot listen on .*missing\/sock: directory .*missing does not exist$/,
+    );
+    await assert.rejects(
+      listenUnix(join(file, "sock"), {
+        services,
+        daemonVersion: "t",
+        log: () => {},
+      }),
+      /^Error: cannot listen on .*file\/sock: E[A-Z]+$/,
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -5,6 +5,7 @@
  * @module
  */
 import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
+import { dirname } from "node:path";
 import { createServer, type Server } from "node:net";
 import process from "node:process";
 import { serveConnection } from "./connection.ts";
@@ -105,10 +106,23 @@ export async function listenUnix(
       socket.destroy();
     });
   });
+  const dir = dirname(path);
+  if (!existsSync(dir)) {
+    throw new Error(
+      `cannot listen on ${path}: directory ${dir} does not exist`,
+    );
+  }
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    const failed = (e: Error & { code?: string }) => {
+      // (Bun's message does not say why: "Failed to listen at PATH")
+      const why = e.code === "EACCES"
+        ? "permission denied"
+        : e.code ?? e.message;
+      reject(new Error(`cannot listen on ${path}: ${why}`));
+    };
+    server.once("error", failed);
     server.listen(path, () => {
-      server.off("error", reject);
+      server.off("error", failed);
       resolve();
     });
   });
