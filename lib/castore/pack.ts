@@ -76,6 +76,8 @@ export const ENTRY_SIZE = 56;
 const TRAILER_SIZE = 8 + 8 + DIGEST_LENGTH + 8;
 /** Buffered bytes before a write (records smaller than this are gathered). */
 const WRITE_BUFFER = 1 << 20;
+/** Bytes written between starts of early write-back (see PackWriter#writeBack). */
+const EARLY_SYNC = 64 << 20;
 /** Pack files kept open for reading at once. */
 const MAX_OPEN = 128;
 /**
@@ -1088,6 +1090,10 @@ export class PackWriter {
   #bufLen = 0;
   #entries: Uint8Array[] = [];
   #own = new DigestSet();
+  /** Bytes written since write-back was last started (see #writeBack). */
+  #unsynced = 0;
+  /** Write-backs under way (each holds a descriptor until it ends). */
+  #syncing = 0;
   #state: "open" | "done" = "open";
 
   constructor(set: PackSet, tmpDir: string) {
@@ -1207,6 +1213,33 @@ export class PackWriter {
     } catch (e) {
       throw storageError(`cannot write ${this.#tmpPath}`, e);
     }
+    this.#unsynced += b.length;
+    if (this.#unsynced >= EARLY_SYNC && this.#syncing < 16) this.#writeBack();
+  }
+
+  /**
+   * Starts writing back what is written so far, in the runtime's I/O
+   * threads, while this thread goes on: the fsync at the end then finds
+   * little left to write (on the 1 GiB mixed corpus it took ~0.2 s of the
+   * import's wall time, the disk idle until then). It goes through a
+   * descriptor of its own, so closing or publishing the pack never waits
+   * for it, and a write-back error is still reported to the pack's own
+   * fsync (Linux reports it to every open description of the file). Its
+   * result is not needed: durability is that final fsync's.
+   */
+  #writeBack(): void {
+    this.#unsynced = 0;
+    let fd: number;
+    try {
+      fd = fs.openSync(this.#tmpPath, "r");
+    } catch {
+      return;
+    }
+    this.#syncing++;
+    fs.fdatasync(fd, () => {
+      fs.close(fd, () => {});
+      this.#syncing--;
+    });
   }
 
   /**
