@@ -116,18 +116,22 @@ export class Chunker {
     let p = 0;
     while (p < data.length) {
       if (this.#len > 0) {
-        // Complete the carried chunk with up to a maximum chunk's worth.
+        // Complete the carried chunk: its next bytes are scanned where they
+        // are in `data` (chunk position k is data[p + k - before]; the scan
+        // resumes at or after `before`, as the carried bytes were scanned
+        // or lie below the minimum), and only the bytes up to the cut (or
+        // all available ones, if none) are copied after the carried ones.
         const before = this.#len;
         const n = Math.min(this.maxSize - before, data.length - p);
-        this.#reserve(before + n);
-        this.#buf.set(data.subarray(p, p + n), before);
-        this.#len += n;
-        const cut = this.#findCut(this.#buf, 0, this.#len);
+        const cut = this.#findCut(data, p - before, before + n);
+        const take = cut < 0 ? n : cut - before;
+        this.#reserve(before + take);
+        this.#buf.set(data.subarray(p, p + take), before);
+        this.#len += take;
         if (cut < 0) return; // all of `data` is carried now
         fn(this.#buf.subarray(0, cut));
-        // The cut lies past the carried bytes (they held none): what
-        // follows it is still in `data`, scanned there.
-        p += cut - before;
+        // What follows the cut is still in `data`, scanned there.
+        p += take;
         this.#len = 0;
         this.#scanned = 0;
         this.#h = 0;
