@@ -27,6 +27,11 @@ type Any = any;
 export async function openBunLibC(): Promise<LibC> {
   const ffi: Any = await import(["bun", "ffi"].join(":"));
   const { dlopen, FFIType, read: peek, ptr } = ffi;
+  // read(2) and write(2): (fd, buffer, count) -> ssize_t
+  const fdBufferCall = {
+    args: [FFIType.i32, FFIType.ptr, FFIType.u64],
+    returns: FFIType.i64,
+  };
   const lib = dlopen("libc.so.6", {
     open: {
       args: [FFIType.ptr, FFIType.i32, FFIType.u32],
@@ -38,10 +43,7 @@ export async function openBunLibC(): Promise<LibC> {
       returns: FFIType.i32,
     },
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
-    write: {
-      args: [FFIType.i32, FFIType.ptr, FFIType.u64],
-      returns: FFIType.i64,
-    },
+    write: fdBufferCall,
     writev: {
       args: [FFIType.i32, FFIType.ptr, FFIType.i32],
       returns: FFIType.i64,
@@ -54,10 +56,7 @@ export async function openBunLibC(): Promise<LibC> {
       args: [FFIType.ptr, FFIType.u64, FFIType.i32],
       returns: FFIType.i32,
     },
-    read: {
-      args: [FFIType.i32, FFIType.ptr, FFIType.u64],
-      returns: FFIType.i64,
-    },
+    read: fdBufferCall,
     // fcntl(fd, cmd, int arg): the variadic int passes like a fixed one on
     // the x86-64 and aarch64 Linux ABIs.
     fcntl: {
