@@ -115,6 +115,48 @@ Deno.test("binary: snix nar dump /usr/share/doc equals nix-store --dump", async 
   assert.equal(ours.hex, theirs.hex);
 });
 
+Deno.test("binary: store export goes through the NAR workers (addon found inside the binary) and equals nix-store --dump; head -c ends it quietly", async () => {
+  build();
+  const src = join(work, "export-src");
+  fs.mkdirSync(join(src, "d"), { recursive: true });
+  fs.writeFileSync(
+    join(src, "big"),
+    new Uint8Array(6 << 20).map((_, i) => (i * 2654435761) >>> 24),
+  );
+  for (let i = 0; i < 200; i++) {
+    fs.writeFileSync(join(src, "d", `f${i}`), `file ${i}\n`.repeat(i));
+  }
+  const data = join(work, "export-data");
+  const path = execFileSync(bin, ["--data-dir", data, "store", "import", src], {
+    encoding: "utf8",
+  }).trim();
+  const args = [
+    "--data-dir",
+    data,
+    "--log-level",
+    "debug",
+    "store",
+    "export",
+    path,
+  ];
+  const ours = await sha256Of(bin, args);
+  const theirs = await sha256Of("nix-store", ["--dump", src]);
+  assert.equal(ours.code, 0);
+  assert.equal(ours.hex, theirs.hex);
+  const r = spawnSync("bash", [
+    "-c",
+    `'${bin}' ${
+      args.join(" ")
+    } 2>/dev/null | head -c 1000 | wc -c; echo "\${PIPESTATUS[0]}"`,
+  ], { encoding: "utf8" });
+  assert.equal(r.stdout, "1000\n0\n");
+  const full = spawnSync(bin, args, {
+    encoding: "utf8",
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  assert.match(full.stderr, /written by the NAR workers/, full.stderr);
+});
+
 Deno.test("binary: names that are not UTF-8 dump like nix-store --dump", async () => {
   build();
   // Deno cannot create such names (its paths are strings): python3 does.

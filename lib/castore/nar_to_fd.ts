@@ -29,6 +29,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Entry } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import type { BlobService } from "./blob_service.ts";
 import type { DirectoryService } from "./directory_service.ts";
@@ -38,6 +39,8 @@ import { NAR_WORKER_SOURCE } from "../runtime/nar_worker.ts";
 import { startChunkWorkers } from "../runtime/chunk_worker.ts";
 import { ffiGranted } from "../runtime/raw_socket.ts";
 import { digestToString } from "./digest.ts";
+
+const log = getLogger(["snix", "castore"]);
 
 /** Smaller NARs go the streaming way (starting the workers costs more). */
 export const MIN_NAR_SIZE = 4 << 20;
@@ -356,8 +359,14 @@ export async function writeJobsToFd(
   fd: number,
 ): Promise<number | undefined> {
   // (no FFI permission under `deno run`: no workers, and no prompt)
-  if (!ffiGranted()) return undefined;
-  const pool = await workers();
-  if (!pool || pool.busy) return undefined;
-  return await pool.write(jobs, fd, (job) => jobBytes(job, blobs));
+  const pool = ffiGranted() ? await workers() : undefined;
+  if (!pool || pool.busy) {
+    log.debug("NAR streamed: the NAR workers are {why}", {
+      why: pool ? "busy" : "not available here",
+    });
+    return undefined;
+  }
+  const n = await pool.write(jobs, fd, (job) => jobBytes(job, blobs));
+  log.debug("NAR of {n} bytes written by the NAR workers", { n });
+  return n;
 }
