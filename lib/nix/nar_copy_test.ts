@@ -11,19 +11,26 @@ import { join } from "node:path";
 import { narChunks, NarError, type NarRegularNode } from "./nar_writer.ts";
 import { narNodeFromPath } from "./nar_fs.ts";
 
-const work = fs.mkdtempSync(join(tmpdir(), "snix-nar-copy-"));
-const tree = join(work, "tree");
-fs.mkdirSync(join(tree, "d"), { recursive: true });
 const bytes = (n: number, seed: number) =>
   new Uint8Array(n).map((_, i) => (i * seed + (i >> 9)) & 0xff);
-fs.writeFileSync(join(tree, "big"), bytes(700_001, 31));
-fs.writeFileSync(join(tree, "d", "mid"), bytes(65_536, 7));
-fs.writeFileSync(join(tree, "d", "small"), "small\n");
-fs.writeFileSync(join(tree, "exe"), bytes(100_003, 3), { mode: 0o755 });
-globalThis.addEventListener?.(
-  "unload",
-  () => fs.rmSync(work, { recursive: true, force: true }),
-);
+
+/** Runs `fn` with a scratch directory holding a small tree, removed after. */
+async function withWork(
+  fn: (work: string, tree: string) => Promise<void>,
+): Promise<void> {
+  const work = fs.mkdtempSync(join(tmpdir(), "snix-nar-copy-"));
+  try {
+    const tree = join(work, "tree");
+    fs.mkdirSync(join(tree, "d"), { recursive: true });
+    fs.writeFileSync(join(tree, "big"), bytes(700_001, 31));
+    fs.writeFileSync(join(tree, "d", "mid"), bytes(65_536, 7));
+    fs.writeFileSync(join(tree, "d", "small"), "small\n");
+    fs.writeFileSync(join(tree, "exe"), bytes(100_003, 3), { mode: 0o755 });
+    await fn(work, tree);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
 
 /** Dumps `path`, the hook copying `part(size)` bytes of each big file itself. */
 async function dumpWith(
@@ -55,36 +62,42 @@ async function dumpWith(
 }
 
 Deno.test("nar writer: copyContents, any copied prefix gives nix-store --dump's bytes", async () => {
-  const expected = new Uint8Array(execFileSync("nix-store", ["--dump", tree]));
-  for (
-    const part of [
-      (s: number) => s,
-      () => 0,
-      (s: number) => s >> 1,
-      (s: number) => s - 1,
-    ]
-  ) {
-    const { nar, copied } = await dumpWith(tree, part);
-    assert.deepEqual(nar, expected);
-    assert.deepEqual(copied.map((p) => p.slice(tree.length)), [
-      "/big",
-      "/d/mid",
-      "/exe",
-    ]);
-  }
+  await withWork(async (_work, tree) => {
+    const expected = new Uint8Array(
+      execFileSync("nix-store", ["--dump", tree]),
+    );
+    for (
+      const part of [
+        (s: number) => s,
+        () => 0,
+        (s: number) => s >> 1,
+        (s: number) => s - 1,
+      ]
+    ) {
+      const { nar, copied } = await dumpWith(tree, part);
+      assert.deepEqual(nar, expected);
+      assert.deepEqual(copied.map((p) => p.slice(tree.length)), [
+        "/big",
+        "/d/mid",
+        "/exe",
+      ]);
+    }
+  });
 });
 
 Deno.test("nar writer: copyContents, a file shorter than lstat said is a NarError", async () => {
-  const f = join(work, "shrinks");
-  fs.writeFileSync(f, bytes(200_000, 5));
-  await assert.rejects(
-    dumpWith(f, (s) => {
-      fs.truncateSync(f, 100_000);
-      return Math.min(s, 100_000);
-    }),
-    (e: Error) =>
-      e instanceof NarError && /declared 200000 bytes.*have 100000/.test(
-        e.message,
-      ),
-  );
+  await withWork(async (work) => {
+    const f = join(work, "shrinks");
+    fs.writeFileSync(f, bytes(200_000, 5));
+    await assert.rejects(
+      dumpWith(f, (s) => {
+        fs.truncateSync(f, 100_000);
+        return Math.min(s, 100_000);
+      }),
+      (e: Error) =>
+        e instanceof NarError && /declared 200000 bytes.*have 100000/.test(
+          e.message,
+        ),
+    );
+  });
 });
