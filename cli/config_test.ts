@@ -51,6 +51,7 @@ Deno.test("config: config file (TOML and JSON) is below env", () => {
     () => resolveConfig({ config: `${dir}/bad.toml` }, {}),
     /unknown setting "nonsense"/,
   );
+  Deno.removeSync(dir, { recursive: true });
 });
 
 Deno.test("config: bad values name the option", () => {
@@ -78,4 +79,5 @@ Deno.test("config: a relative data directory is taken from the working directory
     resolveConfig({ config: `${dir}/c.toml` }, {}).dataDir,
     `${dir}/store`,
   );
+  Deno.removeSync(dir, { recursive: true });
 });

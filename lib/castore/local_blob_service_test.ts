@@ -209,10 +209,11 @@ Deno.test("LocalBlobService: open errors are one clear line", async () => {
       return true;
     },
   );
-  const f = join(await makeTemp("castore-f-"), "file");
+  const d = await makeTemp("castore-f-");
+  const f = join(d, "file");
   await fs.writeFile(f, "");
   await assert.rejects(LocalBlobService.open(f), /is not a directory/);
-  await fs.rm(f);
+  await fs.rm(d, { recursive: true });
 });
 
 Deno.test("LocalBlobService: stale temp files are removed on open, fresh ones kept", async () => {
