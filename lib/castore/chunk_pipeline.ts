@@ -157,7 +157,9 @@ export class ChunkPipeline {
     if (typeof SharedArrayBuffer === "undefined") return undefined;
     const addons = mappedAddons();
     if (addons.length === 0) return undefined;
-    const source = ingestWorkerSource(chunkerSource(), chunkerClassName);
+    const chunker = chunkerSource();
+    if (!chunker) return undefined;
+    const source = ingestWorkerSource(chunker, chunkerClassName);
     const url = new URL(
       "data:text/javascript;base64," +
         Buffer.from(source).toString("base64"),
