@@ -11,6 +11,7 @@ import { libc } from "../lib/runtime/libc.ts";
 import { onTermination } from "../lib/runtime/signals.ts";
 import { CastoreFs } from "../lib/fuse/castore_fs.ts";
 import { FuseSession } from "../lib/fuse/session.ts";
+import { Op } from "../lib/fuse/protocol.ts";
 import { mountFuse, raiseReadahead, unmountFuse } from "../lib/fuse/mount.ts";
 
 const log = getLogger(["snix", "fuse"]);
@@ -121,5 +122,18 @@ export function storeMountCommand(ctx: CliContext): Command<any, any, any> {
         c.close(fd);
       }
       if (!stopping) log.info("{mountpoint} was unmounted", { mountpoint });
+      log.debug("requests answered, by operation: {ops}", {
+        ops: requestSummary(session),
+      });
     });
+}
+
+/** `NAME count (ms)` per FUSE operation the session saw, most frequent first. */
+function requestSummary(session: FuseSession): string {
+  const names = new Map(Object.entries(Op).map(([k, v]) => [v as number, k]));
+  return [...session.opCounts].sort((a, b) => b[1] - a[1]).map(([op, n]) =>
+    `${names.get(op) ?? op} ${n} (${
+      (session.opTimes.get(op) ?? 0).toFixed(0)
+    } ms)`
+  ).join(", ");
 }
