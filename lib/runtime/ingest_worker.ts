@@ -41,6 +41,7 @@
  *
  * @module
  */
+import { DENO_ZSTD_COMPRESS_SYMBOLS } from "./zstd.ts";
 
 /** Records start at multiples of this many bytes. */
 export const RING_ALIGN = 16;
@@ -97,15 +98,10 @@ const WAKE_BELOW = ${CTL_WAKE_BELOW};
 let blake3, Hasher, compress, bound;
 const loadZstd = async () => {
   if (globalThis.Deno) {
-    const z = Deno.dlopen("libzstd.so.1", {
-      ZSTD_createCCtx: { parameters: [], result: "pointer" },
-      ZSTD_compressCCtx: {
-        parameters: ["pointer", "buffer", "usize", "buffer", "usize", "i32"],
-        result: "usize",
-      },
-      ZSTD_compressBound: { parameters: ["usize"], result: "usize" },
-      ZSTD_isError: { parameters: ["usize"], result: "u32" },
-    }).symbols;
+    const z = Deno.dlopen(
+      "libzstd.so.1",
+      ${JSON.stringify(DENO_ZSTD_COMPRESS_SYMBOLS)},
+    ).symbols;
     const cctx = z.ZSTD_createCCtx();
     if (cctx === null) throw new Error("ZSTD_createCCtx failed");
     return {

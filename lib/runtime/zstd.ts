@@ -131,16 +131,24 @@ function compressorOver(raw: RawZstd): ZstdCompressor {
   };
 }
 
+/**
+ * The compression calls of libzstd as `Deno.dlopen` declares them (also
+ * given, as JSON, to the ingest worker's source: ./ingest_worker.ts).
+ */
+export const DENO_ZSTD_COMPRESS_SYMBOLS = {
+  ZSTD_createCCtx: { parameters: [], result: "pointer" },
+  ZSTD_compressCCtx: {
+    parameters: ["pointer", "buffer", "usize", "buffer", "usize", "i32"],
+    result: "usize",
+  },
+  ZSTD_compressBound: { parameters: ["usize"], result: "usize" },
+  ZSTD_isError: { parameters: ["usize"], result: "u32" },
+} as const;
+
 function loadDeno(): RawZstd {
   const D = (globalThis as Any).Deno;
   const lib = D.dlopen("libzstd.so.1", {
-    ZSTD_createCCtx: { parameters: [], result: "pointer" },
-    ZSTD_compressCCtx: {
-      parameters: ["pointer", "buffer", "usize", "buffer", "usize", "i32"],
-      result: "usize",
-    },
-    ZSTD_compressBound: { parameters: ["usize"], result: "usize" },
-    ZSTD_isError: { parameters: ["usize"], result: "u32" },
+    ...DENO_ZSTD_COMPRESS_SYMBOLS,
     ZSTD_getErrorName: { parameters: ["usize"], result: "pointer" },
     ZSTD_createDCtx: { parameters: [], result: "pointer" },
     ZSTD_decompressDCtx: {
