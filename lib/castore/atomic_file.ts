@@ -14,6 +14,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { digestFromHex } from "./digest.ts";
+import { writeAll } from "./file_io.ts";
 
 /** Temporary files older than this are leftovers of a crash and removed on open. */
 export const STALE_TEMP_MS = 15 * 60 * 1000;
@@ -237,12 +238,7 @@ export function shardsEmpty(dir: string): boolean {
 
 /** Writes all of `parts` to the open file `fd`, in order. */
 function writeParts(fd: number, parts: Uint8Array[]): void {
-  for (const p of parts) {
-    let off = 0;
-    while (off < p.length) {
-      off += fsSync.writeSync(fd, p, off, p.length - off);
-    }
-  }
+  for (const p of parts) writeAll(fd, p);
 }
 
 /** After a failed write: closes `fd` (if open) and removes the temporary file. */

@@ -49,13 +49,11 @@ export class DigestTable {
   #mask: number;
   #count = 0;
 
-  /** `expected`: how many records will be added (sizes the table once). */
-  constructor(src: DigestSource, expected = 0) {
+  /** An empty table (see {@linkcode reserve} to size it for many adds). */
+  constructor(src: DigestSource) {
     this.#src = src;
-    let cap = MIN_CAPACITY;
-    while (cap < expected * 2) cap *= 2;
-    this.#slots = new Uint32Array(cap);
-    this.#mask = cap - 1;
+    this.#slots = new Uint32Array(MIN_CAPACITY);
+    this.#mask = MIN_CAPACITY - 1;
   }
 
   /** Records in the table. */

@@ -54,6 +54,7 @@ import process from "node:process";
 import { createBlake3, DIGEST_LENGTH, digestEquals } from "./digest.ts";
 import { randomHex, storageError } from "./atomic_file.ts";
 import { DigestTable } from "./digest_table.ts";
+import { fsyncDir, preadAtLeast, preadExact, writeAll } from "./file_io.ts";
 import { CATALOG_FILE, PackCatalog, writeCatalog } from "./pack_catalog.ts";
 import { getLogger } from "@logtape/logtape";
 
@@ -251,7 +252,7 @@ export class PackFile {
       const bad = (why: string) => new Error(`pack ${path} is damaged: ${why}`);
       if (size < MAGIC.length + TRAILER_SIZE) throw bad("too short");
       const trailer = preadExact(fd, size - TRAILER_SIZE, TRAILER_SIZE);
-      if (!bytesEqual(trailer.subarray(TRAILER_SIZE - 8), END_MAGIC)) {
+      if (!digestEquals(trailer.subarray(TRAILER_SIZE - 8), END_MAGIC)) {
         throw bad("no trailer");
       }
       const dv = new DataView(trailer.buffer, trailer.byteOffset, 16);
@@ -464,37 +465,6 @@ export class PackFile {
       step(0);
     }).finally(() => this.#reading--);
   }
-}
-
-function preadExact(fd: number, at: number, len: number): Uint8Array {
-  const b = new Uint8Array(len);
-  preadAtLeast(fd, b, len, at);
-  return b;
-}
-
-/**
- * Reads from `at` into `buf` until at least `want` bytes are in (up to its
- * length: more if the file has them); how many. Throws at the end of file.
- */
-function preadAtLeast(
-  fd: number,
-  buf: Uint8Array,
-  want: number,
-  at: number,
-): number {
-  let n = 0;
-  while (n < want) {
-    const got = fs.readSync(fd, buf, n, buf.length - n, at + n);
-    if (got === 0) throw new Error("unexpected end of file");
-    n += got;
-  }
-  return n;
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /**
@@ -728,10 +698,7 @@ export class PackSet {
     this.#names.clear();
     this.#cataloged = [];
     this.#catalogNames = new Map(catalog?.packs.map((p, i) => [p.name, i]));
-    this.#packs = [];
-    this.#bases = [];
-    this.#records = 0;
-    this.#table.clear();
+    this.#clearTable();
     return true;
   }
 
@@ -767,11 +734,16 @@ export class PackSet {
     this.#cataloged = this.#cataloged.map((p) =>
       p && gone.has(p) ? undefined : p
     );
+    this.#clearTable();
+    for (const p of keep) this.#add(p);
+  }
+
+  /** Empties the table and forgets the packs in it. */
+  #clearTable(): void {
     this.#packs = [];
     this.#bases = [];
     this.#records = 0;
     this.#table.clear();
-    for (const p of keep) this.#add(p);
   }
 
   #add(pack: PackFile): void {
@@ -985,7 +957,7 @@ export class PackSet {
         continue;
       }
       const own = p.index.subarray(index * ENTRY_SIZE, index * ENTRY_SIZE + 49);
-      if (!bytesEqual(own, entry)) bad++;
+      if (!digestEquals(own, entry)) bad++;
     }
     return bad;
   }
@@ -998,15 +970,6 @@ export class PackSet {
 
 function baseName(path: string): string {
   return path.slice(path.lastIndexOf("/") + 1);
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, "r");
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** Whether the process named in lock file `path` still runs (or the file is fresh). */
@@ -1208,8 +1171,7 @@ export class PackWriter {
 
   #write(b: Uint8Array): void {
     try {
-      let n = 0;
-      while (n < b.length) n += fs.writeSync(this.#fd!, b, n, b.length - n);
+      writeAll(this.#fd!, b);
     } catch (e) {
       throw storageError(`cannot write ${this.#tmpPath}`, e);
     }

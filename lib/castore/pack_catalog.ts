@@ -33,6 +33,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import { createBlake3, DIGEST_LENGTH, digestEquals } from "./digest.ts";
 import { randomHex, storageError } from "./atomic_file.ts";
+import { fsyncDir, preadAtLeast, preadExact, writeAll } from "./file_io.ts";
 
 /** The catalog's file name in a packs directory. */
 export const CATALOG_FILE = "catalog";
@@ -130,8 +131,8 @@ export class PackCatalog {
     const size = st.size;
     const fixed = MAGIC.length + 4 + 4 + 8;
     if (size < fixed + END_MAGIC.length) throw bad("too short");
-    const start = pread(fd, 0, fixed);
-    if (!sameBytes(start.subarray(0, MAGIC.length), MAGIC)) {
+    const start = preadExact(fd, 0, fixed);
+    if (!digestEquals(start.subarray(0, MAGIC.length), MAGIC)) {
       throw bad("not a catalog");
     }
     const sv = new DataView(start.buffer);
@@ -145,14 +146,14 @@ export class PackCatalog {
       headLength < fixed ||
       entriesAt + count * ENTRY_SIZE + END_MAGIC.length !== size
     ) throw bad("sizes do not add up");
-    const head = pread(fd, 0, entriesAt);
+    const head = preadExact(fd, 0, entriesAt);
     const sum = createBlake3().update(head.subarray(0, sumAt)).digest();
     if (!digestEquals(sum, head.subarray(sumAt, entriesAt))) {
       throw bad("checksum mismatch");
     }
     if (
-      !sameBytes(
-        pread(fd, size - END_MAGIC.length, END_MAGIC.length),
+      !digestEquals(
+        preadExact(fd, size - END_MAGIC.length, END_MAGIC.length),
         END_MAGIC,
       )
     ) throw bad("no end marker");
@@ -202,7 +203,7 @@ export class PackCatalog {
       this.#buf = new Uint8Array(n * ENTRY_SIZE);
     }
     const buf = this.#buf.subarray(0, n * ENTRY_SIZE);
-    readFully(this.#fd, buf, this.#entriesAt + lo * ENTRY_SIZE);
+    preadAtLeast(this.#fd, buf, buf.length, this.#entriesAt + lo * ENTRY_SIZE);
     // The first entry not below `digest`.
     let l = 0, h = n;
     while (l < h) {
@@ -242,9 +243,11 @@ export class PackCatalog {
     const v = new DataView(block.buffer);
     for (let done = 0; done < this.count;) {
       const n = Math.min(16384, this.count - done);
-      readFully(
+      const part = block.subarray(0, n * ENTRY_SIZE);
+      preadAtLeast(
         this.#fd,
-        block.subarray(0, n * ENTRY_SIZE),
+        part,
+        part.length,
         this.#entriesAt + done * ENTRY_SIZE,
       );
       for (let i = 0, e = 0; i < n; i++, e += ENTRY_SIZE) {
@@ -326,7 +329,7 @@ export function writeCatalog(
   const tmp = join(tmpDir, `catalog-${randomHex()}.tmp`);
   const fd = fs.openSync(tmp, "w", 0o644);
   try {
-    writeFully(fd, head);
+    writeAll(fd, head);
     const out = new Uint8Array(1 << 20);
     const ov = new DataView(out.buffer);
     let used = 0;
@@ -345,7 +348,7 @@ export function writeCatalog(
       );
       for (const r of order) {
         if (used + ENTRY_SIZE > out.length) {
-          writeFully(fd, out.subarray(0, used));
+          writeAll(fd, out.subarray(0, used));
           used = 0;
         }
         const src = packs[refPack[r]].index;
@@ -359,7 +362,7 @@ export function writeCatalog(
       }
     }
     out.set(END_MAGIC, used);
-    writeFully(fd, out.subarray(0, used + END_MAGIC.length));
+    writeAll(fd, out.subarray(0, used + END_MAGIC.length));
     fs.fsyncSync(fd);
   } catch (e) {
     fs.closeSync(fd);
@@ -368,12 +371,7 @@ export function writeCatalog(
   }
   fs.closeSync(fd);
   fs.renameSync(tmp, join(dir, CATALOG_FILE));
-  const dfd = fs.openSync(dir, "r");
-  try {
-    fs.fsyncSync(dfd);
-  } finally {
-    fs.closeSync(dfd);
-  }
+  fsyncDir(dir);
 }
 
 function compareEntries(
@@ -391,28 +389,4 @@ function compareEntries(
 
 function compareAt(buf: Uint8Array, at: number, digest: Uint8Array): number {
   return compareEntries(buf, at, digest, 0);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function pread(fd: number, at: number, len: number): Uint8Array {
-  const b = new Uint8Array(len);
-  readFully(fd, b, at);
-  return b;
-}
-
-function readFully(fd: number, buf: Uint8Array, at: number): void {
-  let n = 0;
-  while (n < buf.length) {
-    const got = fs.readSync(fd, buf, n, buf.length - n, at + n);
-    if (got === 0) throw new Error("unexpected end of the pack catalog");
-    n += got;
-  }
-}
-
-function writeFully(fd: number, buf: Uint8Array): void {
-  let n = 0;
-  while (n < buf.length) n += fs.writeSync(fd, buf, n, buf.length - n);
 }
