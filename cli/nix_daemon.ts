@@ -13,9 +13,13 @@ import type { CliContext } from "./context.ts";
 import { VERSION } from "./version.ts";
 import { onTermination } from "../lib/runtime/signals.ts";
 import { listenUnix, serveStreams } from "../lib/daemon/server.ts";
-import { closeNarWorkers } from "../lib/castore/nar_to_fd.ts";
+import { enlargePipeBuffer } from "../lib/runtime/raw_socket.ts";
+import { closeNarWorkers, warmNarWorkers } from "../lib/castore/nar_to_fd.ts";
 
 const log = getLogger(["snix", "nix-daemon"]);
+
+/** Pipe buffer asked for on stdin/stdout with `--stdio` (bytes). */
+const PIPE_BYTES = 1 << 20;
 
 function modeOption(v: string): number {
   if (!/^0?[0-7]{3,4}$/.test(v)) {
@@ -50,6 +54,10 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         throw new InvalidArgumentError("give -l SOCKET or --stdio");
       }
       const services = await ctx.services();
+      // Ready before the first NarFromPath (on the local store): started
+      // alongside the handshake, not waited for.
+      const warm = warmNarWorkers(services.blobs, services.directories)
+        .catch(() => false);
       const logWire = opts.logWire
         ? (line: string) => void process.stderr.write(`nix-daemon: ${line}\n`)
         : undefined;
@@ -68,6 +76,11 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         // Writable.toWeb made NarFromPath over ssh-ng about 3x slower than
         // `snix store export` of the same path under the compiled binary.
         const out = new StdoutWriter();
+        // NARs go out in writes of ~1 MiB; a 64 KiB pipe makes each one a
+        // dozen wake-ups of the client (ssh-ng).
+        await Promise.all(
+          [0, 1].map((fd) => enlargePipeBuffer(fd, PIPE_BYTES)),
+        );
         await serveStreams(readable, {
           write: (chunk) => out.write(chunk),
           // Everything written is out (blocking writes): NARs may go to
@@ -76,6 +89,7 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
           close: () => out.flush(),
           abort: () => {},
         }, base);
+        await warm;
         await closeNarWorkers();
         return;
       }

@@ -18,7 +18,7 @@
  *
  * Usage: deno run -A scripts/bench_daemon.ts [--corpus DIR] [--scratch-store DIR]
  *   [--seconds N] [--keep] [--only copy,qpi,nar,cat] [--state DIR] [--rounds N]
- *   [--daemon-args "ARGS"] [--snix-bin PATH]
+ *   [--daemon-args "ARGS"] [--snix-bin PATH] [--runner bin|deno]
  *
  * `--only` runs a subset (the paths are still copied into both daemons first,
  * untimed, when `copy` is not among them); `--state DIR` keeps both daemons'
@@ -26,8 +26,10 @@
  * `--rounds N` repeats the QueryPathInfo, NarFromPath, cat and copy measures N
  * times, alternating which daemon goes first, and reports the best of each
  * (each copy round restarts both daemons on empty stores, also under
- * `--state`); `--daemon-args` adds deno flags to our daemon (e.g.
- * `--cpu-prof --cpu-prof-dir=DIR`).
+ * `--state`). Our daemon runs as users run it: the single `snix` binary
+ * (built here with scripts/build.sh unless `--snix-bin` names one);
+ * `--runner deno` runs `deno run` of the sources instead, and
+ * `--daemon-args` then adds deno flags (e.g. `--cpu-prof --cpu-prof-dir=DIR`).
  *
  * The client of the QueryPathInfo and NarFromPath measures is the same for
  * both daemons: {@linkcode DaemonClient} (lib/daemon/client.ts) in this
@@ -58,6 +60,11 @@ const seconds = Number(opt("--seconds", "3"));
 const only = new Set(opt("--only", "copy,qpi,nar,cat").split(","));
 const rounds = Number(opt("--rounds", "1"));
 const daemonArgs = opt("--daemon-args", "").split(" ").filter((a) => a);
+const runner = opt("--runner", "bin");
+if (runner !== "bin" && runner !== "deno") {
+  console.error(`bench_daemon: --runner takes bin or deno, not ${runner}`);
+  process.exit(2);
+}
 const stateDir = opt("--state", "");
 const NIX_CONFIG = "experimental-features = nix-command\nsubstituters =\n";
 
@@ -247,6 +254,13 @@ const peer = {
   sock: join(peerNix, "var/nix/daemon-socket/socket"),
 };
 const children: ReturnType<typeof spawn>[] = [];
+/** The `snix` binary (built afresh into the scratch directory unless given). */
+const bin = opt("--snix-bin", "") || join(tmp, "snix");
+if (!opt("--snix-bin", "")) {
+  execFileSync("bash", [join(ROOT, "scripts/build.sh"), bin], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+}
 
 /** Stops the daemons started so far (SIGTERM, then SIGKILL after 3 s) and waits for them. */
 async function stopDaemons() {
@@ -316,12 +330,12 @@ try {
       pids.length = 0;
     }
     fs.mkdirSync(join(peerNix, "var/nix/daemon-socket"), { recursive: true });
+    const [exe, ...pre] = runner === "bin"
+      ? [bin]
+      : [Deno.execPath(), "run", "-A", ...daemonArgs, "cli/main.ts"];
     children.push(
-      spawn(Deno.execPath(), [
-        "run",
-        "-A",
-        ...daemonArgs,
-        "cli/main.ts",
+      spawn(exe, [
+        ...pre,
         "--data-dir",
         ours.data,
         "nix-daemon",
@@ -563,16 +577,9 @@ try {
       join(tmp, "bin", "ssh"),
       '#!/bin/sh\nfor last; do :; done\nexec sh -c "$last"\n',
     );
-    // Our side runs as users run it: the single `snix` binary (built here
-    // with scripts/build.sh unless --snix-bin names one), whose start-up
-    // (~0.05 s) is part of every ssh-ng session; `deno run` of the sources
-    // would add ~0.5 s of module loading to each.
-    const bin = opt("--snix-bin", "") || join(tmp, "snix");
-    if (!fs.existsSync(bin)) {
-      execFileSync("bash", [join(ROOT, "scripts/build.sh"), bin], {
-        stdio: ["ignore", "ignore", "inherit"],
-      });
-    }
+    // Our side is the single `snix` binary here whatever --runner says: its
+    // start-up (~0.05 s) is part of every ssh-ng session; `deno run` of the
+    // sources would add ~0.5 s of module loading to each.
     fs.writeFileSync(
       join(tmp, "bin", "snix-stdio"),
       `#!/bin/sh\nexec ${bin} --data-dir ${ours.data} nix-daemon --stdio 2>/dev/null\n`,

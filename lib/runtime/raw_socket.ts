@@ -413,6 +413,31 @@ export async function enlargeUnixSendBuffer(
   return lib.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, v, 4) === 0;
 }
 
+const F_SETPIPE_SZ = 1031;
+const F_GETPIPE_SZ = 1032;
+
+/**
+ * Asks for a pipe buffer of at least `bytes` on `fd` if it is a pipe (the
+ * kernel rounds up to a power of two of pages; above
+ * /proc/sys/fs/pipe-max-size only root may go); resolves with the size it
+ * then has, or `undefined` if `fd` is no pipe or there is no FFI. Why: a
+ * pipe holds 64 KiB by default, so a NAR written to one (`nix-daemon
+ * --stdio` under ssh-ng, `snix store export | ...`) wakes its reader and
+ * waits for it every 64 KiB.
+ */
+export async function enlargePipeBuffer(
+  fd: number,
+  bytes: number,
+): Promise<number | undefined> {
+  const lib = await (sockOpt ??= loadSockOpt());
+  if (!lib) return undefined;
+  const now = lib.fcntl(fd, F_GETPIPE_SZ, 0);
+  if (now < 0) return undefined;
+  if (now >= bytes) return now;
+  const got = lib.fcntl(fd, F_SETPIPE_SZ, bytes);
+  return got < 0 ? now : got;
+}
+
 // --- congestion control of loopback TCP connections ------------------------
 
 const IPPROTO_TCP = 6;
