@@ -13,6 +13,12 @@ import type { CliContext } from "./context.ts";
 import { VERSION } from "./version.ts";
 import { onTermination } from "../lib/runtime/signals.ts";
 import { listenUnix, serveStreams } from "../lib/daemon/server.ts";
+import {
+  DaemonProcesses,
+  joinProcessGroup,
+  startedProcess,
+} from "../lib/daemon/process_group.ts";
+import { availableParallelism } from "node:os";
 import { enlargePipeBuffer } from "../lib/runtime/raw_socket.ts";
 import { closeNarWorkers, warmNarWorkers } from "../lib/castore/nar_to_fd.ts";
 
@@ -26,6 +32,18 @@ function modeOption(v: string): number {
     throw new InvalidArgumentError("must be an octal mode such as 0666");
   }
   return parseInt(v, 8);
+}
+
+function processesOption(v: string): number {
+  if (!/^[1-9][0-9]?$/.test(v)) {
+    throw new InvalidArgumentError("must be a number from 1 to 99");
+  }
+  return Number(v);
+}
+
+/** One process per CPU (Nix's daemon forks one per connection), at most 4. */
+function defaultProcesses(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
 }
 
 /** The `nix-daemon` command. */
@@ -43,6 +61,11 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
       "--socket-mode <mode>",
       "permissions of the socket (octal, e.g. 0666)",
       modeOption,
+    )
+    .option(
+      "--processes <n>",
+      "processes accepting connections on the socket (default: the number of CPUs, at most 4)",
+      processesOption,
     )
     .option("--read-only", "refuse every operation that writes")
     .option(
@@ -93,20 +116,50 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         await closeNarWorkers();
         return;
       }
+      const started = startedProcess();
+      if (started) {
+        // One of the processes the first one started (../lib/daemon/process_group.ts).
+        const daemon = await listenUnix(opts.listen!, {
+          ...base,
+          inheritedFd: started.fd,
+          idPrefix: `${started.n}:`,
+        });
+        await new Promise<void>((resolve) => {
+          const stop = () => {
+            remove();
+            leave();
+            daemon.close().then(closeNarWorkers).finally(resolve);
+          };
+          const remove = onTermination(stop);
+          const leave = joinProcessGroup(daemon.store, stop);
+        });
+        return;
+      }
       const daemon = await listenUnix(opts.listen!, {
         ...base,
         unlink: opts.unixListenUnlink ?? false,
         mode: opts.socketMode,
       });
+      const count = opts.processes ?? defaultProcesses();
+      const group = count > 1 && daemon.fd !== undefined
+        ? await DaemonProcesses.start(
+          count - 1,
+          daemon.fd,
+          daemon.store,
+          base.log,
+        )
+        : undefined;
       log.info(
         "nix-daemon listening on " + daemon.path +
-          (opts.readOnly ? " (read-only)" : ""),
+          (opts.readOnly ? " (read-only)" : "") +
+          (group ? ` (${count} processes)` : ""),
       );
       await new Promise<void>((resolve) => {
         const remove = onTermination((sig) => {
           remove();
           log.info(sig + ": closing connections and removing " + daemon.path);
-          daemon.close().then(closeNarWorkers).finally(resolve);
+          Promise.all([group?.stop(), daemon.close()]).then(closeNarWorkers)
+            .finally(resolve);
         });
       });
     });

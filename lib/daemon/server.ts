@@ -32,7 +32,17 @@ export interface DaemonOptions {
 export interface RunningDaemon {
   /** The socket path. */
   readonly path: string;
-  /** Stops accepting, closes open connections, removes the socket. */
+  /**
+   * The listening socket's file descriptor (other processes may accept on
+   * it too, see ./process_group.ts), if the runtime tells it.
+   */
+  readonly fd: number | undefined;
+  /** This process's view of the store (its PathInfo cache). */
+  readonly store: DaemonStore;
+  /**
+   * Stops accepting, closes open connections, removes the socket (unless
+   * it was inherited).
+   */
   close(): Promise<void>;
 }
 
@@ -69,12 +79,21 @@ export function serveStreams(
 /**
  * Listens on the unix socket `path`. An existing socket file is an error
  * unless `unlink` is set; `mode` (e.g. 0o666) is applied to the socket.
+ * With `inheritedFd`, accepts on that already listening socket instead
+ * (made by another process for `path`), which it neither creates nor
+ * removes. `idPrefix` starts the connection ids in logs (e.g. `2:`).
  */
 export async function listenUnix(
   path: string,
-  opts: DaemonOptions & { unlink?: boolean; mode?: number },
+  opts: DaemonOptions & {
+    unlink?: boolean;
+    mode?: number;
+    inheritedFd?: number;
+    idPrefix?: string;
+  },
 ): Promise<RunningDaemon> {
-  if (existsSync(path)) {
+  const inherited = opts.inheritedFd !== undefined;
+  if (!inherited && existsSync(path)) {
     if (!opts.unlink) {
       throw new Error(
         `${path} already exists (use --unix-listen-unlink to replace it)`,
@@ -92,7 +111,7 @@ export async function listenUnix(
     if (SEND_BUFFER > 0) {
       void enlargeUnixSendBuffer(socket, SEND_BUFFER).catch(() => {});
     }
-    const id = `#${nextId++}`;
+    const id = `#${opts.idPrefix ?? ""}${nextId++}`;
     const { readable, writable } = socketStreams(socket);
     serveConnection(readable, writable, {
       store,
@@ -107,7 +126,7 @@ export async function listenUnix(
     });
   });
   const dir = dirname(path);
-  if (!existsSync(dir)) {
+  if (!inherited && !existsSync(dir)) {
     throw new Error(
       `cannot listen on ${path}: directory ${dir} does not exist`,
     );
@@ -121,20 +140,27 @@ export async function listenUnix(
       reject(new Error(`cannot listen on ${path}: ${why}`));
     };
     server.once("error", failed);
-    server.listen(path, () => {
+    const listening = () => {
       server.off("error", failed);
       resolve();
-    });
+    };
+    if (inherited) server.listen({ fd: opts.inheritedFd }, listening);
+    else server.listen(path, listening);
   });
-  if (opts.mode !== undefined) chmodSync(path, opts.mode);
+  if (opts.mode !== undefined && !inherited) chmodSync(path, opts.mode);
+  // deno-lint-ignore no-explicit-any
+  const fd = (server as any)._handle?.fd;
   return {
     path,
+    fd: typeof fd === "number" && fd >= 0 ? fd : undefined,
+    store,
     async close() {
       const closed = new Promise<void>((resolve) =>
         server.close(() => resolve())
       );
       for (const s of sockets) s.destroy();
       await closed;
+      if (inherited) return;
       try {
         unlinkSync(path);
       } catch {

@@ -114,7 +114,26 @@ export class DaemonStore {
   }
 
   async #put(info: PathInfo): Promise<PathInfo> {
-    return this.#remember(await this.services.pathInfos.put(info));
+    const stored = this.#remember(await this.services.pathInfos.put(info));
+    if (this.onPut) {
+      try {
+        this.onPut(pathInfoStorePath(stored).hashPart);
+      } catch {
+        // not a store path: nothing anybody could have cached
+      }
+    }
+    return stored;
+  }
+
+  /**
+   * Called with the hash part of every PathInfo this store writes (so that
+   * other processes serving the same store can {@linkcode forget} it).
+   */
+  onPut: ((hashPart: string) => void) | undefined;
+
+  /** Drops a cached PathInfo (another process wrote it). */
+  forget(hashPart: string): void {
+    this.#cache.delete(hashPart);
   }
 
   /** Throws unless writes are allowed. */
