@@ -84,12 +84,36 @@ function timed(script: string, env: Record<string, string> = {}): number {
   return (performance.now() - t0) / 1000;
 }
 
-/** CPU seconds of a process and its reaped children (/proc/PID/stat utime+stime+cutime+cstime). */
+/** The live child processes of `pid` (/proc/PID/task/TID/children). */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      const c = fs.readFileSync(`/proc/${pid}/task/${t}/children`, "utf8");
+      for (const x of c.split(" ")) if (x.trim()) out.push(Number(x));
+    }
+  } catch {
+    // gone meanwhile
+  }
+  return out;
+}
+
+/**
+ * CPU seconds of a process, its reaped children and its live descendants
+ * (/proc/PID/stat utime+stime+cutime+cstime): our daemon's started
+ * processes (--processes), the peer's per-connection ones.
+ */
 function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return 0;
+  }
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  return ticks / 100; // USER_HZ
+  return ticks / 100 + // USER_HZ
+    childPids(pid).reduce((a, c) => a + cpuSeconds(c), 0);
 }
 
 /** The 1, 5 and 15 minute load averages. */
@@ -626,15 +650,15 @@ try {
       }  ${(o / p).toFixed(2)} (${better} is better)`,
     );
   }
-  const hwm = (pid: number) =>
+  const hwm = (pid: number): number =>
     Number(
-      /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-        ?.[1] ?? 0,
-    ) / 1024;
+        /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+          ?.[1] ?? 0,
+      ) / 1024 + childPids(pid).reduce((a, c) => a + hwm(c), 0);
   console.log(
     `peak RSS of snix nix-daemon over the whole run: ${
       hwm(pids[0]).toFixed(0)
-    } MiB (nix-daemon's workers are separate processes)`,
+    } MiB, summed over its processes (nix-daemon's workers are separate processes)`,
   );
   console.log(
     `(load average at the end: ${loadAvg()}; ${navigator.hardwareConcurrency} CPUs, shared)`,
