@@ -42,8 +42,16 @@ import { digestToString } from "./digest.ts";
 
 const log = getLogger(["snix", "castore"]);
 
-/** Smaller NARs go the streaming way (starting the workers costs more). */
+/**
+ * Smaller NARs go the streaming way (starting the workers costs more),
+ * unless the workers are running already.
+ */
 export const MIN_NAR_SIZE = 4 << 20;
+/**
+ * Smaller NARs than this go the streaming way even when the workers run (a
+ * file or two: handing them over costs more than reading them here).
+ */
+const MIN_NAR_SIZE_RUNNING = 64 << 10;
 /** Jobs handed out and not yet written, at most. */
 const IN_FLIGHT = 16;
 /**
@@ -276,6 +284,8 @@ class NarWorkers {
 }
 
 let shared: Promise<NarWorkers | undefined> | undefined;
+/** The workers once started (see {@linkcode MIN_NAR_SIZE_RUNNING}). */
+let running: NarWorkers | undefined;
 
 async function workers(): Promise<NarWorkers | undefined> {
   let pool = await (shared ??= NarWorkers.start());
@@ -283,6 +293,7 @@ async function workers(): Promise<NarWorkers | undefined> {
     shared = undefined;
     pool = await (shared ??= NarWorkers.start());
   }
+  running = pool;
   return pool;
 }
 
@@ -365,7 +376,8 @@ export async function writeNarToFd(
   fd: number,
   sizeHint: number,
 ): Promise<number | undefined> {
-  if (!(blobs instanceof LocalBlobService) || sizeHint < MIN_NAR_SIZE) {
+  const min = running?.closed === false ? MIN_NAR_SIZE_RUNNING : MIN_NAR_SIZE;
+  if (!(blobs instanceof LocalBlobService) || sizeHint < min) {
     return undefined;
   }
   if (entry.entry.case === "symlink") return undefined;
