@@ -45,6 +45,7 @@ import { join } from "node:path";
 import process from "node:process";
 import { DaemonClient } from "../lib/daemon/client.ts";
 import { Op } from "../lib/wire/mod.ts";
+import { stopChild } from "../lib/runtime/stop_child.ts";
 import { exitWithUsageIfAsked } from "./_usage.ts";
 
 exitWithUsageIfAsked(import.meta.url);
@@ -288,25 +289,7 @@ if (!opt("--snix-bin", "")) {
 
 /** Stops the daemons started so far (SIGTERM, then SIGKILL after 3 s) and waits for them. */
 async function stopDaemons() {
-  const all = children.splice(0);
-  await Promise.all(all.map((c) =>
-    new Promise<void>((resolve) => {
-      if (c.exitCode !== null || c.signalCode !== null) return resolve();
-      // process.kill: a second child.kill() after the first does nothing under Deno.
-      const t = setTimeout(() => {
-        try {
-          process.kill(c.pid!, "SIGKILL");
-        } catch {
-          // gone meanwhile
-        }
-      }, 3000);
-      c.once("exit", () => {
-        clearTimeout(t);
-        resolve();
-      });
-      c.kill("SIGTERM");
-    })
-  ));
+  await Promise.all(children.splice(0).map((c) => stopChild(c, 3000)));
 }
 
 try {

@@ -22,6 +22,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import process from "node:process";
 import { selfCommand } from "../runtime/self_command.ts";
+import { stopChild } from "../runtime/stop_child.ts";
 import { ffiAvailable, libc } from "../runtime/libc.ts";
 import type { DaemonStore } from "./store.ts";
 
@@ -137,23 +138,7 @@ export class DaemonProcesses {
   /** Stops the started processes (SIGTERM, SIGKILL after `graceMs`) and waits for them. */
   async stop(graceMs = 5000): Promise<void> {
     this.#stopping = true;
-    await Promise.all(this.#children.map((c) =>
-      new Promise<void>((resolve) => {
-        if (c.exitCode !== null || c.signalCode !== null) return resolve();
-        const t = setTimeout(() => {
-          try {
-            process.kill(c.pid!, "SIGKILL");
-          } catch {
-            // gone meanwhile
-          }
-        }, graceMs);
-        c.once("exit", () => {
-          clearTimeout(t);
-          resolve();
-        });
-        c.kill("SIGTERM");
-      })
-    ));
+    await Promise.all(this.#children.map((c) => stopChild(c, graceMs)));
   }
 }
 
