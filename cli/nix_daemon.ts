@@ -77,10 +77,6 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
         throw new InvalidArgumentError("give -l SOCKET or --stdio");
       }
       const services = await ctx.services();
-      // Ready before the first NarFromPath (on the local store): started
-      // alongside the handshake, not waited for.
-      const warm = warmNarWorkers(services.blobs, services.directories)
-        .catch(() => false);
       const logWire = opts.logWire
         ? (line: string) => void process.stderr.write(`nix-daemon: ${line}\n`)
         : undefined;
@@ -112,10 +108,14 @@ export function nixDaemonCommand(ctx: CliContext): Command<any, any, any> {
           close: () => out.flush(),
           abort: () => {},
         }, base);
-        await warm;
         await closeNarWorkers();
         return;
       }
+      // A server gets its NAR workers ready before the first NarFromPath
+      // (on the local store), alongside its first clients; not with
+      // --stdio, where a session without a NAR would wait ~70 ms for them
+      // at its end.
+      void warmNarWorkers(services.blobs, services.directories).catch(() => {});
       const started = startedProcess();
       if (started) {
         // One of the processes the first one started (../lib/daemon/process_group.ts).
