@@ -129,6 +129,8 @@ export async function ingestNar(
   let root: Promise<Entry> | undefined;
   const writers = new Set<BlobWriter>();
   const inflight = new Set<Promise<unknown>>();
+  /** The first blob that failed. */
+  let failure: { error: unknown } | undefined;
 
   const add = (path: Uint8Array[], entry: Promise<Entry>) => {
     entry.catch(() => {}); // awaited by the parent (or as the root)
@@ -144,10 +146,13 @@ export async function ingestNar(
       switch (ev.type) {
         case "regular": {
           const w = batch.putBlob();
+          writers.add(w);
           while (inflight.size >= maxInFlight(w, MAX_IN_FLIGHT)) {
             await Promise.race(inflight);
           }
-          writers.add(w);
+          // Directories do not wait for their blobs: a failed blob stops
+          // the NAR here, at the next file.
+          if (failure) throw failure.error;
           let got = 0;
           // chunks(): the contents without a web stream in between.
           for await (const chunk of ev.chunks()) {
@@ -158,7 +163,9 @@ export async function ingestNar(
             writers.delete(w);
             return digest;
           });
-          const done = closing.then(() => {}, () => {});
+          const done = closing.then(() => {}, (error) => {
+            failure ??= { error };
+          });
           inflight.add(done);
           done.then(() => inflight.delete(done));
           const name = nameOf(ev.path);
@@ -200,29 +207,36 @@ export async function ingestNar(
           stack.push([]);
           break;
         case "directory-end": {
-          const children = await Promise.all(stack.pop()!);
-          const dir: Directory = create(DirectorySchema, {});
-          for (const c of children) {
-            const e = c.entry;
-            if (e.case === "directory") dir.directories.push(e.value);
-            else if (e.case === "file") dir.files.push(e.value);
-            else if (e.case === "symlink") dir.symlinks.push(e.value);
-          }
-          const p = putter ??= batch.putDirectories();
-          putChain = putChain.then(() => p.put(dir));
-          putChain.catch(() => {});
+          // Not awaited here: the NAR goes on while this directory's last
+          // blobs are still being chunked (on the ingest worker, see
+          // ./chunk_pipeline.ts) instead of waiting for them at every
+          // directory's end. Its put is queued once its children are
+          // known, so after its child directories' puts.
+          const name = nameOf(ev.path);
           add(
             ev.path,
-            Promise.resolve(create(EntrySchema, {
-              entry: {
-                case: "directory",
-                value: create(DirectoryEntrySchema, {
-                  name: nameOf(ev.path),
-                  digest: await directoryDigest(dir),
-                  size: directorySize(dir),
-                }),
-              },
-            })),
+            Promise.all(stack.pop()!).then(async (children) => {
+              const dir: Directory = create(DirectorySchema, {});
+              for (const c of children) {
+                const e = c.entry;
+                if (e.case === "directory") dir.directories.push(e.value);
+                else if (e.case === "file") dir.files.push(e.value);
+                else if (e.case === "symlink") dir.symlinks.push(e.value);
+              }
+              const p = putter ??= batch.putDirectories();
+              putChain = putChain.then(() => p.put(dir));
+              putChain.catch(() => {});
+              return create(EntrySchema, {
+                entry: {
+                  case: "directory",
+                  value: create(DirectoryEntrySchema, {
+                    name,
+                    digest: await directoryDigest(dir),
+                    size: directorySize(dir),
+                  }),
+                },
+              });
+            }),
           );
           break;
         }
