@@ -19,7 +19,7 @@
  * the worker's zstd frames equal to the main thread's (checked at start).
  * Otherwise {@linkcode ChunkPipeline.shared} resolves `undefined` and blob
  * writers do everything on the main thread as before. The local blob
- * service uses it only with `SNIX_INGEST_WORKER=1` (see why there).
+ * service uses it unless `SNIX_INGEST_WORKER=0` (see there).
  *
  * @module
  */

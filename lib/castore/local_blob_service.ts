@@ -122,15 +122,17 @@ const LIST_ENTRY = DIGEST_LENGTH + 4;
 
 /**
  * Whether ingestion sessions use the ingest worker (./chunk_pipeline.ts):
- * only with `SNIX_INGEST_WORKER=1`. On the shared 2-core machine this was
- * built on (load 2-4 from other work) it lost in every interleaved pair:
- * `snix store import` of the 1 GiB mixed corpus 5.1-7.0 s against 4.9-6.7 s
- * on the main thread alone (binary), `nix copy --to` 115 against 166 MiB/s,
- * with ~1 s more CPU (cross-thread wake-ups cost ~0.1-0.2 ms each in this
- * VM); a 1 GiB single file gained ~10% (2.9-3.4 s against 3.3-3.4 s). It is
- * meant for a machine with an idle core.
+ * yes unless `SNIX_INGEST_WORKER=0`. It was opt-in while the walk waited
+ * at every directory's end for the worker's last blobs (ping-pong, not
+ * overlap); since directories no longer wait (./ingest_tree.ts,
+ * ./ingest_nar.ts) it won the interleaved pairs on the shared 2-core VM
+ * (load 1.2-1.9): `snix store import` of the 1 GiB mixed corpus 3.3-3.6 s
+ * against 3.9-4.6 s (binary, six pairs), 4.1-5.1 against 4.8-5.2 s
+ * (`deno run`, one pair of six lost), `nix copy --to` 166-211 against
+ * 155-187 MiB/s (binary, two pairs of six lost), for ~0.5-1 s more CPU per
+ * GiB and ~70-100 MiB more peak RSS (the worker's heap, the rings).
  */
-const INGEST_WORKER = process.env.SNIX_INGEST_WORKER === "1";
+const INGEST_WORKER = process.env.SNIX_INGEST_WORKER !== "0";
 
 /**
  * What loading a chunk takes: its digest, the blob it belongs to (named in
@@ -385,7 +387,7 @@ export class LocalBlobService implements BlobService, DeferredBlobService {
    * `options.avgChunkSize` is for tests (default 256 KiB), as is
    * `options.asyncReads` (read-ahead always off this thread, as on a cold
    * cache), `options.packs: false` (ingestion writes loose files) and
-   * `options.ingestWorker` (default: `SNIX_INGEST_WORKER=1`).
+   * `options.ingestWorker` (default: on unless `SNIX_INGEST_WORKER=0`).
    */
   static async open(
     dataDir: string,
