@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { LocalBlobService } from "./local_blob_service.ts";
 import { ChunkPipeline, QUEUED_WRITER } from "./chunk_pipeline.ts";
 import { chunkAll } from "./chunker.ts";
@@ -8,6 +9,10 @@ import { pseudoRandom } from "./_test_blob_service.ts";
 import { zstdCompressor } from "../runtime/zstd.ts";
 import type { BlobWriter } from "./blob_service.ts";
 import { collect } from "../nix/_test_streams.ts";
+import { ingestTree } from "./ingest_tree.ts";
+import { LocalDirectoryService } from "./local_directory_service.ts";
+import { MemoryBlobService } from "./memory_blob_service.ts";
+import { MemoryDirectoryService } from "./memory_directory_service.ts";
 
 /** Low-entropy bytes (compressible, FastCDC still cuts them). */
 function text(n: number, seed: number): Uint8Array {
@@ -71,6 +76,70 @@ Deno.test({
       await assert.rejects(aborted.close(), /aborted/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  },
+});
+
+/** A tree of nested directories with files from 0 B to 3 MiB. */
+function makeTree(root: string): void {
+  const sizes = [0, 100, (128 << 10) + 1, 3 << 20, 700_000];
+  for (const [d, dir] of ["a", "a/b", "a/b/c", "d", ""].entries()) {
+    mkdirSync(join(root, dir), { recursive: true });
+    for (const [i, n] of sizes.entries()) {
+      writeFileSync(join(root, dir, `f${i}`), pseudoRandom(n, 10 * d + i));
+    }
+  }
+}
+
+Deno.test({
+  name:
+    "ingestion with the ingest worker: the same root digest as without it (directories no longer wait for their blobs in the walk), and a blob failing late still fails the import",
+  ignore: !pipelineUp,
+  async fn() {
+    const tmp = mkdtempSync("/tmp/snix-pipe-ingest-test-");
+    try {
+      const src = join(tmp, "src");
+      makeTree(src);
+      const roots: Uint8Array[] = [];
+      for (const ingestWorker of [true, false]) {
+        const data = join(tmp, `data-${ingestWorker}`);
+        const blobs = await LocalBlobService.open(data, { ingestWorker });
+        const dirs = await LocalDirectoryService.open(data);
+        // The first session starts the worker; the second uses it.
+        await ingestTree(src, blobs, dirs);
+        const entry = await ingestTree(src, blobs, dirs);
+        assert.equal(entry.entry.case, "directory");
+        roots.push((entry.entry.value as { digest: Uint8Array }).digest);
+      }
+      assert.deepEqual(roots[0], roots[1], "root digests with and without");
+
+      // A blob whose close fails after the walk went on: the import fails.
+      const inner = new MemoryBlobService();
+      let n = 0;
+      const failing = {
+        has: (d: Uint8Array) => inner.has(d),
+        chunks: (d: Uint8Array) => inner.chunks(d),
+        read: (d: Uint8Array) => inner.read(d),
+        put: (): BlobWriter => {
+          const w = inner.put();
+          const bad = ++n === 3;
+          return {
+            write: (b) => w.write(b),
+            close: async () => {
+              if (!bad) return await w.close();
+              await new Promise((r) => setTimeout(r, 20));
+              throw new Error("disk on fire");
+            },
+            abort: () => w.abort(),
+          };
+        },
+      };
+      await assert.rejects(
+        ingestTree(src, failing, new MemoryDirectoryService()),
+        /disk on fire/,
+      );
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
     }
   },
 });
