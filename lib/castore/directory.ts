@@ -15,7 +15,10 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   type Directory,
   type DirectoryEntry,
+  DirectoryEntrySchema,
   DirectorySchema,
+  type Entry,
+  EntrySchema,
 } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import { blake3Sync, DIGEST_LENGTH, digestToString } from "./digest.ts";
 
@@ -252,4 +255,32 @@ export function directoryDigest(d: Directory): Promise<Uint8Array> {
 /** A new, empty Directory message. */
 export function emptyDirectory(): Directory {
   return create(DirectorySchema, {});
+}
+
+/** The Directory listing `entries` (castore Entry messages) in their order. */
+export function directoryOfEntries(entries: Iterable<Entry>): Directory {
+  const dir = emptyDirectory();
+  for (const { entry: e } of entries) {
+    if (e.case === "directory") dir.directories.push(e.value);
+    else if (e.case === "file") dir.files.push(e.value);
+    else if (e.case === "symlink") dir.symlinks.push(e.value);
+  }
+  return dir;
+}
+
+/** The Entry naming `dir` `name` in its parent (digest and size rule). */
+export async function directoryEntry(
+  name: Uint8Array,
+  dir: Directory,
+): Promise<Entry> {
+  return create(EntrySchema, {
+    entry: {
+      case: "directory",
+      value: create(DirectoryEntrySchema, {
+        name,
+        digest: await directoryDigest(dir),
+        size: directorySize(dir),
+      }),
+    },
+  });
 }

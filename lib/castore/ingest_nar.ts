@@ -15,9 +15,6 @@
 import { create } from "@bufbuild/protobuf";
 import { createHash } from "node:crypto";
 import {
-  type Directory,
-  DirectoryEntrySchema,
-  DirectorySchema,
   type Entry,
   EntrySchema,
   FileEntrySchema,
@@ -25,7 +22,7 @@ import {
 } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import type { BlobService, BlobWriter } from "./blob_service.ts";
 import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
-import { directoryDigest, directorySize } from "./directory.ts";
+import { directoryEntry, directoryOfEntries } from "./directory.ts";
 import { readNar } from "../nix/nar_reader.ts";
 import { WriteBatch } from "./data_dir_sync.ts";
 import { maxInFlight } from "./chunk_pipeline.ts";
@@ -215,27 +212,12 @@ export async function ingestNar(
           const name = nameOf(ev.path);
           add(
             ev.path,
-            Promise.all(stack.pop()!).then(async (children) => {
-              const dir: Directory = create(DirectorySchema, {});
-              for (const c of children) {
-                const e = c.entry;
-                if (e.case === "directory") dir.directories.push(e.value);
-                else if (e.case === "file") dir.files.push(e.value);
-                else if (e.case === "symlink") dir.symlinks.push(e.value);
-              }
+            Promise.all(stack.pop()!).then((children) => {
+              const dir = directoryOfEntries(children);
               const p = putter ??= batch.putDirectories();
               putChain = putChain.then(() => p.put(dir));
               putChain.catch(() => {});
-              return create(EntrySchema, {
-                entry: {
-                  case: "directory",
-                  value: create(DirectoryEntrySchema, {
-                    name,
-                    digest: await directoryDigest(dir),
-                    size: directorySize(dir),
-                  }),
-                },
-              });
+              return directoryEntry(name, dir);
             }),
           );
           break;

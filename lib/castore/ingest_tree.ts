@@ -27,8 +27,6 @@ import { basename } from "node:path";
 import { Buffer } from "node:buffer";
 import {
   type Directory,
-  DirectoryEntrySchema,
-  DirectorySchema,
   type Entry,
   EntrySchema,
   FileEntrySchema,
@@ -36,7 +34,7 @@ import {
 } from "../../proto/gen/snix/castore/protos/castore_pb.ts";
 import type { BlobService, BlobWriter } from "./blob_service.ts";
 import type { DirectoryPutter, DirectoryService } from "./directory_service.ts";
-import { directoryDigest, directorySize } from "./directory.ts";
+import { directoryEntry, directoryOfEntries } from "./directory.ts";
 import { narChunks, type NarNode } from "../nix/nar_writer.ts";
 import { WriteBatch } from "./data_dir_sync.ts";
 import { maxInFlight } from "./chunk_pipeline.ts";
@@ -381,25 +379,10 @@ function dirNode(
       // directory is put once its children are known, so still after its
       // child directories (their entries resolve only after their puts
       // are queued).
-      const entry = Promise.all(children).then(async (all) => {
-        const dir: Directory = create(DirectorySchema, {});
-        for (const entry of all) {
-          const e = entry.entry;
-          if (e.case === "directory") dir.directories.push(e.value);
-          else if (e.case === "file") dir.files.push(e.value);
-          else if (e.case === "symlink") dir.symlinks.push(e.value);
-        }
+      const entry = Promise.all(children).then((all) => {
+        const dir = directoryOfEntries(all);
         ing.putDirectory(dir);
-        return create(EntrySchema, {
-          entry: {
-            case: "directory",
-            value: create(DirectoryEntrySchema, {
-              name,
-              digest: await directoryDigest(dir),
-              size: directorySize(dir),
-            }),
-          },
-        });
+        return directoryEntry(name, dir);
       });
       entry.catch(() => {}); // awaited by the parent directory
       done(entry);
