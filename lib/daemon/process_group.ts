@@ -120,13 +120,6 @@ export class DaemonProcesses {
     return group;
   }
 
-  /** How many started processes are running. */
-  get running(): number {
-    return this.#children.filter((c) =>
-      c.exitCode === null && c.signalCode === null
-    ).length;
-  }
-
   /** Tells every process but `from` (and this one, unless it wrote it) to forget `hash`. */
   #relay(hash: string, from: ChildProcess | undefined): void {
     if (from) this.store.forget(hash);
