@@ -122,18 +122,20 @@ const LIST_ENTRY = DIGEST_LENGTH + 4;
 
 /**
  * Whether ingestion sessions use the ingest worker (./chunk_pipeline.ts):
- * only with `SNIX_INGEST_WORKER=1`. Since directories no longer stop the
- * walk (./ingest_tree.ts, ./ingest_nar.ts) it wins on the shared 2-core VM
+ * yes unless `SNIX_INGEST_WORKER=0`. It was opt-in while the walk waited
+ * at every directory's end for the worker's last blobs (ping-pong, not
+ * overlap); since directories no longer wait (./ingest_tree.ts,
+ * ./ingest_nar.ts) it won the interleaved pairs on the shared 2-core VM
  * (load 1.2-1.9): `snix store import` of the 1 GiB mixed corpus 3.3-3.6 s
- * against 3.9-4.6 s (binary, six pairs), `nix copy --to` 166-211 against
- * 155-187 MiB/s, for ~0.5-1 s more CPU per GiB and ~70-100 MiB more peak
- * RSS. It is still off by default: with it on, the Bun run of
- * ./nar_to_fd_test.ts failed now and then (about 1 in 25-40 alone, 2 of ~12
- * whole Bun suites; never in 120 runs with it off) with a chunk read as
- * corrupt where the test expects none. Not understood yet: until it is,
- * the worker is not trusted with every ingestion.
+ * against 3.9-4.6 s (binary, six pairs), 4.1-5.1 against 4.8-5.2 s
+ * (`deno run`, one pair of six lost), `nix copy --to` 166-211 against
+ * 155-187 MiB/s (binary, two pairs of six lost), for ~0.5-1 s more CPU per
+ * GiB and ~70-100 MiB more peak RSS (the worker's heap, the rings). (A rare
+ * test failure that came with it was the test's: ./nar_to_fd_test.ts
+ * repaired a damaged pack in place and read on through a service holding
+ * the damaged bytes in a pack read window.)
  */
-const INGEST_WORKER = process.env.SNIX_INGEST_WORKER === "1";
+const INGEST_WORKER = process.env.SNIX_INGEST_WORKER !== "0";
 
 /**
  * What loading a chunk takes: its digest, the blob it belongs to (named in
