@@ -61,7 +61,7 @@ const IN_FLIGHT = 16;
  * ~40 KiB of typed arrays per job took 0.2-0.35 ms a postMessage (Deno, Bun).
  */
 const SLOT_BYTES = 1 << 20;
-/** Idle workers are ended after this long (ms), unless warmed up for longer. */
+/** Idle workers are ended after this long (ms), unless warmed up (then never). */
 const IDLE_MS = 10_000;
 let idleMs = IDLE_MS;
 const WORKERS = 2;
@@ -302,17 +302,16 @@ async function workers(): Promise<NarWorkers | undefined> {
  * about to serve them): starts the NAR workers and loads the pack indexes
  * of `blobs` and `directories` now, so that the first NarFromPath waits for
  * neither (~40-50 ms each under the binary, together about half the time of
- * a 76 MiB NAR). From then on the workers stay up to `idle` ms without work
- * (default: as long as the process runs). Resolves whether they run; does
- * nothing where they cannot (not a local store, no FFI).
+ * a 76 MiB NAR). From then on the workers stay as long as the process
+ * runs. Resolves whether they run; does nothing where they cannot (not a
+ * local store, no FFI).
  */
 export async function warmNarWorkers(
   blobs: BlobService,
   directories: DirectoryService,
-  idle = 2 ** 31 - 1,
 ): Promise<boolean> {
   if (!(blobs instanceof LocalBlobService) || !ffiGranted()) return false;
-  idleMs = idle;
+  idleMs = 2 ** 31 - 1; // setTimeout's longest delay
   const pool = workers();
   // A digest nobody has: the lookups load the indexes and find nothing.
   const none = new Uint8Array(32);

@@ -12,7 +12,7 @@ import { serveConnection } from "./connection.ts";
 import type { ByteSink } from "../wire/writer.ts";
 import { handlers } from "./ops/mod.ts";
 import { socketStreams } from "./socket_streams.ts";
-import { enlargeUnixSendBuffer } from "../runtime/raw_socket.ts";
+import { enlargeUnixSendBuffer, handleFd } from "../runtime/raw_socket.ts";
 import { type DaemonServices, DaemonStore } from "./store.ts";
 
 /** How to run the daemon. */
@@ -148,11 +148,9 @@ export async function listenUnix(
     else server.listen(path, listening);
   });
   if (opts.mode !== undefined && !inherited) chmodSync(path, opts.mode);
-  // deno-lint-ignore no-explicit-any
-  const fd = (server as any)._handle?.fd;
   return {
     path,
-    fd: typeof fd === "number" && fd >= 0 ? fd : undefined,
+    fd: handleFd(server),
     store,
     async close() {
       const closed = new Promise<void>((resolve) =>

@@ -422,8 +422,7 @@ const F_GETPIPE_SZ = 1032;
  * /proc/sys/fs/pipe-max-size only root may go); resolves with the size it
  * then has, or `undefined` if `fd` is no pipe or there is no FFI. Why: a
  * pipe holds 64 KiB by default, so a NAR written to one (`nix-daemon
- * --stdio` under ssh-ng, `snix store export | ...`) wakes its reader and
- * waits for it every 64 KiB.
+ * --stdio` under ssh-ng) wakes its reader and waits for it every 64 KiB.
  */
 export async function enlargePipeBuffer(
   fd: number,
@@ -444,7 +443,11 @@ const IPPROTO_TCP = 6;
 const TCP_CONGESTION = 13;
 
 /** `_handle.fd` of a node:net socket, where the runtime has one. */
-function handleFd(socket: net.Socket): number | undefined {
+/**
+ * The file descriptor behind a node:net socket or server (`_handle.fd`),
+ * where the runtime exposes it.
+ */
+export function handleFd(socket: net.Socket | net.Server): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === "number" && fd >= 0 ? fd : undefined;
 }
